@@ -1,0 +1,321 @@
+"""Sweep schema: validate a config and expand it into the grid of runs.
+
+A sweep file (sweeps/*.py) returns an ml_collections ConfigDict; `validate`
+turns it into a frozen `Sweep`, checking every field before anything runs, and
+`expand` turns a `Sweep` into the list of `Run`s it trains. Each run carries
+its identity: `run_id` and the integer tags from which all of its random draws
+derive, so its result does not depend on which runs it is grouped with.
+
+Fields (a tuple in a swept field trains one network per element of the
+product of all swept fields):
+
+  widths, depths, n, lr, batch_size, loss, optimizer, param   swept
+  num_seeds, seed        seeds are seed, seed+1, ..., seed+num_seeds-1
+  d, dataset, labels, phi, mu, teacher_width                   training set
+  reduction, momentum, train_output                            objective, optimizer
+  steps, record_every, chunk_steps                             schedule
+  precision, dtype, power_tol, power_max_iters, regression_tol numerics
+  memory_budget_mb, name                                       engine
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+PARAMS = ("du", "zou", "ntk", "standard")
+LOSSES = ("squared", "hinge", "squared_hinge", "exponential", "logistic")
+CLASSIFICATION_LOSSES = LOSSES[1:]
+OPTIMIZERS = ("gd", "sgd")
+DATASETS = ("sphere", "zou")
+LABELS = ("gaussian", "random_sign", "teacher", "teacher_regression")
+SIGN_LABELS = ("random_sign", "teacher")
+REDUCTIONS = ("sum", "mean")
+PRECISIONS = ("highest", "high", "default")
+DTYPES = ("float32", "float64")
+
+SWEPT = ("widths", "depths", "n", "lr", "batch_size", "loss", "optimizer", "param")
+
+DEFAULTS: dict[str, Any] = dict(
+    name="sweep",
+    widths=(64, 256, 1024),
+    depths=(1,),
+    num_seeds=8,
+    seed=0,
+    n=(64,),
+    d=16,
+    dataset="sphere",
+    labels="gaussian",
+    phi=0.0,
+    mu=0.5,
+    teacher_width=16,
+    loss=("squared",),
+    reduction="sum",
+    optimizer=("gd",),
+    momentum=0.0,
+    lr=(0.1,),
+    batch_size=(16,),
+    param=("du",),
+    train_output=False,
+    steps=200,
+    record_every=1,
+    chunk_steps=100,
+    precision="highest",
+    dtype="float32",
+    power_tol=1e-6,
+    power_max_iters=100,
+    regression_tol=1e-2,
+    memory_budget_mb=2048,
+)
+
+
+class ConfigError(ValueError):
+    """A bad config field; str(err) is one line naming the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"config.{field}: {message}")
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A validated sweep. Swept fields are tuples; the rest are scalars."""
+
+    name: str
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_seeds: int
+    seed: int
+    n: tuple[int, ...]
+    d: int
+    dataset: str
+    labels: str
+    phi: float
+    mu: float
+    teacher_width: int
+    loss: tuple[str, ...]
+    reduction: str
+    optimizer: tuple[str, ...]
+    momentum: float
+    lr: tuple[float, ...]
+    batch_size: tuple[int, ...]
+    param: tuple[str, ...]
+    train_output: bool
+    steps: int
+    record_every: int
+    chunk_steps: int
+    precision: str
+    dtype: str
+    power_tol: float
+    power_max_iters: int
+    regression_tol: float
+    memory_budget_mb: int
+
+    @property
+    def sign_labels(self) -> bool:
+        """True when labels are +-1 (classification error and margins apply)."""
+        return self.labels in SIGN_LABELS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One trained network: its grid point and its identity."""
+
+    run_id: str
+    seed: int
+    width: int
+    depth: int
+    n: int
+    d: int
+    loss: str
+    optimizer: str
+    lr: float
+    batch_size: int
+    param: str
+    dataset_id: str
+    init_tag: int   # uint32: init key = fold_in(PRNGKey(seed), init_tag)
+    batch_tag: int  # uint32: SGD batch keys = fold_in(fold_in(PRNGKey(seed), batch_tag), step)
+
+
+def stable_hash(*parts: Any, nbytes: int = 8) -> int:
+    """A hash of `parts` that is the same in every process and Python version."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=nbytes).digest(), "big")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _as_tuple(field: str, value: Any) -> tuple:
+    """Swept fields accept a scalar or a tuple; `(a,b)` typed as one string is split."""
+    if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
+        value = tuple(s.strip().strip("'\"") for s in value[1:-1].split(",") if s.strip())
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(field, "is empty; give at least one value")
+        return tuple(value)
+    return (value,)
+
+
+def _int(field: str, value: Any, *, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, f"must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ConfigError(field, f"must be an integer >= {low}, got {value}")
+    return int(value)
+
+
+def _float(field: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
+           open_low: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, f"must be a number, got {value!r}")
+    value = float(value)
+    bad_low = value <= low if open_low else value < low
+    if not math.isfinite(value) or bad_low or value > high:
+        lo = "(" if open_low else "["
+        raise ConfigError(field, f"must be a finite number in {lo}{low}, {high}], got {value}")
+    return value
+
+
+def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(field, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be True or False, got {value!r}")
+    return value
+
+
+def validate(config: Mapping[str, Any]) -> Sweep:
+    """Checks every field of `config` and returns the resolved `Sweep`.
+
+    Raises ConfigError (one line, naming the field and what is allowed).
+    """
+    config = dict(config.items())
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown field; known fields: {', '.join(DEFAULTS)}")
+    c = {**DEFAULTS, **config}
+
+    name = c["name"]
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ConfigError("name", f"must be a plain directory name, got {name!r}")
+    s = dict(
+        name=name,
+        widths=tuple(_int("widths", w) for w in _as_tuple("widths", c["widths"])),
+        depths=tuple(_int("depths", v) for v in _as_tuple("depths", c["depths"])),
+        num_seeds=_int("num_seeds", c["num_seeds"]),
+        seed=_int("seed", c["seed"], low=0),
+        n=tuple(_int("n", v, low=2) for v in _as_tuple("n", c["n"])),
+        d=_int("d", c["d"], low=2),
+        dataset=_choice("dataset", c["dataset"], DATASETS),
+        labels=_choice("labels", c["labels"], LABELS),
+        phi=_float("phi", c["phi"], low=0.0, high=2.0),
+        mu=_float("mu", c["mu"], low=0.0, high=1.0, open_low=False),
+        teacher_width=_int("teacher_width", c["teacher_width"]),
+        loss=tuple(_choice("loss", v, LOSSES) for v in _as_tuple("loss", c["loss"])),
+        reduction=_choice("reduction", c["reduction"], REDUCTIONS),
+        optimizer=tuple(_choice("optimizer", v, OPTIMIZERS)
+                        for v in _as_tuple("optimizer", c["optimizer"])),
+        momentum=_float("momentum", c["momentum"], low=0.0, high=1.0),
+        lr=tuple(_float("lr", v, low=0.0, open_low=True) for v in _as_tuple("lr", c["lr"])),
+        batch_size=tuple(_int("batch_size", v) for v in _as_tuple("batch_size", c["batch_size"])),
+        param=tuple(_choice("param", v, PARAMS) for v in _as_tuple("param", c["param"])),
+        train_output=_bool("train_output", c["train_output"]),
+        steps=_int("steps", c["steps"]),
+        record_every=_int("record_every", c["record_every"]),
+        chunk_steps=_int("chunk_steps", c["chunk_steps"]),
+        precision=_choice("precision", c["precision"], PRECISIONS),
+        dtype=_choice("dtype", c["dtype"], DTYPES),
+        power_tol=_float("power_tol", c["power_tol"], low=0.0, high=0.1, open_low=True),
+        power_max_iters=_int("power_max_iters", c["power_max_iters"]),
+        regression_tol=_float("regression_tol", c["regression_tol"], low=0.0, open_low=True),
+        memory_budget_mb=_int("memory_budget_mb", c["memory_budget_mb"]),
+    )
+    _check_consistency(s)
+    return Sweep(**s)
+
+
+def _check_consistency(s: dict[str, Any]) -> None:
+    if s["steps"] % s["record_every"]:
+        raise ConfigError("record_every", f"must divide steps={s['steps']}, "
+                          f"got {s['record_every']}")
+    if s["dataset"] == "zou" and s["mu"] >= 1.0:
+        raise ConfigError("mu", "must be < 1 for dataset 'zou' (points need a free direction)")
+    if s["phi"] > 0 and s["labels"] not in SIGN_LABELS:
+        raise ConfigError("phi", "a class separation needs +-1 labels (labels 'random_sign' "
+                          f"or 'teacher'), got labels={s['labels']!r}")
+    for loss in s["loss"]:
+        if loss in CLASSIFICATION_LOSSES and s["labels"] not in SIGN_LABELS:
+            raise ConfigError("labels", f"loss {loss!r} needs +-1 labels: 'random_sign' or "
+                              f"'teacher', got {s['labels']!r}")
+    if "sgd" in s["optimizer"]:
+        too_big = [b for b in s["batch_size"] if b > min(s["n"])]
+        if too_big:
+            raise ConfigError("batch_size", f"must be <= n={min(s['n'])} for optimizer 'sgd', "
+                              f"got {too_big[0]}")
+    if "zou" in s["param"]:
+        odd = [w for w in s["widths"] if w % 2]
+        if odd:
+            raise ConfigError("widths", "must be even for param 'zou' (output weights are half "
+                              f"+1, half -1), got {odd[0]}")
+
+
+# ---------------------------------------------------------------- expansion
+
+
+def data_identity(s: Sweep, *, seed: int, n: int) -> dict[str, Any]:
+    """Everything that determines a training set."""
+    ident = dict(dataset=s.dataset, labels=s.labels, n=n, d=s.d, seed=seed, dtype=s.dtype)
+    if s.dataset == "zou":
+        ident.update(mu=s.mu)
+    if s.phi > 0:
+        ident.update(phi=s.phi)
+    if s.labels.startswith("teacher"):
+        ident.update(teacher_width=s.teacher_width)
+    return ident
+
+
+def dataset_id(ident: Mapping[str, Any]) -> str:
+    return f"{stable_hash(dict(ident)):016x}"[:12]
+
+
+def expand(s: Sweep) -> list[Run]:
+    """All runs of the sweep, in a fixed order.
+
+    GD runs use the full batch (batch_size = n); SGD runs sweep `batch_size`.
+    Random streams are shared where that makes comparisons paired: runs that
+    differ only in lr (or loss, optimizer) start from the same weights, and
+    runs with the same seed and n train on the same data.
+    """
+    runs = []
+    for seed, n, width, depth, param, loss, opt, lr in itertools.product(
+            range(s.seed, s.seed + s.num_seeds), s.n, s.widths, s.depths, s.param,
+            s.loss, s.optimizer, s.lr):
+        for batch in (s.batch_size if opt == "sgd" else (n,)):
+            did = dataset_id(data_identity(s, seed=seed, n=n))
+            init_tag = stable_hash("init", width, depth, param, s.d, s.train_output, s.dtype,
+                                   nbytes=4)
+            batch_tag = stable_hash("batches", n, batch, nbytes=4)
+            ident = dict(seed=seed, n=n, width=width, depth=depth, param=param, loss=loss,
+                         optimizer=opt, lr=lr, batch_size=batch, dataset_id=did,
+                         **{k: v for k, v in s.to_dict().items()
+                            if k not in SWEPT and k not in ("name", "num_seeds", "seed",
+                                                            "chunk_steps", "memory_budget_mb")})
+            runs.append(Run(run_id=f"{stable_hash(ident):016x}", seed=seed, width=width,
+                            depth=depth, n=n, d=s.d, loss=loss, optimizer=opt, lr=lr,
+                            batch_size=batch, param=param, dataset_id=did,
+                            init_tag=init_tag, batch_tag=batch_tag))
+    return runs

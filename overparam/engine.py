@@ -1,0 +1,256 @@
+"""Runs a planned sweep: compile per shape, train chunk by chunk, write Parquet.
+
+Data flow: Sweep -> runs -> datasets -> Plan -> for each batch: compiled
+init, then chunks whose records leave the device once per chunk and are
+written by a background thread while the next chunk computes -> runs.parquet
+and manifest.json at the end.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.metadata
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from overparam import config as config_lib
+from overparam import data as data_lib
+from overparam import plan as plan_lib
+from overparam import progress as progress_lib
+from overparam import store, train
+
+BACKENDS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
+PACKAGES = ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "ml_collections", "absl-py")
+
+
+class BackendError(RuntimeError):
+    """The requested device is not the one JAX got."""
+
+
+def check_backend(device: str | None) -> str:
+    """Returns JAX's backend; raises BackendError if it is not `device` (cpu|gpu|tpu)."""
+    try:
+        backend = jax.default_backend()
+    except RuntimeError as e:
+        raise BackendError(f"JAX could not start the {device} backend: "
+                           f"{str(e).splitlines()[0]}") from None
+    if device is not None and BACKENDS[device] != backend:
+        raise BackendError(f"--device={device} was asked for but JAX runs on {backend!r} "
+                           f"(devices: {jax.devices()}); install the {device} jax extra "
+                           f"(make install DEVICE={device})")
+    return backend
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a sweep did: counts, timings (seconds) and throughput."""
+
+    out: Path
+    num_runs: int
+    num_diverged: int
+    num_compiles: int
+    network_steps: int
+    timings: dict[str, float]
+
+    @property
+    def throughput(self) -> float:
+        """Network-steps per second over the whole sweep, compile and writing included."""
+        return self.network_steps / max(self.timings["total"], 1e-9)
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _device_info() -> dict[str, Any]:
+    devices = jax.devices()
+    return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+            "device_count": len(devices), "host": platform.node(),
+            "processor": platform.processor() or platform.machine()}
+
+
+class _RunLog:
+    """Per-run facts gathered from the records as chunks are written."""
+
+    def __init__(self):
+        self.zero_error_step: dict[str, int] = {}
+        self.final_loss: dict[str, float] = {}
+        self.diverged_step: dict[str, int] = {}
+
+
+def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, steps: int,
+                 log: _RunLog, progress: progress_lib.Progress) -> None:
+    """Moves one chunk's records to the host and writes its steps/ and layers/ parts."""
+    records = jax.device_get(records)
+    real = batch.num_real
+    step = records["step"][:real]                          # (real, K)
+    valid = step <= steps
+    run_ids = np.array([r.run_id for r in batch.runs[:real]])
+    ids = np.broadcast_to(run_ids[:, None], step.shape)[valid]
+    cols = {"run_id": ids, "step": step[valid].astype(np.int64)}
+    for name in train.STEP_FIELDS:
+        cols[name] = records[name][:real][valid].astype(np.float64)
+    steps_df = pd.DataFrame(cols)
+    L = batch.static.depth
+    layer_cols = {"run_id": np.repeat(ids, L), "step": np.repeat(cols["step"], L),
+                  "layer": np.tile(np.arange(1, L + 1, dtype=np.int64), len(ids))}
+    for name in train.LAYER_FIELDS:
+        layer_cols[name] = records[name][:real][valid].reshape(-1).astype(np.float64)
+    store.write_parquet(steps_df, out / store.STEPS / store.part_name(batch.index, chunk))
+    store.write_parquet(pd.DataFrame(layer_cols),
+                        out / store.LAYERS / store.part_name(batch.index, chunk))
+
+    for run_id, df in steps_df.groupby("run_id", sort=False):
+        zero = df["step"][df["train_error"] == 0]
+        if len(zero) and run_id not in log.zero_error_step:
+            log.zero_error_step[run_id] = int(zero.iloc[0])
+        last = df[df["step"] == steps]
+        if len(last):
+            log.final_loss[run_id] = float(last["loss"].iloc[0])
+    progress.update(real * int((step[0] < steps).sum()) * batch.static.record_every)
+
+
+def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype):
+    hyper = train.Hyper(
+        seed=jnp.asarray([r.seed for r in batch.runs], jnp.uint32),
+        init_tag=jnp.asarray([r.init_tag for r in batch.runs], jnp.uint32),
+        batch_tag=jnp.asarray([r.batch_tag for r in batch.runs], jnp.uint32),
+        lr=jnp.asarray([r.lr for r in batch.runs], dtype))
+    X = jnp.asarray(np.stack([datasets[r.dataset_id].X for r in batch.runs]))
+    y = jnp.asarray(np.stack([datasets[r.dataset_id].y for r in batch.runs]))
+    return hyper, X, y
+
+
+def make_datasets(sweep: config_lib.Sweep) -> tuple[dict[str, data_lib.Dataset],
+                                                    dict[str, dict]]:
+    """Every training set of the sweep, keyed by dataset id, and their identities."""
+    datasets, idents = {}, {}
+    for seed in range(sweep.seed, sweep.seed + sweep.num_seeds):
+        for n in sweep.n:
+            ident = config_lib.data_identity(sweep, seed=seed, n=n)
+            did = config_lib.dataset_id(ident)
+            if did not in datasets:
+                datasets[did], idents[did] = data_lib.make_dataset(ident), ident
+    return datasets, idents
+
+
+def _runs_table(sweep, runs, datasets, log: _RunLog) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        row = {k: v for k, v in dataclasses.asdict(r).items() if k not in ("init_tag",
+                                                                             "batch_tag")}
+        div = log.diverged_step.get(r.run_id, -1)
+        row.update(
+            status="diverged" if div >= 0 else "ok",
+            diverged_step=div if div >= 0 else None,
+            steps_to_zero_error=log.zero_error_step.get(r.run_id),
+            final_loss=log.final_loss.get(r.run_id, float("nan")),
+            steps=sweep.steps, dataset=sweep.dataset, labels=sweep.labels,
+            reduction=sweep.reduction, momentum=sweep.momentum,
+            train_output=sweep.train_output, precision=sweep.precision, dtype=sweep.dtype,
+            separation=datasets[r.dataset_id].separation)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in ("diverged_step", "steps_to_zero_error"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = None,
+              show_progress: bool = True, log_fn=print) -> Summary:
+    """Trains every network of `sweep` and writes the results directory `out`.
+
+    Everything that can fail on bad input (config, datasets, backend) is
+    checked before `out` is created.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise config_lib.ConfigError("out", f"{out} exists and is not a directory")
+    if sweep.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    check_backend(device)
+    runs = config_lib.expand(sweep)
+    datasets, idents = make_datasets(sweep)
+    plan = plan_lib.make_plan(sweep, runs)
+    log_fn(plan_lib.describe(plan))
+    timings = {"plan": time.perf_counter() - t0, "compile": 0.0}
+
+    manifest = {"status": "running", "config": sweep.to_dict(), "versions": _versions(),
+                "device": _device_info(), "git_commit": _git_commit(),
+                "command": " ".join(sys.argv), "num_runs": len(runs),
+                "plan": plan_lib.describe(plan).splitlines()}
+    store.write_json(manifest, out / store.MANIFEST)
+    for did, ds in datasets.items():
+        store.write_parquet(store.dataset_table(did, ds.X, ds.y),
+                            out / store.DATASETS / f"{did}.parquet")
+
+    total = sum(b.num_real for b in plan.batches) * sweep.steps
+    progress = progress_lib.Progress(total, enabled=show_progress)
+    log = _RunLog()
+    compiled: dict[tuple, Any] = {}
+    dtype = jnp.dtype(sweep.dtype)
+    t_train = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+        for batch in plan.batches:
+            program = train.make_program(batch.static)
+            hyper, X, y = _stack_batch(batch, datasets, dtype)
+            state = program.init(hyper, X)
+            key = (batch.static, batch.size)
+            if key not in compiled:
+                tc = time.perf_counter()
+                compiled[key] = program.chunk.lower(state, hyper, X, y).compile()
+                timings["compile"] += time.perf_counter() - tc
+            for c in range(plan.num_chunks):
+                state, records = compiled[key](state, hyper, X, y)
+                pending.append(writer.submit(_write_chunk, out, batch, c, records, sweep.steps,
+                                             log, progress))
+            diverged = np.asarray(state.diverged_step)[: batch.num_real]
+            for r, s in zip(batch.runs, diverged):
+                if s >= 0:
+                    log.diverged_step[r.run_id] = int(s)
+        for f in pending:
+            f.result()
+    timings["train_and_write"] = time.perf_counter() - t_train
+
+    store.write_parquet(_runs_table(sweep, runs, datasets, log), out / store.RUNS)
+    timings["total"] = time.perf_counter() - t0
+    summary = Summary(out=out, num_runs=len(runs), num_diverged=len(log.diverged_step),
+                      num_compiles=len(compiled), network_steps=len(runs) * sweep.steps,
+                      timings=timings)
+    manifest.update(status="complete", timings=timings, num_diverged=summary.num_diverged,
+                    num_compiles=summary.num_compiles,
+                    throughput_network_steps_per_s=summary.throughput,
+                    datasets={did: {**ident, "separation": datasets[did].separation}
+                              for did, ident in idents.items()})
+    store.write_json(manifest, out / store.MANIFEST)
+    return summary

@@ -1,0 +1,92 @@
+"""Deep ReLU MLP without biases, as pure functions, in four parameterizations.
+
+A network of depth L has hidden weights W_1 (m, d), W_2..W_L (m, m) (row r is
+neuron r's incoming weights) and output weights a (m,). With h_0 = x,
+
+    z_l = c_l W_l h_{l-1},   h_l = relu(z_l),   f(x) = c_out a . h_L.
+
+The parameterization fixes the initial distribution of W_l and a and the
+forward multipliers c_l, c_out:
+
+  du        W_l ~ N(0, 1) entries, a_r uniform on {-1, +1};
+            c_1 = 1, c_l = sqrt(2/m) for l >= 2, c_out = 1/sqrt(m).
+            For L = 1 this is Du et al. 2018, eq. (1):
+            f(x) = (1/sqrt(m)) sum_r a_r relu(w_r . x).
+  zou       W_l ~ N(0, 2/m) entries, a = v with exactly m/2 entries +1 and
+            m/2 entries -1 (in random order); all c = 1.
+            Zou et al. 2018, eq. (3.1): f(x) = v^T relu(W_L^T ... relu(W_1^T x)).
+  ntk       W_l, a ~ N(0, 1); c_l = sqrt(2/fan_in), c_out = sqrt(2/m)
+            (NTK parameterization, sigma_w = sqrt(2); Jacot et al. 2018).
+  standard  W_l ~ N(0, 2/fan_in), a ~ N(0, 2/m) (He init); all c = 1.
+
+The trained parameters are W_l (and a with train_output). The engine trains
+the offset from initialization, W_l = W_l(0) + D_l, so that the radius
+||D_l|| is resolved without cancellation in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Net(NamedTuple):
+    """hidden: (W_1 (m, d), W_2 (m, m), ..., W_L (m, m)); out: a (m,)."""
+
+    hidden: tuple[jax.Array, ...]
+    out: jax.Array
+
+
+def forward_scales(param: str, *, d: int, width: int, depth: int) -> tuple[tuple[float, ...],
+                                                                            float]:
+    """(c_1, ..., c_L), c_out: the forward multipliers of the module docstring."""
+    fan_ins = (d,) + (width,) * (depth - 1)
+    if param == "du":
+        return (1.0,) + (math.sqrt(2.0 / width),) * (depth - 1), 1.0 / math.sqrt(width)
+    if param == "ntk":
+        return tuple(math.sqrt(2.0 / f) for f in fan_ins), math.sqrt(2.0 / width)
+    if param in ("zou", "standard"):
+        return (1.0,) * depth, 1.0
+    raise ValueError(f"unknown param {param!r}")
+
+
+def _init_std(param: str, fan_in: int, width: int) -> float:
+    return {"du": 1.0, "ntk": 1.0, "zou": math.sqrt(2.0 / width),
+            "standard": math.sqrt(2.0 / fan_in)}[param]
+
+
+def init(key: jax.Array, *, d: int, width: int, depth: int, param: str,
+         dtype=jnp.float32) -> Net:
+    """Draws a network at initialization; see the module docstring for the laws."""
+    keys = jax.random.split(key, depth + 1)
+    fan_ins = (d,) + (width,) * (depth - 1)
+    hidden = tuple(_init_std(param, f, width) * jax.random.normal(k, (width, f), dtype)
+                   for k, f in zip(keys[:depth], fan_ins))
+    if param == "du":
+        out = jax.random.rademacher(keys[-1], (width,), dtype)
+    elif param == "zou":
+        half = jnp.concatenate([jnp.ones(width // 2, dtype), -jnp.ones(width // 2, dtype)])
+        out = jax.random.permutation(keys[-1], half)
+    else:
+        out = _init_std(param, width, width) * jax.random.normal(keys[-1], (width,), dtype)
+    return Net(hidden, out)
+
+
+def apply(net: Net, X: jax.Array, *, param: str,
+          precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Forward pass on a batch.
+
+    X: (n, d). Returns f: (n,) and the pre-activations (z_1, ..., z_L), each (n, m).
+    """
+    width, depth = net.out.shape[0], len(net.hidden)
+    scales, out_scale = forward_scales(param, d=X.shape[-1], width=width, depth=depth)
+    h, pre = X, []
+    for W, c in zip(net.hidden, scales):
+        z = c * jnp.matmul(h, W.T, precision=precision)
+        pre.append(z)
+        h = jax.nn.relu(z)
+    f = out_scale * jnp.matmul(h, net.out, precision=precision)
+    return f, tuple(pre)

@@ -1,0 +1,119 @@
+"""Grid -> shape groups -> batches of networks -> chunks of recorded steps.
+
+Runs that share a `train.Static` (width, depth, n, batch size, loss,
+optimizer, parameterization and the sweep's numerics) share one compiled
+program. A group larger than the memory budget allows is split into batches
+of equal size (the last one padded with copies of a real run, whose output is
+dropped), so each shape still compiles once. Small widths are never padded up
+to large ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from overparam import config as config_lib
+from overparam import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Networks trained together by one program. runs[:num_real] are real."""
+
+    index: int
+    static: train.Static
+    runs: tuple[config_lib.Run, ...]
+    num_real: int
+
+    @property
+    def size(self) -> int:
+        return len(self.runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    batches: tuple[Batch, ...]
+    num_records: int    # steps / record_every + 1 (step 0 included)
+    chunk_records: int  # records per compiled chunk
+    num_chunks: int
+
+    @property
+    def num_runs(self) -> int:
+        return sum(b.num_real for b in self.batches)
+
+    @property
+    def num_programs(self) -> int:
+        return len({b.static for b in self.batches})
+
+
+def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int) -> train.Static:
+    return train.Static(
+        width=run.width, depth=run.depth, n=run.n, d=run.d, batch_size=run.batch_size,
+        loss=run.loss, optimizer=run.optimizer, param=run.param, reduction=sweep.reduction,
+        momentum=sweep.momentum, train_output=sweep.train_output,
+        sign_labels=sweep.sign_labels, steps=sweep.steps, record_every=sweep.record_every,
+        chunk_records=chunk_records, precision=sweep.precision, dtype=sweep.dtype,
+        power_tol=sweep.power_tol, power_max_iters=sweep.power_max_iters,
+        regression_tol=sweep.regression_tol)
+
+
+def bytes_per_network(static: train.Static) -> int:
+    """A generous estimate of one network's live device memory in a chunk."""
+    itemsize = 8 if static.dtype == "float64" else 4
+    m, L = static.width, static.depth
+    params = m * static.d + (L - 1) * m * m + m
+    copies = 6 if static.momentum else 5   # W(0), D, gradient, update, new D (+ momentum)
+    activations = 4 * static.n * m * L     # z, relu(z), their cotangents
+    patterns = static.n * m * L            # bool, 1 byte
+    records = static.chunk_records * (5 + 4 * L) + static.n * (static.d + 2)
+    return (copies * params + activations + records) * itemsize + patterns
+
+
+def chunking(steps: int, record_every: int, chunk_steps: int) -> tuple[int, int, int]:
+    """(num_records, chunk_records, num_chunks) with equal chunks and < num_chunks spare."""
+    num_records = steps // record_every + 1
+    target = max(1, chunk_steps // record_every)
+    num_chunks = math.ceil(num_records / target)
+    return num_records, math.ceil(num_records / num_chunks), num_chunks
+
+
+def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
+              *, multiple_of: int = 1) -> Plan:
+    """Groups `runs` (default: all of the sweep) into batches that fit the memory budget.
+
+    multiple_of: batch sizes are rounded up to it (the number of devices).
+    """
+    runs = config_lib.expand(sweep) if runs is None else runs
+    num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
+                                                      sweep.chunk_steps)
+    groups: dict[train.Static, list[config_lib.Run]] = {}
+    for run in runs:
+        groups.setdefault(static_for(sweep, run, chunk_records), []).append(run)
+    budget = sweep.memory_budget_mb * 2**20
+    batches = []
+    for static, group in groups.items():
+        fit = max(1, budget // bytes_per_network(static))
+        fit = max(multiple_of, fit // multiple_of * multiple_of)
+        num = math.ceil(len(group) / fit)
+        size = math.ceil(math.ceil(len(group) / num) / multiple_of) * multiple_of
+        for start in range(0, len(group), size):
+            real = tuple(group[start:start + size])
+            padded = real + (real[-1],) * (size - len(real))
+            batches.append(Batch(index=len(batches), static=static, runs=padded,
+                                 num_real=len(real)))
+    return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
+                num_chunks=num_chunks)
+
+
+def describe(plan: Plan) -> str:
+    """A short table of the plan: one line per batch."""
+    lines = [f"{plan.num_runs} networks, {plan.num_programs} programs, {len(plan.batches)} "
+             f"batches, {plan.num_chunks} chunks of {plan.chunk_records} records"]
+    for b in plan.batches:
+        s = b.static
+        mb = b.size * bytes_per_network(s) / 2**20
+        lines.append(f"  batch {b.index}: {b.num_real} networks (+{b.size - b.num_real} pad) "
+                     f"width={s.width} depth={s.depth} n={s.n} batch_size={s.batch_size} "
+                     f"loss={s.loss} optimizer={s.optimizer} param={s.param} ~{mb:.0f} MiB")
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""The compiled program: K recorded steps of many networks of one shape.
+
+`make_program(static)` returns two jitted functions vmapped over networks:
+
+  init(hyper, X)           -> State        draws each network from its own key
+  chunk(state, hyper, X, y) -> (State, records)
+                           one lax.scan over `static.chunk_records` records;
+                           each measures the current weights, then takes
+                           `record_every` optimizer steps.
+
+A network is a function of its `Hyper` row (seed, key tags, lr) and its data,
+never of its position in the batch. Records at steps past `static.steps` are
+computed on frozen weights and dropped by the host, so every chunk of a sweep
+has the same length and the program compiles once per shape.
+
+A network whose loss or gradient stops being finite is frozen at its last
+finite weights; its records from then on are NaN and `diverged_step` says
+when it happened. Its neighbours in the batch are unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from overparam import losses, metrics, model
+
+PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
+              "default": jax.lax.Precision.DEFAULT}
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """Everything that selects a compiled program (hashable)."""
+
+    width: int
+    depth: int
+    n: int
+    d: int
+    batch_size: int
+    loss: str
+    optimizer: str
+    param: str
+    reduction: str = "sum"
+    momentum: float = 0.0
+    train_output: bool = False
+    sign_labels: bool = False
+    steps: int = 100
+    record_every: int = 1
+    chunk_records: int = 50
+    precision: str = "highest"
+    dtype: str = "float32"
+    power_tol: float = 1e-6
+    power_max_iters: int = 100
+    regression_tol: float = 1e-2
+
+
+class Hyper(NamedTuple):
+    """Per-network scalars, vmapped: seed, init_tag, batch_tag (uint32), lr."""
+
+    seed: jax.Array
+    init_tag: jax.Array
+    batch_tag: jax.Array
+    lr: jax.Array
+
+
+class State(NamedTuple):
+    """One network's training state (the engine stacks a leading network axis)."""
+
+    step: jax.Array           # (), int32: the step the current weights are at
+    net0: model.Net           # weights at initialization, fixed
+    delta: model.Net          # W - W(0); delta.out stays 0 unless train_output
+    opt_state: Any
+    v: tuple[jax.Array, ...]  # per layer (fan_in,): warm start of the power iteration
+    pattern0: tuple[jax.Array, ...]  # per layer (n, m) bool: 1{z_l > 0} at step 0
+    batch_key: jax.Array
+    alive: jax.Array          # (), bool
+    diverged_step: jax.Array  # (), int32: first non-finite step, -1 if none
+
+
+STEP_FIELDS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output")
+LAYER_FIELDS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac")
+
+
+def _keys(hyper: Hyper):
+    base = jax.random.PRNGKey(hyper.seed)
+    return jax.random.fold_in(base, hyper.init_tag), jax.random.fold_in(base, hyper.batch_tag)
+
+
+def _optimizer(static: Static, lr: jax.Array) -> optax.GradientTransformation:
+    return optax.sgd(learning_rate=lr, momentum=static.momentum or None)
+
+
+def _trainable(static: Static, delta: model.Net):
+    return delta if static.train_output else delta.hidden
+
+
+def _with_trainable(static: Static, delta: model.Net, trained) -> model.Net:
+    return trained if static.train_output else delta._replace(hidden=trained)
+
+
+def _weights(net0: model.Net, delta: model.Net) -> model.Net:
+    return jax.tree_util.tree_map(jnp.add, net0, delta)
+
+
+def init_single(static: Static, hyper: Hyper, X: jax.Array) -> State:
+    """State at step 0 of one network. X: (n, d)."""
+    init_key, batch_key = _keys(hyper)
+    net_key, power_key = jax.random.split(init_key)
+    dtype = jnp.dtype(static.dtype)
+    net0 = model.init(net_key, d=static.d, width=static.width, depth=static.depth,
+                      param=static.param, dtype=dtype)
+    delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
+    _, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
+    v = tuple(_unit(jax.random.normal(k, (W.shape[1],), dtype))
+              for k, W in zip(jax.random.split(power_key, static.depth), net0.hidden))
+    opt_state = _optimizer(static, hyper.lr).init(_trainable(static, delta))
+    return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
+                 v=v, pattern0=tuple(z > 0 for z in pre), batch_key=batch_key,
+                 alive=jnp.ones((), bool), diverged_step=-jnp.ones((), jnp.int32))
+
+
+def _unit(v: jax.Array) -> jax.Array:
+    return v / jnp.linalg.norm(v)
+
+
+def _batch_loss(static: Static, net0: model.Net, delta: model.Net, trained, X, y):
+    net = _weights(net0, _with_trainable(static, delta, trained))
+    f, pre = model.apply(net, X, param=static.param, precision=PRECISIONS[static.precision])
+    loss = losses.reduce(losses.per_example(static.loss, f, y), reduction=static.reduction,
+                         n=static.n)
+    return loss, (f, pre)
+
+
+def _gradient(static: Static, state: State, X: jax.Array, y: jax.Array):
+    """Loss, (f, pre) and gradient on this step's batch (all of X for GD)."""
+    if static.optimizer == "sgd":
+        key = jax.random.fold_in(state.batch_key, state.step)
+        idx = jax.random.permutation(key, static.n)[: static.batch_size]
+        X, y = X[idx], y[idx]
+    grad_fn = jax.value_and_grad(functools.partial(_batch_loss, static), argnums=2,
+                                 has_aux=True)
+    (loss, aux), grads = grad_fn(state.net0, state.delta, _trainable(static, state.delta), X, y)
+    return loss, aux, grads
+
+
+def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
+    """One optimizer step; frozen if not finite or past the last step."""
+    ok = jnp.isfinite(loss) & jnp.isfinite(metrics.global_norm(grads))
+    trained = _trainable(static, state.delta)
+    updates, opt_state = _optimizer(static, hyper.lr).update(grads, state.opt_state, trained)
+    new_delta = _with_trainable(static, state.delta, optax.apply_updates(trained, updates))
+    active = state.alive & ok & (state.step < static.steps)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, old)
+    died = state.alive & ~ok
+    return state._replace(
+        step=state.step + 1, delta=keep(new_delta, state.delta),
+        opt_state=keep(opt_state, state.opt_state), alive=state.alive & ok,
+        diverged_step=jnp.where(died, state.step, state.diverged_step))
+
+
+def _measure(static: Static, state: State, X, y, loss, f, pre, grads):
+    """Step and layer records of the current weights, and the new power vectors."""
+    precision = PRECISIONS[static.precision]
+    spectral, vs = [], []
+    for D, v in zip(state.delta.hidden, state.v):
+        sigma, v = metrics.spectral_norm(D, v, tol=static.power_tol,
+                                         max_iters=static.power_max_iters, precision=precision)
+        spectral.append(sigma)
+        vs.append(v)
+    if static.sign_labels:
+        error, margin = metrics.zero_one_error(f, y), metrics.min_margin(f, y)
+    else:
+        error = metrics.regression_error(f, y, static.regression_tol)
+        margin = jnp.full((), jnp.nan, f.dtype)
+    step_rec = dict(loss=loss, train_error=error.astype(f.dtype), min_margin=margin,
+                    grad_norm=metrics.global_norm(grads),
+                    radius_output=jnp.linalg.norm(state.delta.out))
+    layer_rec = dict(
+        radius_spectral=jnp.stack(spectral),
+        radius_frobenius=jnp.stack([metrics.frobenius_norm(D) for D in state.delta.hidden]),
+        radius_rowmax=jnp.stack([metrics.rowmax_norm(D) for D in state.delta.hidden]),
+        flip_frac=jnp.stack([metrics.flip_fraction(z, p).astype(f.dtype)
+                             for z, p in zip(pre, state.pattern0)]))
+    return step_rec, layer_rec, tuple(vs)
+
+
+def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, _):
+    """Measures the weights at state.step, then takes record_every steps."""
+    batch_loss, (f, pre), grads = _gradient(static, state, X, y)
+    loss = batch_loss
+    if static.optimizer == "sgd":  # metrics are over the full training set
+        loss, (f, pre) = _batch_loss(static, state.net0, state.delta,
+                                     _trainable(static, state.delta), X, y)
+    step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads)
+    alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
+    nan_if_dead = lambda x: jnp.where(alive, x, jnp.nan)
+    record = dict(step=state.step, **jax.tree_util.tree_map(nan_if_dead, step_rec),
+                  **jax.tree_util.tree_map(nan_if_dead, layer_rec))
+    state = state._replace(v=jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b),
+                                                    v, state.v))
+    state = _update(static, hyper, state, batch_loss, grads)
+
+    def plain_step(_, s):
+        loss, _, grads = _gradient(static, s, X, y)
+        return _update(static, hyper, s, loss, grads)
+
+    state = jax.lax.fori_loop(0, static.record_every - 1, plain_step, state)
+    return state, record
+
+
+def chunk_single(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array):
+    """`static.chunk_records` records of one network. X: (n, d), y: (n,)."""
+    body = functools.partial(_record_then_train, static, hyper, X, y)
+    return jax.lax.scan(body, state, None, length=static.chunk_records)
+
+
+class Program(NamedTuple):
+    init: Any
+    chunk: Any
+
+
+@functools.lru_cache(maxsize=None)
+def make_program(static: Static) -> Program:
+    """The jitted, vmapped (over networks) init and chunk functions of one shape."""
+    init = jax.jit(jax.vmap(functools.partial(init_single, static)))
+    chunk = jax.jit(jax.vmap(functools.partial(chunk_single, static)), donate_argnums=0)
+    return Program(init=init, chunk=chunk)
