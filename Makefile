@@ -1,0 +1,47 @@
+# overparam: `make sweep` and `make test` set everything up on a fresh machine.
+#   make sweep [DEVICE=cpu|gpu|tpu] [CONFIG=sweeps/x.py] [ARGS='--config.num_seeds=64'] [OUT=results/x]
+#   make test | make lint | make install [DEVICE=...]
+
+DEVICE ?= cpu
+CONFIG ?= sweeps/default.py
+ARGS ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+JAX_PLATFORMS_cpu := cpu
+JAX_PLATFORMS_gpu := cuda
+JAX_PLATFORMS_tpu := tpu
+EXTRAS_cpu := test
+EXTRAS_gpu := test,cuda
+EXTRAS_tpu := test,tpu
+
+ifeq ($(filter $(DEVICE),cpu gpu tpu),)
+$(error DEVICE must be one of cpu, gpu, tpu; got '$(DEVICE)')
+endif
+
+STAMP := $(VENV)/.installed-$(DEVICE)
+OUT_FLAG := $(if $(OUT),--out=$(OUT),)
+
+.PHONY: install sweep test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS_$(DEVICE))]'
+	touch $@
+
+sweep: $(STAMP)
+	JAX_PLATFORMS=$(JAX_PLATFORMS_$(DEVICE)) $(PY) -m overparam.sweep \
+	    --config=$(CONFIG) --device=$(DEVICE) $(OUT_FLAG) $(ARGS)
+
+test: $(VENV)/.installed-cpu
+	JAX_PLATFORMS=cpu $(PY) -m pytest tests
+
+lint: $(VENV)/.installed-cpu
+	$(PY) -m ruff check overparam tests sweeps benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
