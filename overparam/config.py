@@ -39,6 +39,9 @@ REDUCTIONS = ("sum", "mean")
 PRECISIONS = ("highest", "high", "default")
 DTYPES = ("float32", "float64")
 
+# Fields that change what is recorded or how the work is split, not what is trained.
+NOT_IDENTITY = ("name", "num_seeds", "seed", "record_every", "chunk_steps", "memory_budget_mb",
+                "power_tol", "power_max_iters", "regression_tol")
 SWEPT = ("widths", "depths", "n", "lr", "batch_size", "loss", "optimizer", "param")
 
 DEFAULTS: dict[str, Any] = dict(
@@ -70,7 +73,7 @@ DEFAULTS: dict[str, Any] = dict(
     power_tol=1e-6,
     power_max_iters=100,
     regression_tol=1e-2,
-    memory_budget_mb=2048,
+    memory_budget_mb=2048.0,
 )
 
 
@@ -114,7 +117,7 @@ class Sweep:
     power_tol: float
     power_max_iters: int
     regression_tol: float
-    memory_budget_mb: int
+    memory_budget_mb: float
 
     @property
     def sign_labels(self) -> bool:
@@ -242,7 +245,8 @@ def validate(config: Mapping[str, Any]) -> Sweep:
         power_tol=_float("power_tol", c["power_tol"], low=0.0, high=0.1, open_low=True),
         power_max_iters=_int("power_max_iters", c["power_max_iters"]),
         regression_tol=_float("regression_tol", c["regression_tol"], low=0.0, open_low=True),
-        memory_budget_mb=_int("memory_budget_mb", c["memory_budget_mb"]),
+        memory_budget_mb=_float("memory_budget_mb", c["memory_budget_mb"], low=0.0,
+                                open_low=True),
     )
     _check_consistency(s)
     return Sweep(**s)
@@ -312,8 +316,7 @@ def expand(s: Sweep) -> list[Run]:
             ident = dict(seed=seed, n=n, width=width, depth=depth, param=param, loss=loss,
                          optimizer=opt, lr=lr, batch_size=batch, dataset_id=did,
                          **{k: v for k, v in s.to_dict().items()
-                            if k not in SWEPT and k not in ("name", "num_seeds", "seed",
-                                                            "chunk_steps", "memory_budget_mb")})
+                            if k not in SWEPT and k not in NOT_IDENTITY})
             runs.append(Run(run_id=f"{stable_hash(ident):016x}", seed=seed, width=width,
                             depth=depth, n=n, d=s.d, loss=loss, optimizer=opt, lr=lr,
                             batch_size=batch, param=param, dataset_id=did,

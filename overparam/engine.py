@@ -191,13 +191,16 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     Everything that can fail on bad input (config, datasets, backend) is
     checked before `out` is created.
     """
-    t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise config_lib.ConfigError("out", f"{out} exists and is not a directory")
-    if sweep.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
     check_backend(device)
+    with jax.enable_x64(sweep.dtype == "float64"):
+        return _run(sweep, out, show_progress=show_progress, log_fn=log_fn)
+
+
+def _run(sweep: config_lib.Sweep, out: Path, *, show_progress: bool, log_fn) -> Summary:
+    t0 = time.perf_counter()
     runs = config_lib.expand(sweep)
     datasets, idents = make_datasets(sweep)
     plan = plan_lib.make_plan(sweep, runs)

@@ -9,37 +9,41 @@ import jax
 import jax.numpy as jnp
 
 
-def spectral_norm(D: jax.Array, v: jax.Array, *, tol: float, max_iters: int,
+def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
                   precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
-    """||D||_2 by power iteration on D^T D, warm-started from `v`.
+    """||D||_2 by block power iteration with Rayleigh-Ritz, warm-started from `V`.
 
-    D: (m, k); v: (k,), the previous step's right singular vector estimate.
-    Iterates v <- D^T D v / ||D^T D v|| until the estimate sigma = ||D v||
-    (which only increases) changes by at most tol * sigma, at least once and
-    at most max_iters times. Between training steps D moves little, so one or
-    two iterations usually suffice. Returns (sigma, v). For D = 0, (0, v).
+    D: (m, k); V: (k, b) with b small (the previous step's Ritz vectors, best
+    first; the engine puts a fresh random vector in the last column each step).
+    Each iteration sets V <- orth(D^T D V), then rotates V to the Ritz vectors
+    of D^T D on span(V); the estimate is sigma = sqrt(top Ritz value), which
+    only grows and never exceeds ||D||_2. Stops once sigma changes by at most
+    tol * sigma (after at least one iteration) or after max_iters. A block
+    converges at the rate sigma_{b+1}/sigma_1 rather than sigma_2/sigma_1 and
+    follows a change of the top direction among its b vectors; the random
+    column makes a start orthogonal to the top direction improbable.
+    Returns (sigma, V). For D = 0: (0, V).
     """
 
     def body(carry):
-        v, sigma, _, i = carry
-        u = jnp.matmul(D, v, precision=precision)
-        w = jnp.matmul(D.T, u, precision=precision)
-        new_sigma = jnp.linalg.norm(u)
-        w_norm = jnp.linalg.norm(w)
-        v = jnp.where(w_norm > 0, w / jnp.where(w_norm > 0, w_norm, 1.0), v)
+        V, sigma, _, i = carry
+        W = jnp.matmul(D.T, jnp.matmul(D, V, precision=precision), precision=precision)
+        nonzero = jnp.any(W != 0)
+        Q, _ = jnp.linalg.qr(jnp.where(nonzero, W, V))
+        DQ = jnp.matmul(D, Q, precision=precision)
+        ritz, rot = jnp.linalg.eigh(jnp.matmul(DQ.T, DQ, precision=precision))
+        new_sigma = jnp.sqrt(jnp.maximum(ritz[-1], 0.0))
+        V = jnp.where(nonzero, jnp.matmul(Q, rot[:, ::-1], precision=precision), V)
         converged = jnp.abs(new_sigma - sigma) <= tol * new_sigma
-        return v, new_sigma, converged, i + 1
+        return V, new_sigma, converged, i + 1
 
     def cond(carry):
         _, _, converged, i = carry
         return (i < max_iters) & ~converged
 
-    init = (v, jnp.zeros((), D.dtype), jnp.zeros((), bool), jnp.zeros((), jnp.int32))
-    v, _, _, _ = jax.lax.while_loop(cond, body, init)
-    # Report ||D v|| for the final (normalized) v: a lower bound that is tight
-    # once v has converged to the top right singular vector.
-    sigma = jnp.linalg.norm(jnp.matmul(D, v, precision=precision))
-    return sigma, v
+    init = (V, jnp.zeros((), D.dtype), jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+    V, sigma, _, _ = jax.lax.while_loop(cond, body, init)
+    return sigma, V
 
 
 def frobenius_norm(D: jax.Array) -> jax.Array:

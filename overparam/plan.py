@@ -90,7 +90,7 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
     groups: dict[train.Static, list[config_lib.Run]] = {}
     for run in runs:
         groups.setdefault(static_for(sweep, run, chunk_records), []).append(run)
-    budget = sweep.memory_budget_mb * 2**20
+    budget = int(sweep.memory_budget_mb * 2**20)
     batches = []
     for static, group in groups.items():
         fit = max(1, budget // bytes_per_network(static))

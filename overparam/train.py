@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from overparam import losses, metrics, model
@@ -76,12 +77,15 @@ class State(NamedTuple):
     net0: model.Net           # weights at initialization, fixed
     delta: model.Net          # W - W(0); delta.out stays 0 unless train_output
     opt_state: Any
-    v: tuple[jax.Array, ...]  # per layer (fan_in,): warm start of the power iteration
+    v: tuple[jax.Array, ...]  # per layer (fan_in, b): warm start of the power iteration
     pattern0: tuple[jax.Array, ...]  # per layer (n, m) bool: 1{z_l > 0} at step 0
     batch_key: jax.Array
+    power_key: jax.Array
     alive: jax.Array          # (), bool
     diverged_step: jax.Array  # (), int32: first non-finite step, -1 if none
 
+
+POWER_BLOCK = 4  # vectors in the warm-started block power iteration (metrics.spectral_norm)
 
 STEP_FIELDS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output")
 LAYER_FIELDS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac")
@@ -117,16 +121,21 @@ def init_single(static: Static, hyper: Hyper, X: jax.Array) -> State:
                       param=static.param, dtype=dtype)
     delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
     _, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
-    v = tuple(_unit(jax.random.normal(k, (W.shape[1],), dtype))
-              for k, W in zip(jax.random.split(power_key, static.depth), net0.hidden))
+    v = _power_block(power_key, net0, jnp.zeros((), jnp.int32))
     opt_state = _optimizer(static, hyper.lr).init(_trainable(static, delta))
     return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
                  v=v, pattern0=tuple(z > 0 for z in pre), batch_key=batch_key,
+                 power_key=power_key,
                  alive=jnp.ones((), bool), diverged_step=-jnp.ones((), jnp.int32))
 
 
-def _unit(v: jax.Array) -> jax.Array:
-    return v / jnp.linalg.norm(v)
+def _power_block(power_key: jax.Array, net0: model.Net, step: jax.Array):
+    """Random (fan_in, POWER_BLOCK) starting blocks of every layer for `step`."""
+    fan_ins = [W.shape[1] for W in net0.hidden]
+    block = min(POWER_BLOCK, *fan_ins)
+    key = jax.random.fold_in(power_key, step)
+    z = jax.random.normal(key, (sum(fan_ins), block), net0.out.dtype)
+    return tuple(jnp.split(z, np.cumsum(fan_ins)[:-1]))
 
 
 def _batch_loss(static: Static, net0: model.Net, delta: model.Net, trained, X, y):
@@ -168,7 +177,9 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads):
     """Step and layer records of the current weights, and the new power vectors."""
     precision = PRECISIONS[static.precision]
     spectral, vs = [], []
-    for D, v in zip(state.delta.hidden, state.v):
+    fresh = _power_block(state.power_key, state.net0, state.step)
+    for D, v, r in zip(state.delta.hidden, state.v, fresh):
+        v = v.at[:, -1].set(r[:, -1])
         sigma, v = metrics.spectral_norm(D, v, tol=static.power_tol,
                                          max_iters=static.power_max_iters, precision=precision)
         spectral.append(sigma)

@@ -1,0 +1,60 @@
+"""The warm-started power iteration tracks ||W_l(t) - W_l(0)||_2 over whole training runs.
+
+Stated accuracy: relative error <= 1e-5 against np.linalg.norm(D, 2) in float64
+at every step, the first steps after initialization included (the issue's bar
+is 1e-3 in float32). Frobenius and row-max radii match NumPy to 1e-5.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from overparam import data, train
+
+RTOL = 1e-5
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(static):
+    return (jax.jit(functools.partial(train.init_single, static)),
+            jax.jit(functools.partial(train.chunk_single, static)))
+
+
+@pytest.mark.parametrize("param,depth,optimizer,loss,lr", [
+    ("du", 1, "gd", "squared", 0.1),
+    ("du", 2, "gd", "squared", 0.1),
+    ("zou", 3, "gd", "logistic", 0.01),
+    ("ntk", 2, "sgd", "hinge", 0.1),
+    ("standard", 2, "sgd", "squared", 0.05),
+])
+def test_radii_match_numpy_at_every_step(param, depth, optimizer, loss, lr):
+    n, d, steps = 16, 8, 40
+    sign = loss != "squared"
+    static = train.Static(width=32, depth=depth, n=n, d=d,
+                          batch_size=n if optimizer == "gd" else 4, loss=loss,
+                          optimizer=optimizer, param=param, steps=steps, chunk_records=1,
+                          sign_labels=sign)
+    ds = data.make_dataset(dict(dataset="sphere", labels="random_sign" if sign else "gaussian",
+                                n=n, d=d, seed=0, dtype="float32"))
+    X, y = jnp.asarray(ds.X), jnp.asarray(ds.y)
+    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(0), np.uint32(7), np.uint32(9),
+                                                     np.float32(lr))))
+    init, chunk = _jitted(static)
+    state = init(hyper, X)
+    moved = 0
+    for _ in range(steps + 1):
+        deltas = [np.asarray(D, np.float64) for D in state.delta.hidden]
+        state, rec = chunk(state, hyper, X, y)
+        for layer, D in enumerate(deltas):
+            ref = np.linalg.norm(D, 2)
+            got = rec["radius_spectral"][0, layer]
+            assert abs(got - ref) <= RTOL * ref + 1e-30, (layer, got, ref)
+            np.testing.assert_allclose(rec["radius_frobenius"][0, layer],
+                                       np.linalg.norm(D), rtol=RTOL)
+            np.testing.assert_allclose(rec["radius_rowmax"][0, layer],
+                                       np.linalg.norm(D, axis=1).max(), rtol=RTOL)
+            moved += ref > 0
+    assert moved >= steps * depth  # every layer moved at every step after the first

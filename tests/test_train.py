@@ -1,0 +1,236 @@
+"""Identities of the compiled program: batching, chunking, scanning, compiling, divergence."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import overparam
+from overparam import config as config_lib
+from overparam import data, engine, losses, model, train
+
+N, D = 12, 6
+
+
+def _static(**kw):
+    base = dict(width=16, depth=2, n=N, d=D, batch_size=N, loss="squared", optimizer="gd",
+                param="du", steps=8, chunk_records=3)
+    return train.Static(**{**base, **kw})
+
+
+def _data(labels="gaussian", seed=0):
+    ds = data.make_dataset(dict(dataset="sphere", labels=labels, n=N, d=D, seed=seed,
+                                dtype="float32", teacher_width=4))
+    return jnp.asarray(ds.X), jnp.asarray(ds.y)
+
+
+def _hyper(seeds, lrs):
+    k = len(seeds)
+    return train.Hyper(seed=jnp.asarray(seeds, jnp.uint32),
+                       init_tag=jnp.full((k,), 11, jnp.uint32),
+                       batch_tag=jnp.full((k,), 5, jnp.uint32),
+                       lr=jnp.asarray(lrs, jnp.float32))
+
+
+def _run_all(static, hyper, X, y, num_chunks):
+    """Records of every chunk, concatenated along the record axis."""
+    program = train.make_program(static)
+    state = program.init(hyper, X)
+    out = []
+    for _ in range(num_chunks):
+        state, rec = program.chunk(state, hyper, X, y)
+        out.append(jax.device_get(rec))
+    return state, {k: np.concatenate([r[k] for r in out], axis=1) for k in out[0]}
+
+
+def _assert_records_close(a, b, rtol=1e-5, atol=1e-7):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+@pytest.mark.parametrize("optimizer,loss,labels", [("gd", "squared", "gaussian"),
+                                                   ("sgd", "logistic", "random_sign")])
+def test_network_alone_equals_network_in_batch(optimizer, loss, labels):
+    static = _static(optimizer=optimizer, loss=loss, batch_size=4,
+                     sign_labels=labels != "gaussian")
+    X, y = _data(labels)
+    seeds, lrs = [3, 1, 4, 1, 5], [0.05, 0.1, 0.02, 0.2, 0.1]
+    Xs, ys = jnp.stack([X] * 5), jnp.stack([y] * 5)
+    _, together = _run_all(static, _hyper(seeds, lrs), Xs, ys, 3)
+    for i in (0, 3):
+        _, alone = _run_all(static, _hyper([seeds[i]], [lrs[i]]), Xs[:1], ys[:1], 3)
+        _assert_records_close({k: v[i:i + 1] for k, v in together.items()}, alone)
+
+
+def test_scan_of_k_records_equals_k_single_records():
+    X, y = _data()
+    hyper = _hyper([2, 7], [0.1, 0.05])
+    Xs, ys = jnp.stack([X, X]), jnp.stack([y, y])
+    state_k, scanned = _run_all(_static(chunk_records=9), hyper, Xs, ys, 1)
+    state_1, single = _run_all(_static(chunk_records=1), hyper, Xs, ys, 9)
+    _assert_records_close(scanned, single)
+    for a, b in zip(jax.tree_util.tree_leaves(state_k.delta),
+                    jax.tree_util.tree_leaves(state_1.delta)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_gd_step_is_minus_lr_times_gradient():
+    static = _static(depth=1, chunk_records=1)
+    X, y = _data()
+    lr = 0.3
+    init = jax.jit(functools.partial(train.init_single, static))
+    chunk = jax.jit(functools.partial(train.chunk_single, static))
+    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3),
+                                                     np.float32(lr))))
+    state = init(hyper, X)
+
+    def loss_fn(W):
+        f, _ = model.apply(model.Net((W,), state.net0.out), X, param="du")
+        return losses.reduce(losses.per_example("squared", f, y), reduction="sum", n=N)
+
+    grad = jax.grad(loss_fn)(state.net0.hidden[0])
+    state, rec = chunk(state, hyper, X, y)
+    np.testing.assert_allclose(state.delta.hidden[0], -lr * grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rec["grad_norm"][0], np.linalg.norm(grad), rtol=1e-5)
+    assert rec["radius_spectral"][0, 0] == 0 and rec["flip_frac"][0, 0] == 0
+
+
+def test_chunk_does_not_recompile_on_second_call():
+    static = _static(width=24)
+    X, y = _data()
+    program = train.make_program(static)
+    hyper = _hyper([0, 1, 2], [0.1] * 3)
+    Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
+    state = program.init(hyper, Xs)
+    state, _ = program.chunk(state, hyper, Xs, ys)
+    state, _ = program.chunk(state, hyper, Xs, ys)
+    assert program.chunk._cache_size() == 1
+    assert program.init._cache_size() == 1
+
+
+def test_train_output_moves_the_output_layer():
+    static = _static(train_output=True)
+    X, y = _data()
+    _, rec = _run_all(static, _hyper([0], [0.1]), X[None], y[None], 3)
+    assert rec["radius_output"][0, 0] == 0
+    assert np.all(rec["radius_output"][0, 1:] > 0)
+    _, frozen = _run_all(_static(), _hyper([0], [0.1]), X[None], y[None], 3)
+    assert np.all(frozen["radius_output"] == 0)
+
+
+def test_momentum_differs_from_plain_gd_after_the_first_step():
+    X, y = _data()
+    _, plain = _run_all(_static(), _hyper([0], [0.05]), X[None], y[None], 3)
+    _, heavy = _run_all(_static(momentum=0.9), _hyper([0], [0.05]), X[None], y[None], 3)
+    np.testing.assert_allclose(plain["loss"][0, :2], heavy["loss"][0, :2], rtol=1e-6)
+    assert not np.allclose(plain["loss"][0, 3:], heavy["loss"][0, 3:])
+
+
+def test_divergent_network_is_frozen_and_leaves_its_neighbours_alone():
+    X, y = _data()
+    Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
+    static = _static(steps=8, chunk_records=9)
+    state, rec = _run_all(static, _hyper([0, 1, 2], [0.1, 1e4, 0.05]), Xs, ys, 1)
+    d = int(state.diverged_step[1])
+    assert d >= 0 and state.diverged_step[0] == -1 and state.diverged_step[2] == -1
+    assert np.all(np.isnan(rec["loss"][1, d:])) and np.all(np.isfinite(rec["loss"][1, :d]))
+    assert np.all(np.isnan(rec["radius_spectral"][1, d:]))
+    _, sane = _run_all(static, _hyper([0, 2], [0.1, 0.05]), Xs[:2], ys[:2], 1)
+    _assert_records_close({k: v[[0, 2]] for k, v in rec.items()}, sane)
+
+
+# ---------------------------------------------------------------- through the engine
+
+
+def _sweep(**kw):
+    base = dict(name="t", widths=(8, 16), depths=(1,), num_seeds=3, n=(N,), d=D, steps=10,
+                chunk_steps=4, lr=(0.1, 0.05))
+    return config_lib.validate({**base, **kw})
+
+
+def _tables(out):
+    r = overparam.load(out)
+    return r, r.steps.set_index(["run_id", "step"]), r.layers.set_index(["run_id", "step",
+                                                                          "layer"])
+
+
+def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
+    engine.run_sweep(_sweep(), tmp_path / "a", show_progress=False)
+    engine.run_sweep(_sweep(chunk_steps=3, memory_budget_mb=0.01), tmp_path / "b",
+                     show_progress=False)
+    ra, sa, la = _tables(tmp_path / "a")
+    rb, sb, lb = _tables(tmp_path / "b")
+    assert len(sa) == 12 * 11 and len(la) == 12 * 11
+    for a, b in ((sa, sb), (la, lb)):
+        b = b.loc[a.index]
+        np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-5, atol=1e-7)
+    cols = ["run_id", "status", "final_loss"]
+    a, b = (r.runs[cols].sort_values("run_id", ignore_index=True) for r in (ra, rb))
+    assert a.run_id.tolist() == b.run_id.tolist() and a.status.tolist() == b.status.tolist()
+    np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-5)
+
+
+def test_a_run_alone_matches_the_same_run_in_a_big_sweep(tmp_path):
+    engine.run_sweep(_sweep(), tmp_path / "many", show_progress=False)
+    engine.run_sweep(_sweep(widths=(16,), lr=(0.05,), num_seeds=1, seed=2), tmp_path / "one",
+                     show_progress=False)
+    _, s_many, l_many = _tables(tmp_path / "many")
+    r_one, s_one, l_one = _tables(tmp_path / "one")
+    assert len(r_one.runs) == 1
+    np.testing.assert_allclose(s_one.to_numpy(float), s_many.loc[s_one.index].to_numpy(float),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(l_one.to_numpy(float), l_many.loc[l_one.index].to_numpy(float),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_sweep_compiles_once_per_shape(tmp_path, monkeypatch):
+    traces = []
+    original = train.chunk_single
+
+    def counting(*args, **kw):
+        traces.append(args[0])
+        return original(*args, **kw)
+
+    monkeypatch.setattr(train, "chunk_single", counting)
+    train.make_program.cache_clear()
+    sweep = _sweep(widths=(8, 16, 24), num_seeds=4, lr=(0.1, 0.05, 0.02), steps=12,
+                   chunk_steps=4)
+    summary = engine.run_sweep(sweep, tmp_path / "r", show_progress=False)
+    train.make_program.cache_clear()
+    assert summary.num_runs == 36
+    assert sorted(s.width for s in traces) == [8, 16, 24]  # 3 shapes, 4 chunks each: 3 traces
+    assert summary.num_compiles == 3
+
+
+def test_record_every_keeps_every_rth_step(tmp_path):
+    engine.run_sweep(_sweep(widths=(8,), steps=12), tmp_path / "all", show_progress=False)
+    engine.run_sweep(_sweep(widths=(8,), steps=12, record_every=3), tmp_path / "some",
+                     show_progress=False)
+    _, s_all, _ = _tables(tmp_path / "all")
+    r, s_some, _ = _tables(tmp_path / "some")
+    assert sorted(s_some.index.get_level_values("step").unique()) == [0, 3, 6, 9, 12]
+    np.testing.assert_allclose(s_some.to_numpy(float), s_all.loc[s_some.index].to_numpy(float),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_diverged_runs_are_marked_and_counted(tmp_path):
+    summary = engine.run_sweep(_sweep(widths=(8,), lr=(0.1, 1e5), num_seeds=2),
+                               tmp_path / "r", show_progress=False)
+    r = overparam.load(tmp_path / "r")
+    bad = r.runs[r.runs.lr == 1e5]
+    assert summary.num_diverged == 2 and set(bad.status) == {"diverged"}
+    assert bad.diverged_step.notna().all()
+    assert set(r.runs[r.runs.lr == 0.1].status) == {"ok"}
+    assert r.steps[r.steps.run_id.isin(bad.run_id)].loss.isna().any()
+
+
+def test_float64_sweep_runs_in_float64(tmp_path):
+    engine.run_sweep(_sweep(widths=(8,), num_seeds=1, lr=(0.1,), dtype="float64"),
+                     tmp_path / "r", show_progress=False)
+    r = overparam.load(tmp_path / "r")
+    X, _ = r.dataset(r.runs.dataset_id[0])
+    assert X.dtype == np.float64 and r.manifest["config"]["dtype"] == "float64"
+    assert jnp.zeros(1).dtype == jnp.float32  # the global flag is untouched
