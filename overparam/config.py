@@ -77,6 +77,13 @@ DEFAULTS: dict[str, Any] = dict(
 )
 
 
+def default_config():
+    """A ConfigDict with every field at its default; sweep files start from it."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(dict(DEFAULTS))
+
+
 class ConfigError(ValueError):
     """A bad config field; str(err) is one line naming the field."""
 
@@ -162,11 +169,13 @@ def _as_tuple(field: str, value: Any) -> tuple:
     """Swept fields accept a scalar or a tuple; `(a,b)` typed as one string is split."""
     if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
         value = tuple(s.strip().strip("'\"") for s in value[1:-1].split(",") if s.strip())
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ConfigError(field, "is empty; give at least one value")
-        return tuple(value)
-    return (value,)
+    if not isinstance(value, (list, tuple)):
+        return (value,)
+    if not value:
+        raise ConfigError(field, "is empty; give at least one value")
+    if len(set(value)) < len(value):
+        raise ConfigError(field, f"has repeated values {tuple(value)}; give each value once")
+    return tuple(value)
 
 
 def _int(field: str, value: Any, *, low: int = 1) -> int:

@@ -52,7 +52,7 @@ def _draw_points(rng: np.random.Generator, k: int, ident: Mapping[str, Any]) -> 
 
 def _teacher(rng: np.random.Generator, d: int, width: int):
     V = rng.standard_normal((width, d))
-    a = rng.choice([-1.0, 1.0], size=width)
+    a = rng.permutation(np.resize([1.0, -1.0], width))  # balanced signs: E g(x) = 0
     return lambda X: np.maximum(X @ V.T, 0.0) @ a / np.sqrt(width)
 
 
@@ -79,21 +79,27 @@ def separation(X: np.ndarray, y: np.ndarray) -> float:
 
 
 def _draw_separated(rng, label, ident) -> tuple[np.ndarray, np.ndarray]:
+    """Rejection sampling, one point at a time; 'random_sign' labels are drawn first."""
     n, phi = ident["n"], ident["phi"]
-    X, y = [], []
-    for _ in range(n):
+    fixed = rng.choice([-1.0, 1.0], size=n) if ident["labels"] == "random_sign" else None
+    X, y, rejected = [], [], 0
+    for i in range(n):
         for _ in range(MAX_DRAWS_PER_POINT):
             x = _draw_points(rng, 1, ident)
-            yx = label(x, rng)
-            other = [xi for xi, yi in zip(X, y) if yi != yx[0]]
+            yx = fixed[i] if fixed is not None else label(x, rng)[0]
+            other = [xi for xi, yi in zip(X, y) if yi != yx]
             if not other or np.min(np.linalg.norm(np.stack(other) - x, axis=1)) >= phi:
                 X.append(x[0])
-                y.append(yx[0])
+                y.append(yx)
                 break
+            rejected += 1
         else:
             raise config_lib.ConfigError(
                 "phi", f"cannot place n={n} points with class separation {phi} in d={ident['d']}"
-                f" ({MAX_DRAWS_PER_POINT} draws for point {len(X)}); lower phi or n")
+                f" ({MAX_DRAWS_PER_POINT} draws for point {i}); lower phi or n")
+    if len(set(y)) < 2 and rejected:
+        raise config_lib.ConfigError("phi", f"class separation {phi} left a single class "
+                                     f"among n={n} teacher-labelled points; lower phi")
     return np.stack(X), np.asarray(y)
 
 

@@ -10,6 +10,7 @@ one line on stderr and writes nothing.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags
@@ -17,8 +18,10 @@ from ml_collections import config_flags
 
 from overparam import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", "sweeps/default.py",
-                                          "Sweep config file (get_config()).",
+DEFAULT_CONFIG = "sweeps/default.py"
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          f"Sweep config file (get_config()); default "
+                                          f"{DEFAULT_CONFIG} when run from the repository.",
                                           lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Results directory (default results/<config.name>).")
 _DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu", "tpu"],
@@ -33,22 +36,44 @@ def fail(message: str) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().strip('"').strip("'") or type(e).__name__
+    text = str(e).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # KeyError('x') -> x
+        text = text[1:-1]
+    text = text or type(e).__name__
     return text.splitlines()[0]
+
+
+def _overridden_fields(argv: list[str]) -> list[str]:
+    return [a[len("--config."):].split("=")[0].split(".")[0]
+            for a in argv if a.startswith("--config.")]
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing with one-line errors instead of tracebacks."""
-    for arg in argv[1:]:
-        if arg.startswith("--config."):
-            field = arg[len("--config."):].split("=")[0].split(".")[0]
-            if field not in config_lib.DEFAULTS:
-                fail(f"config.{field}: unknown field; known fields: "
-                     f"{', '.join(config_lib.DEFAULTS)}")
+    fields = _overridden_fields(argv)
+    for field in fields:
+        if field not in config_lib.DEFAULTS:
+            fail(f"config.{field}: unknown field; known fields: "
+                 f"{', '.join(config_lib.DEFAULTS)}")
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    if not paths:
+        if not os.path.isfile(DEFAULT_CONFIG):
+            fail(f"--config: required here (no {DEFAULT_CONFIG}), e.g. --config=path/to/sweep.py")
+        paths = [DEFAULT_CONFIG]
+        argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
+    path = paths[-1].split(":", 1)[0]
+    if not os.path.isfile(path):
+        fail(f"--config: no such file {path!r}")
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        _CONFIG.value  # noqa: B018 - loads the file now, so load errors surface here
     except Exception as e:  # noqa: BLE001 - every parse error becomes one line
-        fail(_one_line(e))
+        missing = [f for f in fields if repr(f) in str(e) or f"'{f}'" in str(e)]
+        if missing:
+            fail(f"config.{missing[0]}: {path} does not define this field, so it cannot be "
+                 "overridden; start the file from overparam.config.default_config()")
+        fail(f"--config={paths[-1]}: {_one_line(e)}")
+    return rest
 
 
 def main(argv: list[str]) -> None:

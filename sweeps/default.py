@@ -13,12 +13,12 @@ m^-1/2 (THEORY.md section 5); the absolute spectral radius of the first layer
 stays flat in m (rank <= n updates).
 """
 
-import ml_collections
+from overparam.config import default_config
 
 
 def get_config(arg=None):
     del arg
-    c = ml_collections.ConfigDict()
+    c = default_config()
     c.name = "default"
     c.widths = (256, 1024, 4096, 16384)
     c.depths = (1,)

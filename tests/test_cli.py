@@ -1,0 +1,275 @@
+"""End-to-end tests of the command line `python -m overparam.sweep` (DESIGN.md sections 2, 3).
+
+Tiny real sweeps run in subprocesses on CPU; their results directories are
+checked against the results contract (every contract column, one row per
+network x recorded step (x layer), step 0 at initialization, datasets and
+manifest). Bad command lines must exit non-zero with one `error:` line naming
+the field, no traceback, and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import overparam
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUNS_COLUMNS = ["run_id", "width", "depth", "seed", "n", "d", "loss", "optimizer", "lr",
+                "batch_size", "param", "status", "steps_to_zero_error", "final_loss"]
+STEPS_COLUMNS = ["run_id", "step", "loss", "train_error", "min_margin", "grad_norm"]
+LAYERS_COLUMNS = ["run_id", "step", "layer", "radius_spectral", "radius_frobenius",
+                  "radius_rowmax", "flip_frac"]
+RADII = ["radius_spectral", "radius_frobenius", "radius_rowmax"]
+
+
+def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "overparam.sweep", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _check_ok(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ default (du) sweep
+
+DU_STEPS, DU_WIDTHS, DU_SEEDS = 6, (8, 16), 2
+
+
+@pytest.fixture(scope="module")
+def du_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "r"
+    proc = sweep_cli("--config=sweeps/default.py", "--config.widths=(8,16)",
+                     f"--config.num_seeds={DU_SEEDS}", f"--config.steps={DU_STEPS}",
+                     "--config.chunk_steps=4", f"--out={out}", "--progress=false")
+    _check_ok(proc)
+    return out, proc
+
+
+def test_du_sweep_runs_table(du_results):
+    out, _ = du_results
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert set(RUNS_COLUMNS) <= set(runs.columns), set(RUNS_COLUMNS) - set(runs.columns)
+    assert len(runs) == len(DU_WIDTHS) * DU_SEEDS
+    assert runs["run_id"].is_unique
+    assert sorted(set(runs["width"])) == list(DU_WIDTHS)
+    assert sorted(set(runs["seed"])) == list(range(DU_SEEDS))
+    assert set(runs["depth"]) == {1} and set(runs["n"]) == {64} and set(runs["d"]) == {16}
+    assert set(runs["loss"]) == {"squared"} and set(runs["optimizer"]) == {"gd"}
+    assert set(runs["param"]) == {"du"} and set(runs["lr"]) == {0.1}
+    assert (runs["batch_size"] == runs["n"]).all()
+    assert set(runs["status"]) == {"ok"}
+    assert np.isfinite(runs["final_loss"]).all() and (runs["final_loss"] >= 0).all()
+
+
+def test_du_sweep_steps_table(du_results):
+    out, _ = du_results
+    runs = pd.read_parquet(out / "runs.parquet")
+    steps = pd.read_parquet(out / "steps")
+    assert set(STEPS_COLUMNS) <= set(steps.columns), set(STEPS_COLUMNS) - set(steps.columns)
+    assert len(steps) == len(runs) * (DU_STEPS + 1)
+    assert not steps.duplicated(["run_id", "step"]).any()
+    assert set(steps["run_id"]) == set(runs["run_id"])
+    for _, g in steps.groupby("run_id"):
+        assert sorted(g["step"]) == list(range(DU_STEPS + 1))
+    assert np.isfinite(steps[["loss", "grad_norm"]].to_numpy()).all()
+    # final_loss is the loss recorded at the last step.
+    last = steps[steps["step"] == DU_STEPS].set_index("run_id")["loss"]
+    np.testing.assert_allclose(runs.set_index("run_id")["final_loss"], last[runs["run_id"]])
+    # Training reduces the squared loss from initialization.
+    first = steps[steps["step"] == 0].set_index("run_id")["loss"]
+    assert (last[first.index] < first).all()
+
+
+def test_du_sweep_layers_table(du_results):
+    out, _ = du_results
+    runs = pd.read_parquet(out / "runs.parquet")
+    layers = pd.read_parquet(out / "layers")
+    assert set(LAYERS_COLUMNS) <= set(layers.columns), set(LAYERS_COLUMNS) - set(layers.columns)
+    assert len(layers) == len(runs) * (DU_STEPS + 1) * 1
+    assert not layers.duplicated(["run_id", "step", "layer"]).any()
+    assert set(layers["layer"]) == {1}
+    step0 = layers[layers["step"] == 0]
+    assert len(step0) == len(runs)
+    assert (step0[RADII + ["flip_frac"]] == 0).all().all()
+    later = layers[layers["step"] > 0]
+    assert (later[RADII] > 0).all().all()
+    assert layers["flip_frac"].between(0, 1).all()
+    # ||A||_2 <= ||A||_F and the largest row norm is at most both.
+    tol = 1e-4 * layers["radius_frobenius"] + 1e-7
+    assert (layers["radius_spectral"] <= layers["radius_frobenius"] + tol).all()
+    assert (layers["radius_rowmax"] <= layers["radius_spectral"] + tol).all()
+
+
+def test_du_sweep_load_matches_direct_reads(du_results):
+    out, _ = du_results
+    r = overparam.load(out)
+    for name, cols in [("runs", RUNS_COLUMNS), ("steps", STEPS_COLUMNS),
+                       ("layers", LAYERS_COLUMNS)]:
+        df = getattr(r, name)
+        assert set(cols) <= set(df.columns), (name, set(cols) - set(df.columns))
+    assert len(r.steps) == len(pd.read_parquet(out / "steps"))
+    assert len(r.layers) == len(pd.read_parquet(out / "layers"))
+    assert len(r.runs) == len(pd.read_parquet(out / "runs.parquet"))
+    keys = list(zip(r.steps["run_id"], r.steps["step"], strict=True))
+    assert keys == sorted(keys)
+
+
+def test_du_sweep_datasets(du_results):
+    out, _ = du_results
+    r = overparam.load(out)
+    ids = set(r.runs["dataset_id"])
+    assert len(ids) == DU_SEEDS   # one per seed, shared across widths
+    assert {p.name for p in (out / "datasets").iterdir()} == {f"{i}.parquet" for i in ids}
+    for did in ids:
+        X, y = r.dataset(did)
+        assert X.shape == (64, 16) and y.shape == (64,)
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
+
+
+def test_du_sweep_manifest(du_results):
+    out, _ = du_results
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    for key in ("config", "versions", "device", "git_commit", "timings"):
+        assert key in manifest, key
+    assert manifest["config"]["widths"] == list(DU_WIDTHS)
+    assert manifest["config"]["steps"] == DU_STEPS
+    assert manifest["config"]["num_seeds"] == DU_SEEDS
+    assert manifest["versions"]["jax"]
+    assert manifest["device"]["backend"] == "cpu"
+    assert manifest["timings"]["total"] > 0
+    if (ROOT / ".git").exists():
+        assert isinstance(manifest["git_commit"], str) and len(manifest["git_commit"]) >= 40
+
+
+def test_du_sweep_leaves_no_temp_files(du_results):
+    out, proc = du_results
+    hidden = [p for p in out.rglob("*") if p.name.startswith((".", "_"))]
+    assert hidden == []
+    assert str(out) in proc.stdout
+
+
+# ------------------------------------------------------------------ deep zou classification
+
+ZOU_STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def zou_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "zou"
+    proc = sweep_cli("--config=sweeps/default.py", "--config.widths=(8,)",
+                     "--config.depths=(2,)", "--config.num_seeds=1",
+                     f"--config.steps={ZOU_STEPS}", "--config.chunk_steps=4",
+                     "--config.n=(8,)", "--config.d=4", '--config.param=("zou",)',
+                     '--config.loss=("logistic",)', '--config.optimizer=("gd","sgd")',
+                     "--config.batch_size=(4,)", "--config.labels=random_sign",
+                     "--config.dataset=zou", f"--out={out}", "--progress=false")
+    _check_ok(proc)
+    return overparam.load(out)
+
+
+def test_zou_sweep_string_tuples_parsed(zou_results):
+    runs = zou_results.runs
+    assert sorted(runs["optimizer"]) == ["gd", "sgd"]
+    assert set(runs["param"]) == {"zou"} and set(runs["loss"]) == {"logistic"}
+    assert set(runs["depth"]) == {2}
+    assert dict(zip(runs["optimizer"], runs["batch_size"], strict=True)) == {"gd": 8, "sgd": 4}
+    assert set(runs["status"]) == {"ok"}
+    assert zou_results.manifest["config"]["dataset"] == "zou"
+
+
+def test_zou_sweep_classification_metrics(zou_results):
+    steps = zou_results.steps
+    assert len(steps) == 2 * (ZOU_STEPS + 1)
+    assert steps["train_error"].between(0, 1).all()
+    assert np.isfinite(steps["min_margin"]).all()
+    assert np.isfinite(steps["loss"]).all() and (steps["loss"] > 0).all()
+    # train_error is a fraction of the n = 8 examples.
+    np.testing.assert_allclose(steps["train_error"] * 8, np.round(steps["train_error"] * 8),
+                               atol=1e-6)
+
+
+def test_zou_sweep_two_layers_per_step(zou_results):
+    layers = zou_results.layers
+    assert len(layers) == 2 * (ZOU_STEPS + 1) * 2
+    counts = layers.groupby(["run_id", "step"])["layer"].apply(sorted)
+    assert all(c == [1, 2] for c in counts)
+    step0 = layers[layers["step"] == 0]
+    assert (step0[RADII + ["flip_frac"]] == 0).all().all()
+    assert layers["flip_frac"].between(0, 1).all()
+
+
+def test_zou_sweep_datasets_have_mu_coordinate(zou_results):
+    (did,) = set(zou_results.runs["dataset_id"])
+    X, y = zou_results.dataset(did)
+    assert X.shape == (8, 4)
+    np.testing.assert_allclose(X[:, -1], X[0, -1])     # Zou's fixed last coordinate mu
+    assert set(np.unique(y)) <= {-1.0, 1.0}
+    assert math.isclose(float(np.linalg.norm(X[0])), 1.0, rel_tol=1e-5)
+
+
+# ------------------------------------------------------------------ bad command lines
+
+SMALL = ["--config.widths=(8,)", "--config.num_seeds=1", "--config.steps=2"]
+BAD = [
+    # (extra args, word the error line must name, out is an existing file)
+    pytest.param(["--config.bogus=1"], "config.bogus", False, id="unknown-field"),
+    pytest.param(["--config.phi=0.1"], "config.phi", False, id="field-not-in-file"),
+    pytest.param(["--config.loss=bogus"], "config.loss", False, id="bad-loss"),
+    pytest.param(["--config.widths=(0,)"], "config.widths", False, id="zero-width"),
+    pytest.param(["--config.num_seeds=abc"], "num_seeds", False, id="not-an-int"),
+    pytest.param(["--config.lr=(-1.0,)"], "config.lr", False, id="negative-lr"),
+    pytest.param(["--config=does/not/exist.py"], "does/not/exist.py", False,
+                 id="missing-config"),
+    pytest.param(["--config=does/not/exist.py", "--config.steps=2"], "does/not/exist.py",
+                 False, id="missing-config-with-override"),
+    pytest.param([*SMALL, "--device=gpu"], "gpu", False, id="device-gpu-on-cpu"),
+    pytest.param(["--device=cuda"], "device", False, id="device-not-allowed"),
+    pytest.param(SMALL, "out", True, id="out-is-a-file"),
+]
+
+
+@pytest.mark.parametrize("args, names, out_is_file", BAD)
+def test_bad_command_line(tmp_path, args, names, out_is_file):
+    if out_is_file:
+        out = tmp_path / "taken"
+        out.write_text("precious")
+    else:
+        out = tmp_path / "out"
+    proc = sweep_cli(*args, f"--out={out}", "--progress=false", timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines, "no error message"
+    last = lines[-1]
+    assert last.startswith("error:"), proc.stderr[-2000:]
+    assert names in last, last
+    # Nothing written.
+    if out_is_file:
+        assert out.read_text() == "precious"
+        assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+    else:
+        assert not out.exists()
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_device_error_names_backend(tmp_path):
+    proc = sweep_cli(*SMALL, "--device=gpu", f"--out={tmp_path / 'out'}", "--progress=false",
+                     timeout=120)
+    assert proc.returncode != 0
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert "cpu" in last and "gpu" in last
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,275 @@
+"""Tests of overparam.metrics against NumPy and explicit loops.
+
+spectral_norm is checked against np.linalg.norm(D, 2) (an SVD) on matrices that
+are hard for power iteration (rank-deficient, rank-1, a near-tie of the top two
+singular values) and for its warm start; the other metrics against loops over
+rows, examples and neurons. float64 runs under `jax.enable_x64(True)`.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from overparam import metrics
+
+# tol and max_iters go in as traced arguments (the engine calls spectral_norm
+# under jit too): one compilation per shape instead of one per call.
+_spectral_jit = jax.jit(lambda D, V, tol, max_iters: metrics.spectral_norm(
+    D, V, tol=tol, max_iters=max_iters))
+
+
+def _spectral64(D, V, tol, max_iters):
+    with jax.enable_x64(True):
+        sigma, V_out = _spectral_jit(jnp.asarray(D, jnp.float64), jnp.asarray(V, jnp.float64),
+                                     jnp.asarray(tol, jnp.float64),
+                                     jnp.asarray(max_iters, jnp.int32))
+        assert sigma.dtype == jnp.float64 and V_out.dtype == jnp.float64
+        assert sigma.shape == ()
+        return float(sigma), np.asarray(V_out)
+
+
+def _with_singular_values(rng, m, k, s):
+    U, _ = np.linalg.qr(rng.standard_normal((m, len(s))))
+    V, _ = np.linalg.qr(rng.standard_normal((k, len(s))))
+    return (U * np.asarray(s)) @ V.T
+
+
+def _matrix(kind, rng):
+    if kind == "square":
+        return rng.standard_normal((12, 12))
+    if kind == "wide":  # m < k
+        return rng.standard_normal((5, 17))
+    if kind == "tall":  # m > k
+        return rng.standard_normal((23, 6))
+    if kind == "rank1":
+        return np.outer(rng.standard_normal(9), rng.standard_normal(7))
+    if kind == "rank_deficient":
+        return rng.standard_normal((14, 3)) @ rng.standard_normal((3, 11))
+    if kind == "near_tie":  # sigma_1 / sigma_2 = 1 + 1e-8
+        return _with_singular_values(rng, 10, 8, [3.0, 3.0 * (1 - 1e-8), 1.0, 0.5, 0.1])
+    if kind == "tiny_scale":
+        return 1e-30 * rng.standard_normal((6, 4))
+    raise ValueError(kind)
+
+
+KINDS = ["square", "wide", "tall", "rank1", "rank_deficient", "near_tie", "tiny_scale"]
+
+
+@pytest.mark.parametrize("b", [1, 3])
+@pytest.mark.parametrize("kind", KINDS)
+def test_spectral_norm_matches_svd(kind, b):
+    rng = np.random.default_rng(KINDS.index(kind) + 10 * b)
+    D = _matrix(kind, rng)
+    k = D.shape[1]
+    V0 = rng.standard_normal((k, b))
+    sigma, V = _spectral64(D, V0, tol=1e-13, max_iters=5000)
+    want = np.linalg.norm(D, 2)
+    assert abs(sigma - want) <= 1e-6 * want, (sigma, want)
+    # The estimate is a Ritz value: it never exceeds ||D||_2.
+    assert sigma <= want * (1 + 1e-12)
+    # V: orthonormal columns, best first, ||D V[:, 0]|| = sigma.
+    assert V.shape == (k, b)
+    np.testing.assert_allclose(V.T @ V, np.eye(b), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(D @ V[:, 0]), sigma, rtol=1e-10)
+
+
+@pytest.mark.parametrize("b", [1, 3])
+@pytest.mark.parametrize("kind", ["square", "tall", "wide"])
+def test_spectral_norm_returns_top_right_singular_vector_first(kind, b):
+    rng = np.random.default_rng(100 + KINDS.index(kind))
+    D = _matrix(kind, rng)
+    _, V = _spectral64(D, rng.standard_normal((D.shape[1], b)), tol=1e-15, max_iters=5000)
+    v_top = np.linalg.svd(D)[2][0]
+    assert abs(abs(V[:, 0] @ v_top) - 1.0) < 1e-6
+
+
+def test_spectral_norm_float32():
+    rng = np.random.default_rng(7)
+    D = rng.standard_normal((16, 10)).astype(np.float32)
+    V0 = jnp.asarray(rng.standard_normal((10, 4)), jnp.float32)
+    sigma, V = metrics.spectral_norm(jnp.asarray(D), V0, tol=1e-6, max_iters=500)
+    assert sigma.dtype == jnp.float32 and V.dtype == jnp.float32 and V.shape == (10, 4)
+    np.testing.assert_allclose(float(sigma), np.linalg.norm(D.astype(np.float64), 2), rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape,b", [((4, 6), 1), ((7, 3), 2)])
+def test_spectral_norm_of_zero_is_zero_and_keeps_v(shape, b):
+    rng = np.random.default_rng(8)
+    V0 = rng.standard_normal((shape[1], b))
+    sigma, V = _spectral64(np.zeros(shape), V0, tol=1e-10, max_iters=50)
+    assert sigma == 0.0
+    np.testing.assert_array_equal(V, V0)
+
+
+def test_spectral_norm_unnormalized_start_returns_orthonormal_v():
+    rng = np.random.default_rng(9)
+    D = rng.standard_normal((8, 5))
+    V0 = 1e3 * rng.standard_normal((5, 2))
+    V0[:, 1] = 2.0 * V0[:, 0] + 1e-3 * V0[:, 1]  # nearly dependent columns
+    sigma, V = _spectral64(D, V0, tol=1e-12, max_iters=1000)
+    np.testing.assert_allclose(V.T @ V, np.eye(2), atol=1e-12)
+    assert abs(sigma - np.linalg.norm(D, 2)) <= 1e-6 * np.linalg.norm(D, 2)
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_spectral_norm_estimate_only_grows_with_iterations(b):
+    """sigma after k iterations (no early stop) is nondecreasing in k and <= ||D||_2."""
+    rng = np.random.default_rng(14)
+    D = rng.standard_normal((10, 8))
+    V0 = rng.standard_normal((8, b))
+    sigmas = [_spectral64(D, V0, tol=1e-300, max_iters=k)[0] for k in range(1, 7)]
+    steps = zip(sigmas[:-1], sigmas[1:], strict=True)
+    assert all(s1 <= s2 * (1 + 1e-14) for s1, s2 in steps), sigmas
+    assert sigmas[-1] > sigmas[0]
+    assert sigmas[-1] <= np.linalg.norm(D, 2) * (1 + 1e-12)
+
+
+def test_spectral_norm_one_iteration_is_one_power_step():
+    """b = 1, max_iters=1: V = +-w with w = D^T D v0 / ||D^T D v0||, sigma = ||D w||."""
+    rng = np.random.default_rng(11)
+    D = rng.standard_normal((9, 6))
+    v0 = rng.standard_normal((6, 1))
+    sigma, V = _spectral64(D, v0, tol=1e-12, max_iters=1)
+    w = D.T @ (D @ v0[:, 0])
+    w /= np.linalg.norm(w)
+    np.testing.assert_allclose(abs(V[:, 0] @ w), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.linalg.norm(D @ w), rtol=1e-12)
+
+
+@pytest.mark.parametrize("b", [1, 4])
+def test_spectral_norm_warm_start_converges_in_few_iterations(b):
+    """Warm-started from the previous V on a slightly moved D, the loop stops within
+    3 iterations: max_iters=3 gives exactly the result of max_iters=10000. Cold, it
+    does not (which shows the comparison can detect a longer run)."""
+    rng = np.random.default_rng(10)
+    D = rng.standard_normal((30, 20))
+    tol = 1e-10
+    _, V = _spectral64(D, rng.standard_normal((20, b)), tol=1e-14, max_iters=10000)
+    D2 = D + 1e-6 * rng.standard_normal(D.shape)
+    warm_short = _spectral64(D2, V, tol=tol, max_iters=3)
+    warm_long = _spectral64(D2, V, tol=tol, max_iters=10000)
+    assert warm_short[0] == warm_long[0]
+    np.testing.assert_array_equal(warm_short[1], warm_long[1])
+    assert abs(warm_long[0] - np.linalg.norm(D2, 2)) <= 1e-8 * np.linalg.norm(D2, 2)
+
+    cold = rng.standard_normal((20, b))
+    cold_short = _spectral64(D2, cold, tol=tol, max_iters=3)
+    cold_long = _spectral64(D2, cold, tol=tol, max_iters=10000)
+    assert cold_short[0] != cold_long[0]
+
+
+def test_spectral_norm_block_follows_a_swap_of_the_top_two_directions():
+    """D has top singular values (2, 1.9) on directions (p1, p2); D2 swaps them to
+    (1.9, 2). A b=2 block warm-started on D holds both directions and finds ||D2||_2
+    within 3 iterations; b=1 warm-started at p1 has only the slow rate 1.9/2."""
+    rng = np.random.default_rng(15)
+    m, k = 12, 9
+    U, _ = np.linalg.qr(rng.standard_normal((m, 4)))
+    P, _ = np.linalg.qr(rng.standard_normal((k, 4)))
+    s = np.array([2.0, 1.9, 0.5, 0.2])
+    D = (U * s) @ P.T
+    D2 = (U * s[[1, 0, 2, 3]]) @ P.T
+    tol = 1e-12
+    _, V2 = _spectral64(D, rng.standard_normal((k, 2)), tol=1e-15, max_iters=10000)
+    short = _spectral64(D2, V2, tol=tol, max_iters=3)
+    long = _spectral64(D2, V2, tol=tol, max_iters=10000)
+    assert short[0] == long[0]
+    np.testing.assert_allclose(short[0], 2.0, rtol=1e-12)
+    assert abs(abs(short[1][:, 0] @ P[:, 1]) - 1.0) < 1e-8
+
+    _, V1 = _spectral64(D, rng.standard_normal((k, 1)), tol=1e-15, max_iters=10000)
+    one_short = _spectral64(D2, V1, tol=tol, max_iters=3)
+    assert one_short[0] < 2.0 * (1 - 1e-6)
+
+
+# -------------------------------------------------------------- other norms
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (3, 8), (16, 16)])
+def test_frobenius_and_rowmax_norm(shape):
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    D = rng.standard_normal(shape)
+    D[0] *= 3.0  # make one row stand out
+    with jax.enable_x64(True):
+        fro = float(metrics.frobenius_norm(jnp.asarray(D)))
+        rowmax = float(metrics.rowmax_norm(jnp.asarray(D)))
+    np.testing.assert_allclose(fro, np.linalg.norm(D, "fro"), rtol=1e-14)
+    best = 0.0
+    for r in range(shape[0]):
+        best = max(best, float(np.sqrt(sum(x * x for x in D[r]))))
+    np.testing.assert_allclose(rowmax, best, rtol=1e-14)
+
+
+def test_rowmax_norm_picks_the_largest_row():
+    D = np.zeros((4, 3))
+    D[2] = [3.0, 4.0, 0.0]
+    D[1] = [1.0, 1.0, 1.0]
+    assert float(metrics.rowmax_norm(jnp.asarray(D, jnp.float32))) == 5.0
+    np.testing.assert_allclose(float(metrics.frobenius_norm(jnp.asarray(D, jnp.float32))),
+                               np.sqrt(28.0), rtol=1e-7)
+
+
+# --------------------------------------------------------------- flips etc.
+
+
+@pytest.mark.parametrize("n,m", [(1, 1), (4, 7), (9, 5)])
+def test_flip_fraction_matches_double_loop(n, m):
+    rng = np.random.default_rng(n * 13 + m)
+    z = rng.standard_normal((n, m))
+    z[rng.random((n, m)) < 0.2] = 0.0  # z == 0 is inactive
+    pattern0 = rng.random((n, m)) < 0.5
+    flips = 0
+    for i in range(n):
+        for r in range(m):
+            flips += int((z[i, r] > 0) != pattern0[i, r])
+    got = float(metrics.flip_fraction(jnp.asarray(z, jnp.float32), jnp.asarray(pattern0)))
+    np.testing.assert_allclose(got, flips / (n * m), rtol=1e-6)
+
+
+def test_flip_fraction_extremes():
+    z = jnp.asarray([[1.0, -1.0, 0.0], [2.0, 0.0, -3.0]])
+    assert float(metrics.flip_fraction(z, z > 0)) == 0.0
+    assert float(metrics.flip_fraction(z, ~(z > 0))) == 1.0
+
+
+def test_zero_one_error_counts_zero_output_as_error():
+    f = np.array([1.0, -2.0, 0.0, 0.5, -0.1, 0.0, 3.0, -0.0])
+    y = np.array([1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0])
+    want = sum(1 for fi, yi in zip(f, y, strict=True) if yi * fi <= 0) / len(f)
+    assert want == 6 / 8  # errors at indices 1, 2 (f = 0), 3, 5 (f = 0), 6, 7 (f = -0)
+    got = float(metrics.zero_one_error(jnp.asarray(f, jnp.float32), jnp.asarray(y, jnp.float32)))
+    np.testing.assert_allclose(got, want, rtol=1e-7)
+    ones = jnp.ones(4)
+    assert float(metrics.zero_one_error(ones, ones)) == 0.0
+    assert float(metrics.zero_one_error(jnp.zeros(4), ones)) == 1.0
+
+
+def test_regression_error_strict_tolerance():
+    f = np.array([0.0, 1.0, 2.5, -1.0, 0.25])
+    y = np.array([0.0, 1.5, 2.0, 1.0, 0.0])
+    tol = 0.5
+    want = sum(1 for fi, yi in zip(f, y, strict=True) if abs(fi - yi) > tol) / len(f)
+    assert want == 1 / 5  # |1-1.5| = |2.5-2| = 0.5 are not errors; |-1-1| = 2 is
+    got = float(metrics.regression_error(jnp.asarray(f, jnp.float32),
+                                         jnp.asarray(y, jnp.float32), tol))
+    np.testing.assert_allclose(got, want, rtol=1e-7)
+
+
+def test_min_margin():
+    rng = np.random.default_rng(12)
+    f = rng.standard_normal(11)
+    y = rng.choice([-1.0, 1.0], size=11)
+    with jax.enable_x64(True):
+        got = float(metrics.min_margin(jnp.asarray(f), jnp.asarray(y)))
+    assert got == min(yi * fi for fi, yi in zip(f, y, strict=True))
+
+
+def test_global_norm():
+    rng = np.random.default_rng(13)
+    tree = {"a": rng.standard_normal((3, 4)),
+            "b": (rng.standard_normal(5), rng.standard_normal(()))}
+    want = np.sqrt(sum(np.sum(np.square(x)) for x in (tree["a"], *tree["b"])))
+    with jax.enable_x64(True):
+        got = float(metrics.global_norm(jax.tree_util.tree_map(jnp.asarray, tree)))
+    np.testing.assert_allclose(got, want, rtol=1e-14)

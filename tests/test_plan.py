@@ -1,0 +1,209 @@
+"""Tests for overparam.plan: chunking of recorded steps and grouping runs into batches.
+
+A plan must compile one program per shape (lr and seed never split a group),
+train every run exactly once, pad only with copies of runs of the same shape,
+split a group that exceeds the memory budget into equal batches, round batch
+sizes to a multiple of the device count, and never pad small widths up to
+large ones.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overparam import config as config_lib
+from overparam import plan as plan_lib
+
+SHAPE = ("width", "depth", "n", "batch_size", "loss", "optimizer", "param")
+
+
+def _sweep(**overrides):
+    base = dict(widths=(8, 16), depths=(1,), num_seeds=3, n=(8,), d=4, lr=(0.1, 0.5),
+                steps=6, chunk_steps=4)
+    return config_lib.validate({**base, **overrides})
+
+
+def _check_chunking(steps, record_every, chunk_steps):
+    num_records, chunk_records, num_chunks = plan_lib.chunking(steps, record_every,
+                                                               chunk_steps)
+    assert num_records == steps // record_every + 1
+    assert chunk_records >= 1 and num_chunks >= 1
+    assert chunk_records * num_chunks >= num_records
+    assert chunk_records * num_chunks - num_records < num_chunks
+    # A chunk is never longer than asked for (at least one record).
+    assert chunk_records <= max(1, chunk_steps // record_every)
+
+
+@pytest.mark.parametrize("steps, record_every, chunk_steps, expected", [
+    (6, 1, 4, (7, 4, 2)),
+    (200, 1, 100, (201, 67, 3)),
+    (10, 5, 100, (3, 3, 1)),      # chunk_steps > steps: one chunk
+    (10, 1, 1000, (11, 11, 1)),
+    (10, 2, 3, (6, 1, 6)),        # chunk shorter than record_every: one record a chunk
+    (1, 1, 1, (2, 1, 2)),
+    (12, 3, 6, (5, 2, 3)),
+])
+def test_chunking_table(steps, record_every, chunk_steps, expected):
+    assert plan_lib.chunking(steps, record_every, chunk_steps) == expected
+    _check_chunking(steps, record_every, chunk_steps)
+
+
+@settings(max_examples=50, deadline=None)
+@given(steps=st.integers(1, 500), record_every=st.integers(1, 20),
+       chunk_steps=st.integers(1, 600))
+def test_chunking_properties(steps, record_every, chunk_steps):
+    steps = steps * record_every  # record_every divides steps (as validate requires)
+    _check_chunking(steps, record_every, chunk_steps)
+
+
+def _check_plan(sweep, plan, runs=None):
+    """Invariants every plan must satisfy."""
+    runs = config_lib.expand(sweep) if runs is None else runs
+    real = [r for b in plan.batches for r in b.runs[:b.num_real]]
+    assert sorted(r.run_id for r in real) == sorted(r.run_id for r in runs)
+    assert len(real) == len(runs) == plan.num_runs
+    for i, b in enumerate(plan.batches):
+        assert b.index == i
+        assert 1 <= b.num_real <= b.size
+        # Every network in a batch, padding included, has the batch's shape.
+        for r in b.runs:
+            assert plan_lib.static_for(sweep, r, plan.chunk_records) == b.static
+        # Padding copies a real run of this batch.
+        real_ids = {r.run_id for r in b.runs[:b.num_real]}
+        assert all(r.run_id in real_ids for r in b.runs[b.num_real:])
+    assert (plan.num_records, plan.chunk_records, plan.num_chunks) == plan_lib.chunking(
+        sweep.steps, sweep.record_every, sweep.chunk_steps)
+
+
+def test_one_program_per_shape_lr_and_seed_do_not_split():
+    sweep = _sweep(widths=(8, 16), depths=(1, 2), lr=(0.1, 0.2, 0.3), num_seeds=4)
+    runs = config_lib.expand(sweep)
+    plan = plan_lib.make_plan(sweep)
+    _check_plan(sweep, plan, runs)
+    shapes = {tuple(getattr(r, k) for k in SHAPE) for r in runs}
+    assert len(shapes) == 4
+    assert plan.num_programs == len(shapes)
+    assert len(plan.batches) == len(shapes)  # large budget: one batch per shape
+    for b in plan.batches:
+        assert b.num_real == b.size == 4 * 3
+        assert len({r.lr for r in b.runs}) == 3 and len({r.seed for r in b.runs}) == 4
+
+
+def test_every_swept_shape_field_splits_groups():
+    sweep = _sweep(widths=(8,), n=(8, 12), loss=("hinge", "logistic"), labels="random_sign",
+                   optimizer=("gd", "sgd"), batch_size=(2, 4), param=("du", "ntk"),
+                   num_seeds=2, lr=(0.1, 0.2))
+    runs = config_lib.expand(sweep)
+    plan = plan_lib.make_plan(sweep)
+    _check_plan(sweep, plan, runs)
+    shapes = collections.Counter(tuple(getattr(r, k) for k in SHAPE) for r in runs)
+    # n (2) x loss (2) x param (2) x (gd + sgd with 2 batch sizes = 3)
+    assert len(shapes) == 2 * 2 * 2 * 3
+    assert plan.num_programs == len(shapes)
+    for b in plan.batches:
+        s = b.static
+        assert shapes[(s.width, s.depth, s.n, s.batch_size, s.loss, s.optimizer,
+                       s.param)] == b.num_real
+
+
+def test_plan_of_given_runs():
+    sweep = _sweep()
+    runs = config_lib.expand(sweep)[::3]
+    plan = plan_lib.make_plan(sweep, runs)
+    _check_plan(sweep, plan, runs)
+
+
+def _split_sweep(**overrides):
+    """A sweep where one width-256 network takes about a third of a 1 MiB budget."""
+    return _sweep(**{**dict(widths=(256,), n=(64,), d=16, num_seeds=7, lr=(0.1,),
+                            memory_budget_mb=1), **overrides})
+
+
+def test_tiny_budget_splits_group_into_equal_batches():
+    sweep = _split_sweep()
+    plan = plan_lib.make_plan(sweep)
+    _check_plan(sweep, plan)
+    per_net = plan_lib.bytes_per_network(plan.batches[0].static)
+    fit = 2**20 // per_net
+    assert 2 <= fit < 7, "test setup: the budget must fit a few networks, not all"
+    assert plan.num_programs == 1
+    sizes = {b.size for b in plan.batches}
+    assert len(sizes) == 1
+    size = sizes.pop()
+    assert len(plan.batches) == math.ceil(7 / size) > 1
+    assert size <= fit
+    assert size * per_net <= 2**20
+    assert sum(b.size - b.num_real for b in plan.batches) < size
+
+
+def test_budget_smaller_than_one_network_gives_batches_of_one():
+    sweep = _sweep(widths=(2048,), n=(64,), d=16, num_seeds=3, lr=(0.1,),
+                   memory_budget_mb=1)
+    plan = plan_lib.make_plan(sweep)
+    _check_plan(sweep, plan)
+    assert plan_lib.bytes_per_network(plan.batches[0].static) > 2**20
+    assert [b.size for b in plan.batches] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("multiple_of", [1, 2, 4, 8])
+@pytest.mark.parametrize("budget_mb", [1, 2048])
+def test_multiple_of_rounds_batch_sizes(multiple_of, budget_mb):
+    sweep = _split_sweep(memory_budget_mb=budget_mb)
+    plan = plan_lib.make_plan(sweep, multiple_of=multiple_of)
+    _check_plan(sweep, plan)
+    sizes = {b.size for b in plan.batches}
+    assert len(sizes) == 1
+    size = sizes.pop()
+    assert size % multiple_of == 0
+    assert sum(b.size - b.num_real for b in plan.batches) < size
+    if budget_mb == 2048:
+        assert len(plan.batches) == 1
+        assert plan.batches[0].size == math.ceil(7 / multiple_of) * multiple_of
+
+
+def test_small_widths_never_padded_to_large():
+    sweep = _sweep(widths=(8, 256, 2048), n=(64,), d=16, num_seeds=5, lr=(0.1,),
+                   memory_budget_mb=1)
+    plan = plan_lib.make_plan(sweep, multiple_of=2)
+    _check_plan(sweep, plan)
+    by_width = collections.defaultdict(list)
+    for b in plan.batches:
+        assert len({r.width for r in b.runs}) == 1
+        assert b.static.width == b.runs[0].width
+        by_width[b.static.width].append(b)
+    assert set(by_width) == {8, 256, 2048}
+    assert len(by_width[8]) == 1          # small networks all fit in one batch
+    assert len(by_width[2048]) >= 3       # large ones are split
+    for batches in by_width.values():
+        assert len({b.size for b in batches}) == 1
+
+
+def test_bytes_per_network_grows_with_shape():
+    sweep = _sweep()
+    run = config_lib.expand(sweep)[0]
+    s = plan_lib.static_for(sweep, run, 4)
+    base = plan_lib.bytes_per_network(s)
+    for field, value in [("width", 2 * s.width), ("depth", 2), ("n", 2 * s.n),
+                         ("dtype", "float64"), ("momentum", 0.9), ("chunk_records", 400)]:
+        assert plan_lib.bytes_per_network(dataclasses.replace(s, **{field: value})) > base
+
+
+def test_describe_mentions_every_batch():
+    sweep = _sweep(widths=(8, 256, 2048), n=(64,), d=16, num_seeds=5, lr=(0.1,),
+                   memory_budget_mb=1)
+    plan = plan_lib.make_plan(sweep)
+    text = plan_lib.describe(plan)
+    lines = text.splitlines()
+    assert len(lines) == 1 + len(plan.batches)
+    assert f"{plan.num_runs} networks" in lines[0]
+    assert f"{plan.num_programs} programs" in lines[0]
+    for b, line in zip(plan.batches, lines[1:], strict=True):
+        assert f"batch {b.index}:" in line
+        assert f"{b.num_real} networks" in line
+        assert f"width={b.static.width}" in line
