@@ -12,7 +12,11 @@ product of all swept fields):
   widths, depths, n, lr, batch_size, loss, optimizer, param   swept
   num_seeds, seed        seeds are seed, seed+1, ..., seed+num_seeds-1
   d, dataset, labels, phi, mu, teacher_width                   training set
-  reduction, momentum, train_output                            objective, optimizer
+  reduction, momentum, train_output, lr_scaling                objective, optimizer
+
+The step size of a run is lr, or lr / width with lr_scaling='inverse_width'
+(the width-stable choice for the zou and standard parameterizations,
+THEORY.md section 3); runs.parquet records both (lr_base and lr).
   steps, record_every, chunk_steps                             schedule
   precision, dtype, power_tol, power_max_iters, regression_tol numerics
   memory_budget_mb, name                                       engine
@@ -36,6 +40,7 @@ DATASETS = ("sphere", "zou")
 LABELS = ("gaussian", "random_sign", "teacher", "teacher_regression")
 SIGN_LABELS = ("random_sign", "teacher")
 REDUCTIONS = ("sum", "mean")
+LR_SCALINGS = ("constant", "inverse_width")
 PRECISIONS = ("highest", "high", "default")
 DTYPES = ("float32", "float64")
 
@@ -62,6 +67,7 @@ DEFAULTS: dict[str, Any] = dict(
     optimizer=("gd",),
     momentum=0.0,
     lr=(0.1,),
+    lr_scaling="constant",
     batch_size=(16,),
     param=("du",),
     train_output=False,
@@ -113,6 +119,7 @@ class Sweep:
     optimizer: tuple[str, ...]
     momentum: float
     lr: tuple[float, ...]
+    lr_scaling: str
     batch_size: tuple[int, ...]
     param: tuple[str, ...]
     train_output: bool
@@ -148,7 +155,8 @@ class Run:
     d: int
     loss: str
     optimizer: str
-    lr: float
+    lr: float       # the step size used: lr_base, or lr_base / width
+    lr_base: float  # the config's lr
     batch_size: int
     param: str
     dataset_id: str
@@ -243,6 +251,7 @@ def validate(config: Mapping[str, Any]) -> Sweep:
                         for v in _as_tuple("optimizer", c["optimizer"])),
         momentum=_float("momentum", c["momentum"], low=0.0, high=1.0),
         lr=tuple(_float("lr", v, low=0.0, open_low=True) for v in _as_tuple("lr", c["lr"])),
+        lr_scaling=_choice("lr_scaling", c["lr_scaling"], LR_SCALINGS),
         batch_size=tuple(_int("batch_size", v) for v in _as_tuple("batch_size", c["batch_size"])),
         param=tuple(_choice("param", v, PARAMS) for v in _as_tuple("param", c["param"])),
         train_output=_bool("train_output", c["train_output"]),
@@ -326,8 +335,10 @@ def expand(s: Sweep) -> list[Run]:
                          optimizer=opt, lr=lr, batch_size=batch, dataset_id=did,
                          **{k: v for k, v in s.to_dict().items()
                             if k not in SWEPT and k not in NOT_IDENTITY})
+            step_size = lr / width if s.lr_scaling == "inverse_width" else lr
             runs.append(Run(run_id=f"{stable_hash(ident):016x}", seed=seed, width=width,
-                            depth=depth, n=n, d=s.d, loss=loss, optimizer=opt, lr=lr,
+                            depth=depth, n=n, d=s.d, loss=loss, optimizer=opt,
+                            lr=step_size, lr_base=lr,
                             batch_size=batch, param=param, dataset_id=did,
                             init_tag=init_tag, batch_tag=batch_tag))
     return runs

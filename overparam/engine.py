@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -41,9 +42,12 @@ def check_backend(device: str | None) -> str:
     """Returns JAX's backend; raises BackendError if it is not `device` (cpu|gpu|tpu)."""
     try:
         backend = jax.default_backend()
-    except RuntimeError as e:
-        raise BackendError(f"JAX could not start the {device} backend: "
-                           f"{str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - JAX raises RuntimeError or AssertionError here
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        wanted = os.environ.get("JAX_PLATFORMS") or device
+        raise BackendError(f"JAX could not start the {wanted!r} backend ({reason}); install "
+                           f"the matching jax extra (make install DEVICE={device or 'gpu'}) "
+                           "or run on a machine that has that device") from None
     if device is not None and BACKENDS[device] != backend:
         raise BackendError(f"--device={device} was asked for but JAX runs on {backend!r} "
                            f"(devices: {jax.devices()}); install the {device} jax extra "
@@ -174,7 +178,7 @@ def _runs_table(sweep, runs, datasets, log: _RunLog) -> pd.DataFrame:
             steps_to_zero_error=log.zero_error_step.get(r.run_id),
             final_loss=log.final_loss.get(r.run_id, float("nan")),
             steps=sweep.steps, dataset=sweep.dataset, labels=sweep.labels,
-            reduction=sweep.reduction, momentum=sweep.momentum,
+            reduction=sweep.reduction, momentum=sweep.momentum, lr_scaling=sweep.lr_scaling,
             train_output=sweep.train_output, precision=sweep.precision, dtype=sweep.dtype,
             separation=datasets[r.dataset_id].separation)
         rows.append(row)

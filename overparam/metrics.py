@@ -5,6 +5,8 @@ All functions act on one network; the engine vmaps them over networks.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -15,35 +17,40 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
 
     D: (m, k); V: (k, b) with b small (the previous step's Ritz vectors, best
     first; the engine puts a fresh random vector in the last column each step).
-    Each iteration sets V <- orth(D^T D V), then rotates V to the Ritz vectors
-    of D^T D on span(V); the estimate is sigma = sqrt(top Ritz value), which
-    only grows and never exceeds ||D||_2. Stops once sigma changes by at most
-    tol * sigma (after at least one iteration) or after max_iters. A block
-    converges at the rate sigma_{b+1}/sigma_1 rather than sigma_2/sigma_1 and
-    follows a change of the top direction among its b vectors; the random
-    column makes a start orthogonal to the top direction improbable.
-    Returns (sigma, V). For D = 0: (0, V).
+    The estimate sigma = sqrt(top Ritz value of D^T D on span(Q)) starts from
+    Q = orth(V); each iteration sets Q <- orth(D^T D Q). sigma only grows and
+    never exceeds ||D||_2; it stops once sigma changes by at most tol * sigma,
+    or after max_iters iterations. A warm start usually stops after one
+    iteration: two passes over D, plus one for the start. A block converges at
+    the rate sigma_{b+1}/sigma_1 rather than sigma_2/sigma_1 and follows a
+    change of the top direction among its b vectors; the random column makes a
+    start orthogonal to the top direction improbable.
+    Returns (sigma, Ritz vectors (k, b), best first). For D = 0: (0, V).
     """
+    mm = functools.partial(jnp.matmul, precision=precision)
+
+    def top_ritz(DQ):
+        return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(mm(DQ.T, DQ))[-1], 0.0))
 
     def body(carry):
-        V, sigma, _, i = carry
-        W = jnp.matmul(D.T, jnp.matmul(D, V, precision=precision), precision=precision)
-        nonzero = jnp.any(W != 0)
-        Q, _ = jnp.linalg.qr(jnp.where(nonzero, W, V))
-        DQ = jnp.matmul(D, Q, precision=precision)
-        ritz, rot = jnp.linalg.eigh(jnp.matmul(DQ.T, DQ, precision=precision))
-        new_sigma = jnp.sqrt(jnp.maximum(ritz[-1], 0.0))
-        V = jnp.where(nonzero, jnp.matmul(Q, rot[:, ::-1], precision=precision), V)
+        Q, DQ, sigma, _, i = carry
+        Q, _ = jnp.linalg.qr(mm(D.T, DQ))
+        DQ = mm(D, Q)
+        new_sigma = top_ritz(DQ)
         converged = jnp.abs(new_sigma - sigma) <= tol * new_sigma
-        return V, new_sigma, converged, i + 1
+        return Q, DQ, new_sigma, converged, i + 1
 
     def cond(carry):
-        _, _, converged, i = carry
+        *_, converged, i = carry
         return (i < max_iters) & ~converged
 
-    init = (V, jnp.zeros((), D.dtype), jnp.zeros((), bool), jnp.zeros((), jnp.int32))
-    V, sigma, _, _ = jax.lax.while_loop(cond, body, init)
-    return sigma, V
+    Q, _ = jnp.linalg.qr(V)
+    DQ = mm(D, Q)
+    sigma = top_ritz(DQ)
+    init = (Q, DQ, sigma, sigma == 0, jnp.zeros((), jnp.int32))
+    Q, DQ, sigma, _, _ = jax.lax.while_loop(cond, body, init)
+    _, rot = jnp.linalg.eigh(mm(DQ.T, DQ))
+    return sigma, jnp.where(sigma > 0, mm(Q, rot[:, ::-1]), V)
 
 
 def frobenius_norm(D: jax.Array) -> jax.Array:
