@@ -175,6 +175,8 @@ def stable_hash(*parts: Any, nbytes: int = 8) -> int:
 
 def _as_tuple(field: str, value: Any) -> tuple:
     """Swept fields accept a scalar or a tuple; `(a,b)` typed as one string is split."""
+    if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # ml_collections wraps --config.loss=(a,b) as ('(a,b)',)
     if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
         value = tuple(s.strip().strip("'\"") for s in value[1:-1].split(",") if s.strip())
     if not isinstance(value, (list, tuple)):

@@ -31,7 +31,8 @@ class Progress:
                  width: int = 30, enabled: bool = True):
         self.total, self.done = max(int(total), 1), 0
         self.stream = sys.stderr if stream is None else stream
-        self.clock, self.min_interval, self.width, self.enabled = clock, min_interval, width, enabled
+        self.clock, self.min_interval = clock, min_interval
+        self.width, self.enabled = width, enabled
         self.start = self.last_draw = clock()
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._lock = threading.Lock()

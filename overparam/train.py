@@ -236,7 +236,7 @@ class Program(NamedTuple):
     chunk: Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_program(static: Static) -> Program:
     """The jitted, vmapped (over networks) init and chunk functions of one shape."""
     init = jax.jit(jax.vmap(functools.partial(init_single, static)))

@@ -17,7 +17,7 @@ from overparam import data, train
 RTOL = 1e-5
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(static):
     return (jax.jit(functools.partial(train.init_single, static)),
             jax.jit(functools.partial(train.chunk_single, static)))
