@@ -4,7 +4,7 @@
     r = overparam.load("results/du")   # r.runs, r.steps, r.layers: pandas DataFrames
 """
 
-from overparam.store import Results, load
+from overparam.store import Results, ResultsError, load
 
-__all__ = ["Results", "load"]
+__all__ = ["Results", "ResultsError", "load"]
 __version__ = "0.1.0"

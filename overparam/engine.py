@@ -11,10 +11,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import importlib.metadata
+import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from overparam import checkpoint
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
@@ -101,17 +105,8 @@ def _device_info() -> dict[str, Any]:
             "processor": platform.processor() or platform.machine()}
 
 
-class _RunLog:
-    """Per-run facts gathered from the records as chunks are written."""
-
-    def __init__(self):
-        self.zero_error_step: dict[str, int] = {}
-        self.final_loss: dict[str, float] = {}
-        self.diverged_step: dict[str, int] = {}
-
-
 def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, steps: int,
-                 log: _RunLog, progress: progress_lib.Progress) -> None:
+                 progress: progress_lib.Progress) -> None:
     """Moves one chunk's records to the host and writes its steps/ and layers/ parts."""
     records = jax.device_get(records)
     real = batch.num_real
@@ -122,24 +117,29 @@ def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, st
     cols = {"run_id": ids, "step": step[valid].astype(np.int64)}
     for name in train.STEP_FIELDS:
         cols[name] = records[name][:real][valid].astype(np.float64)
-    steps_df = pd.DataFrame(cols)
     L = batch.static.depth
     layer_cols = {"run_id": np.repeat(ids, L), "step": np.repeat(cols["step"], L),
                   "layer": np.tile(np.arange(1, L + 1, dtype=np.int64), len(ids))}
     for name in train.LAYER_FIELDS:
         layer_cols[name] = records[name][:real][valid].reshape(-1).astype(np.float64)
-    store.write_parquet(steps_df, out / store.STEPS / store.part_name(batch.index, chunk))
+    store.write_parquet(pd.DataFrame(cols),
+                        out / store.STEPS / store.part_name(batch.index, chunk))
     store.write_parquet(pd.DataFrame(layer_cols),
                         out / store.LAYERS / store.part_name(batch.index, chunk))
-
-    for run_id, df in steps_df.groupby("run_id", sort=False):
-        zero = df["step"][df["train_error"] == 0]
-        if len(zero) and run_id not in log.zero_error_step:
-            log.zero_error_step[run_id] = int(zero.iloc[0])
-        last = df[df["step"] == steps]
-        if len(last):
-            log.final_loss[run_id] = float(last["loss"].iloc[0])
     progress.update(real * int((step[0] < steps).sum()) * batch.static.record_every)
+
+
+def _finish_chunk(out: Path, batch: plan_lib.Batch, chunk: int, num_chunks: int, records,
+                  state: train.State, steps: int, progress: progress_lib.Progress) -> None:
+    """Writes a chunk's parts, then its checkpoint (or the batch's final marker)."""
+    _write_chunk(out, batch, chunk, records, steps, progress)
+    store.crash_point("chunk")
+    if chunk + 1 < num_chunks:
+        checkpoint.save(out, batch.index, chunk + 1, state)
+    else:
+        diverged = np.asarray(jax.device_get(state.diverged_step))[: batch.num_real]
+        checkpoint.save(out, batch.index, num_chunks, None,
+                        diverged_step=[int(x) for x in diverged])
 
 
 def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype):
@@ -166,17 +166,23 @@ def make_datasets(sweep: config_lib.Sweep) -> tuple[dict[str, data_lib.Dataset],
     return datasets, idents
 
 
-def _runs_table(sweep, runs, datasets, log: _RunLog) -> pd.DataFrame:
+def _runs_table(sweep: config_lib.Sweep, runs, datasets, out: Path,
+                diverged: dict[str, int]) -> pd.DataFrame:
+    """One row per run; per-run results are read back from the written steps/ parts."""
+    steps = pd.read_parquet(out / store.STEPS, columns=["run_id", "step", "loss",
+                                                        "train_error"])
+    zero = steps[steps.train_error == 0].groupby("run_id").step.min()
+    final = steps[steps.step == sweep.steps].set_index("run_id").loss
     rows = []
     for r in runs:
-        row = {k: v for k, v in dataclasses.asdict(r).items() if k not in ("init_tag",
-                                                                             "batch_tag")}
-        div = log.diverged_step.get(r.run_id, -1)
+        row = {k: v for k, v in dataclasses.asdict(r).items()
+               if k not in ("init_tag", "batch_tag")}
+        div = diverged.get(r.run_id, -1)
         row.update(
             status="diverged" if div >= 0 else "ok",
             diverged_step=div if div >= 0 else None,
-            steps_to_zero_error=log.zero_error_step.get(r.run_id),
-            final_loss=log.final_loss.get(r.run_id, float("nan")),
+            steps_to_zero_error=int(zero[r.run_id]) if r.run_id in zero.index else None,
+            final_loss=float(final.get(r.run_id, float("nan"))),
             steps=sweep.steps, dataset=sweep.dataset, labels=sweep.labels,
             reduction=sweep.reduction, momentum=sweep.momentum, lr_scaling=sweep.lr_scaling,
             train_output=sweep.train_output, precision=sweep.precision, dtype=sweep.dtype,
@@ -188,76 +194,143 @@ def _runs_table(sweep, runs, datasets, log: _RunLog) -> pd.DataFrame:
     return df
 
 
-def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = None,
-              show_progress: bool = True, log_fn=print) -> Summary:
-    """Trains every network of `sweep` and writes the results directory `out`.
+class Interrupted(Exception):
+    """The sweep stopped at a chunk boundary on SIGINT or SIGTERM; it can be resumed."""
 
-    Everything that can fail on bad input (config, datasets, backend) is
-    checked before `out` is created.
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopFlag:
+    """Turns SIGINT and SIGTERM into a flag checked between chunks (main thread only)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = None,
+              show_progress: bool = True, log_fn=print, overwrite: bool = False,
+              dry_run: bool = False) -> Summary | None:
+    """Trains every network of `sweep` into the results directory `out`, resuming it.
+
+    Everything that can fail on bad input (config, datasets, backend, `out`)
+    is checked before anything is written. Re-running an interrupted sweep
+    continues it; a complete one is left alone (returns None); a different
+    sweep in `out` is refused unless `overwrite`. dry_run prints the plan only.
+    Raises Interrupted after a clean stop on SIGINT or SIGTERM.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise config_lib.ConfigError("out", f"{out} exists and is not a directory")
+        raise checkpoint.OutError(f"{out} exists and is not a directory")
     check_backend(device)
     with jax.enable_x64(sweep.dtype == "float64"):
-        return _run(sweep, out, show_progress=show_progress, log_fn=log_fn)
+        runs = config_lib.expand(sweep)
+        datasets, idents = make_datasets(sweep)
+        plan = plan_lib.make_plan(sweep, runs)
+        log_fn(plan_lib.describe(plan))
+        if dry_run:
+            return None
+        mode = checkpoint.prepare(out, sweep.to_dict(), overwrite=overwrite)
+        if mode == "complete":
+            log_fn(f"{out} already holds this sweep, complete: nothing to do "
+                   "(--overwrite recomputes it)")
+            return None
+        return _run(sweep, out, runs, datasets, idents, plan, resume=mode == "resume",
+                    show_progress=show_progress, log_fn=log_fn)
 
 
-def _run(sweep: config_lib.Sweep, out: Path, *, show_progress: bool, log_fn) -> Summary:
+def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *, resume: bool,
+         show_progress: bool, log_fn) -> Summary:
     t0 = time.perf_counter()
-    runs = config_lib.expand(sweep)
-    datasets, idents = make_datasets(sweep)
-    plan = plan_lib.make_plan(sweep, runs)
-    log_fn(plan_lib.describe(plan))
-    timings = {"plan": time.perf_counter() - t0, "compile": 0.0}
-
-    manifest = {"status": "running", "config": sweep.to_dict(), "versions": _versions(),
-                "device": _device_info(), "git_commit": _git_commit(),
-                "command": " ".join(sys.argv), "num_runs": len(runs),
-                "plan": plan_lib.describe(plan).splitlines()}
+    timings = {"compile": 0.0}
+    if resume:
+        manifest = json.loads((out / store.MANIFEST).read_text())
+        cleaned = checkpoint.clean_leftovers(out)
+        log_fn(f"resuming {out}" + (f" ({cleaned} temporary files of a crash removed)"
+                                    if cleaned else ""))
+        manifest["resumed"] = manifest.get("resumed", 0) + 1
+    else:
+        manifest = {"config": sweep.to_dict(), "versions": _versions(),
+                    "device": _device_info(), "git_commit": _git_commit(),
+                    "command": " ".join(sys.argv), "num_runs": len(runs),
+                    "plan": plan_lib.describe(plan).splitlines(),
+                    "datasets": {did: {**ident, "separation": datasets[did].separation}
+                                 for did, ident in idents.items()}}
+    manifest["status"] = "running"
     store.write_json(manifest, out / store.MANIFEST)
     for did, ds in datasets.items():
-        store.write_parquet(store.dataset_table(did, ds.X, ds.y),
-                            out / store.DATASETS / f"{did}.parquet")
+        path = out / store.DATASETS / f"{did}.parquet"
+        if not path.is_file():
+            store.write_parquet(store.dataset_table(did, ds.X, ds.y), path)
 
-    total = sum(b.num_real for b in plan.batches) * sweep.steps
-    progress = progress_lib.Progress(total, enabled=show_progress)
-    log = _RunLog()
+    batch_state = {b.index: checkpoint.load(out, b.index) for b in plan.batches}
+    steps_per_chunk = plan.chunk_records * sweep.record_every
+    done = sum(b.num_real * min(batch_state[b.index]["chunks_done"] * steps_per_chunk,
+                                sweep.steps) for b in plan.batches)
+    total = plan.num_runs * sweep.steps
+    progress = progress_lib.Progress(total - done, enabled=show_progress)
     compiled: dict[tuple, Any] = {}
     dtype = jnp.dtype(sweep.dtype)
-    t_train = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+    with _StopFlag() as stop, concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         pending = []
         for batch in plan.batches:
+            start = batch_state[batch.index]["chunks_done"]
+            if start >= plan.num_chunks or stop.signum is not None:
+                continue
             program = train.make_program(batch.static)
             hyper, X, y = _stack_batch(batch, datasets, dtype)
             state = program.init(hyper, X)
+            if start:
+                state = checkpoint.restore(out, batch.index, state)
             key = (batch.static, batch.size)
             if key not in compiled:
                 tc = time.perf_counter()
                 compiled[key] = program.chunk.lower(state, hyper, X, y).compile()
                 timings["compile"] += time.perf_counter() - tc
-            for c in range(plan.num_chunks):
+            for c in range(start, plan.num_chunks):
+                if stop.signum is not None:
+                    break
                 state, records = compiled[key](state, hyper, X, y)
-                pending.append(writer.submit(_write_chunk, out, batch, c, records, sweep.steps,
-                                             log, progress))
-            diverged = np.asarray(state.diverged_step)[: batch.num_real]
-            for r, s in zip(batch.runs, diverged):
-                if s >= 0:
-                    log.diverged_step[r.run_id] = int(s)
+                pending.append(writer.submit(_finish_chunk, out, batch, c, plan.num_chunks,
+                                             records, state, sweep.steps, progress))
+                if len(pending) >= 2:  # at most one chunk computes while one is written
+                    pending[-2].result()
         for f in pending:
             f.result()
-    timings["train_and_write"] = time.perf_counter() - t_train
+    timings["train_and_write"] = time.perf_counter() - t0
+    if stop.signum is not None:
+        manifest["status"] = "interrupted"
+        store.write_json(manifest, out / store.MANIFEST)
+        raise Interrupted(stop.signum)
 
-    store.write_parquet(_runs_table(sweep, runs, datasets, log), out / store.RUNS)
+    diverged = {}
+    for b in plan.batches:
+        steps = checkpoint.load(out, b.index)["diverged_step"]
+        diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real], steps) if s >= 0})
+    store.write_parquet(_runs_table(sweep, runs, datasets, out, diverged), out / store.RUNS)
     timings["total"] = time.perf_counter() - t0
-    summary = Summary(out=out, num_runs=len(runs), num_diverged=len(log.diverged_step),
-                      num_compiles=len(compiled), network_steps=len(runs) * sweep.steps,
+    summary = Summary(out=out, num_runs=len(runs), num_diverged=len(diverged),
+                      num_compiles=len(compiled), network_steps=total - done,
                       timings=timings)
     manifest.update(status="complete", timings=timings, num_diverged=summary.num_diverged,
                     num_compiles=summary.num_compiles,
-                    throughput_network_steps_per_s=summary.throughput,
-                    datasets={did: {**ident, "separation": datasets[did].separation}
-                              for did, ident in idents.items()})
+                    throughput_network_steps_per_s=summary.throughput)
     store.write_json(manifest, out / store.MANIFEST)
+    checkpoint.finish(out)
     return summary

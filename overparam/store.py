@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,29 +32,44 @@ RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
     "runs.parquet", "steps", "layers", "datasets", "manifest.json")
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Calls write(tmp) on a hidden temporary file beside `path`, then renames it to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point("write")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def crash_point(name: str) -> None:
+    """Test hook: OVERPARAM_CRASH_AT='name:k' kills the process (SIGKILL) the k-th time."""
+    spec = os.environ.get("OVERPARAM_CRASH_AT", "")
+    if not spec.startswith(name + ":"):
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(spec.split(":")[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_crash_counts: dict[str, int] = {}
 
 
 def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> None:
     """Writes `table` to `path` atomically."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
+    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def write_json(obj: Any, path: Path) -> None:
     """Writes `obj` as indented JSON to `path` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str)
-    _atomic(Path(path), lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text + "\n"))
 
 
 def part_name(batch: int, chunk: int) -> str:
@@ -83,20 +99,36 @@ class Results:
         return np.stack(df["x"].to_numpy()), df["y"].to_numpy()
 
 
+class ResultsError(ValueError):
+    """A directory that is not a readable overparam results directory."""
+
+
 def load(path: str | os.PathLike) -> Results:
-    """Reads a results directory written by `overparam.sweep`."""
+    """Reads a results directory written by `overparam.sweep`.
+
+    Raises ResultsError (one line) for a missing, foreign or corrupted directory.
+    """
     path = Path(path)
     if not (path / MANIFEST).is_file():
-        raise FileNotFoundError(f"{path} is not an overparam results directory "
-                                f"(no {MANIFEST})")
-    manifest = json.loads((path / MANIFEST).read_text())
+        raise ResultsError(f"{path} is not an overparam results directory (no {MANIFEST})")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        status = manifest["status"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ResultsError(f"{path / MANIFEST} is corrupted ({type(e).__name__})") from None
+    if status != "complete" or not (path / RUNS).is_file():
+        raise ResultsError(f"{path} holds an unfinished sweep (status {status!r}); run the "
+                           "same command again to finish it")
 
-    def table(name):
-        p = path / name
-        return pd.read_parquet(p) if p.exists() else pd.DataFrame()
+    def table(name, keys):
+        try:
+            df = pd.read_parquet(path / name)
+        except (OSError, ValueError, pa.ArrowException) as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ResultsError(f"{path / name} is corrupted or unreadable: {reason}") from None
+        return df.sort_values(keys, ignore_index=True) if keys else df
 
-    sort = lambda df, keys: df.sort_values(keys, ignore_index=True) if len(df) else df
-    return Results(path=path, runs=table(RUNS),
-                   steps=sort(table(STEPS), ["run_id", "step"]),
-                   layers=sort(table(LAYERS), ["run_id", "step", "layer"]),
+    return Results(path=path, runs=table(RUNS, None),
+                   steps=table(STEPS, ["run_id", "step"]),
+                   layers=table(LAYERS, ["run_id", "step", "layer"]),
                    manifest=manifest)

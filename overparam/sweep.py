@@ -4,8 +4,11 @@
 
 Flags: --config (an ml_collections config file, fields overridable with
 --config.FIELD=value), --out (default results/<config.name>), --device
-(cpu|gpu|tpu: fail unless JAX runs on it), --progress. Bad input exits 2 with
-one line on stderr and writes nothing.
+(cpu|gpu|tpu: fail unless JAX runs on it), --progress, --overwrite, --dry_run.
+Bad input exits 2 with one line on stderr and writes nothing. Re-running the
+same command after a crash or an interrupt resumes the sweep; on a finished
+sweep it does nothing. SIGINT/SIGTERM stop at the next chunk boundary (exit
+128 + signal number).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ _OUT = flags.DEFINE_string("out", None, "Results directory (default results/<con
 _DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu", "tpu"],
                             "Fail unless JAX runs on this backend.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the sweep in --out.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and stop.")
 
 
 def fail(message: str) -> None:
@@ -78,15 +83,22 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
-    from overparam import engine  # imports jax: after flags, so JAX_PLATFORMS is honoured
+    from overparam import checkpoint, engine  # import jax after flags: JAX_PLATFORMS holds
 
     try:
         sweep = config_lib.validate(_CONFIG.value)
         out = _OUT.value or f"results/{sweep.name}"
         summary = engine.run_sweep(sweep, out, device=_DEVICE.value,
-                                   show_progress=_PROGRESS.value)
-    except (config_lib.ConfigError, engine.BackendError) as e:
+                                   show_progress=_PROGRESS.value, overwrite=_OVERWRITE.value,
+                                   dry_run=_DRY_RUN.value)
+    except (config_lib.ConfigError, checkpoint.OutError, engine.BackendError) as e:
         fail(_one_line(e))
+    except engine.Interrupted as e:
+        print(f"\ninterrupted by {e}: stopped cleanly at a chunk boundary; resume with the "
+              f"same command:\n  {' '.join(sys.argv)}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    if summary is None:
+        return
     t = summary.timings
     print(f"{summary.num_runs} networks x {sweep.steps} steps in {t['total']:.1f} s "
           f"(compile {t['compile']:.1f} s, {summary.num_compiles} programs): "

@@ -240,5 +240,5 @@ class Program(NamedTuple):
 def make_program(static: Static) -> Program:
     """The jitted, vmapped (over networks) init and chunk functions of one shape."""
     init = jax.jit(jax.vmap(functools.partial(init_single, static)))
-    chunk = jax.jit(jax.vmap(functools.partial(chunk_single, static)), donate_argnums=0)
+    chunk = jax.jit(jax.vmap(functools.partial(chunk_single, static)))
     return Program(init=init, chunk=chunk)

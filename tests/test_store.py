@@ -121,8 +121,8 @@ def test_dataset_round_trips_exactly(tmp_path, dtype, n, d):
     did = "abc123def456"
     store.write_parquet(store.dataset_table(did, X, y),
                         tmp_path / store.DATASETS / f"{did}.parquet")
-    store.write_json({"status": "complete"}, tmp_path / store.MANIFEST)
-    results = overparam.load(tmp_path)
+    results = overparam.Results(path=tmp_path, runs=pd.DataFrame(), steps=pd.DataFrame(),
+                                layers=pd.DataFrame(), manifest={})
     X2, y2 = results.dataset(did)
     assert X2.shape == (n, d) and y2.shape == (n,)
     assert X2.dtype == dtype and y2.dtype == dtype
@@ -139,6 +139,8 @@ def test_load_sorts_tables_and_reads_manifest(tmp_path):
     store.write_parquet(steps.iloc[:2], tmp_path / store.STEPS / store.part_name(0, 1))
     store.write_parquet(steps.iloc[2:], tmp_path / store.STEPS / store.part_name(0, 0))
     store.write_parquet(pd.DataFrame({"run_id": ["a", "b"]}), tmp_path / store.RUNS)
+    layers = pd.DataFrame({"run_id": ["b", "a"], "step": [0, 0], "layer": [1, 1]})
+    store.write_parquet(layers, tmp_path / store.LAYERS / store.part_name(0, 0))
     store.write_json({"status": "complete", "config": {"name": "x"}},
                      tmp_path / store.MANIFEST)
     r = overparam.load(str(tmp_path))
@@ -146,13 +148,13 @@ def test_load_sorts_tables_and_reads_manifest(tmp_path):
     keys = list(zip(r.steps["run_id"], r.steps["step"], strict=True))
     assert keys == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     assert list(r.runs["run_id"]) == ["a", "b"]
-    assert r.layers.empty
+    assert list(r.layers["run_id"]) == ["a", "b"]
     assert r.manifest["config"]["name"] == "x"
 
 
 def test_load_without_manifest_is_a_clear_error(tmp_path):
     store.write_parquet(_frame(), tmp_path / store.RUNS)
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(overparam.ResultsError) as info:
         overparam.load(tmp_path)
     message = str(info.value)
     assert str(tmp_path) in message
@@ -161,5 +163,5 @@ def test_load_without_manifest_is_a_clear_error(tmp_path):
 
 
 def test_load_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="manifest.json"):
+    with pytest.raises(overparam.ResultsError, match="manifest.json"):
         overparam.load(tmp_path / "nope")
