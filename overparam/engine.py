@@ -59,6 +59,18 @@ def check_backend(device: str | None) -> str:
     return backend
 
 
+def enable_compilation_cache(path: str | os.PathLike) -> None:
+    """Turns on JAX's persistent compilation cache in `path`, for every compile of 0.1 s or more.
+
+    A repeated or resumed sweep then loads its programs instead of compiling them.
+    """
+    path = Path(path).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @dataclasses.dataclass
 class Summary:
     """What a sweep did: counts, timings (seconds) and throughput."""

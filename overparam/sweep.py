@@ -32,6 +32,9 @@ _DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu", "tpu"],
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the sweep in --out.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and stop.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.environ.get("OVERPARAM_COMPILATION_CACHE", "~/.cache/overparam/xla"),
+    "Persistent XLA compilation cache directory ('' turns it off).")
 
 
 def fail(message: str) -> None:
@@ -85,6 +88,8 @@ def main(argv: list[str]) -> None:
     del argv
     from overparam import checkpoint, engine  # import jax after flags: JAX_PLATFORMS holds
 
+    if _CACHE.value:
+        engine.enable_compilation_cache(_CACHE.value)
     try:
         sweep = config_lib.validate(_CONFIG.value)
         out = _OUT.value or f"results/{sweep.name}"
