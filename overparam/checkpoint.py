@@ -43,23 +43,24 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if old.get(k) != new.get(k)]
 
 
-def prepare(out: Path, config: dict[str, Any], *, overwrite: bool) -> str:
-    """Decides what to do with `out`: 'new', 'resume' or 'complete'.
+def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str, dict]:
+    """What to do with `out`, without changing it: ('new' | 'overwrite' | 'resume' |
+    'complete', manifest or {}).
 
-    Refuses a file, a foreign non-empty directory, an unreadable manifest and a
-    sweep of another configuration. With overwrite, an existing sweep is deleted.
+    Refuses a file, a foreign non-empty directory, an unreadable manifest and,
+    unless overwrite, a sweep of another configuration.
     """
     if not out.exists():
-        return "new"
+        return "new", {}
     if not out.is_dir():
         raise OutError(f"{out} exists and is not a directory")
     manifest_path = out / store.MANIFEST
     if not manifest_path.is_file():
-        clean_leftovers(out)  # a crash while the first manifest was written
-        if any(out.iterdir()):
+        leftovers = [p for p in out.iterdir() if not _is_leftover(p)]
+        if leftovers:
             raise OutError(f"{out} is not empty and holds no overparam sweep (no "
                            f"{store.MANIFEST}); choose another --out")
-        return "new"
+        return "new", {}   # empty, or only a crash's temporary files
     try:
         manifest = json.loads(manifest_path.read_text())
         old_config, status = manifest["config"], manifest["status"]
@@ -67,18 +68,21 @@ def prepare(out: Path, config: dict[str, Any], *, overwrite: bool) -> str:
         raise OutError(f"{manifest_path} is unreadable ({type(e).__name__}); "
                        "delete the directory or choose another --out") from None
     if overwrite:
-        shutil.rmtree(out)
-        return "new"
+        return "overwrite", manifest
     diff = config_diff(old_config, config)
     if diff:
         raise OutError(f"{out} holds a different sweep ({'; '.join(diff)}); choose another "
                        "--out, or pass --overwrite to replace it")
-    return "complete" if status == "complete" else "resume"
+    return ("complete" if status == "complete" else "resume"), manifest
+
+
+def _is_leftover(path: Path) -> bool:
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def clean_leftovers(out: Path) -> int:
     """Deletes temporary files a crash left behind; returns how many."""
-    leftovers = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    leftovers = [p for p in out.rglob(".*.tmp") if _is_leftover(p)]
     for p in leftovers:
         p.unlink()
     return len(leftovers)

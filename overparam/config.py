@@ -20,6 +20,7 @@ THEORY.md section 3); runs.parquet records both (lr_base and lr).
   steps, record_every, chunk_steps                             schedule
   precision, dtype, power_tol, power_max_iters, regression_tol numerics
   memory_budget_mb, name                                       engine
+                         (memory_budget_mb = 0: a share of the device's free memory)
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ DEFAULTS: dict[str, Any] = dict(
     power_tol=1e-6,
     power_max_iters=100,
     regression_tol=1e-2,
-    memory_budget_mb=2048.0,
+    memory_budget_mb=0.0,
 )
 
 
@@ -265,8 +266,7 @@ def validate(config: Mapping[str, Any]) -> Sweep:
         power_tol=_float("power_tol", c["power_tol"], low=0.0, high=0.1, open_low=True),
         power_max_iters=_int("power_max_iters", c["power_max_iters"]),
         regression_tol=_float("regression_tol", c["regression_tol"], low=0.0, open_low=True),
-        memory_budget_mb=_float("memory_budget_mb", c["memory_budget_mb"], low=0.0,
-                                open_low=True),
+        memory_budget_mb=_float("memory_budget_mb", c["memory_budget_mb"], low=0.0),
     )
     _check_consistency(s)
     return Sweep(**s)

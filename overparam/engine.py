@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,12 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from overparam import checkpoint
+from overparam import checkpoint, store, train
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
 from overparam import progress as progress_lib
-from overparam import store, train
 
 BACKENDS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
 PACKAGES = ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "ml_collections", "absl-py")
@@ -251,18 +251,22 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     if out.exists() and not out.is_dir():
         raise checkpoint.OutError(f"{out} exists and is not a directory")
     check_backend(device)
+    mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
     with jax.enable_x64(sweep.dtype == "float64"):
         runs = config_lib.expand(sweep)
         datasets, idents = make_datasets(sweep)
-        plan = plan_lib.make_plan(sweep, runs)
+        # A resumed sweep keeps its batches: the budget it was planned with.
+        budget = manifest.get("memory_budget_mb") if mode in ("resume", "complete") else None
+        plan = plan_lib.make_plan(sweep, runs, budget_mb=budget)
         log_fn(plan_lib.describe(plan))
         if dry_run:
             return None
-        mode = checkpoint.prepare(out, sweep.to_dict(), overwrite=overwrite)
         if mode == "complete":
             log_fn(f"{out} already holds this sweep, complete: nothing to do "
                    "(--overwrite recomputes it)")
             return None
+        if mode == "overwrite":
+            shutil.rmtree(out)
         return _run(sweep, out, runs, datasets, idents, plan, resume=mode == "resume",
                     show_progress=show_progress, log_fn=log_fn)
 
@@ -271,17 +275,19 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *, resum
          show_progress: bool, log_fn) -> Summary:
     t0 = time.perf_counter()
     timings = {"compile": 0.0}
+    cleaned = checkpoint.clean_leftovers(out) if out.is_dir() else 0
+    if cleaned:
+        log_fn(f"removed {cleaned} temporary files left by a crash")
     if resume:
         manifest = json.loads((out / store.MANIFEST).read_text())
-        cleaned = checkpoint.clean_leftovers(out)
-        log_fn(f"resuming {out}" + (f" ({cleaned} temporary files of a crash removed)"
-                                    if cleaned else ""))
+        log_fn(f"resuming {out}")
         manifest["resumed"] = manifest.get("resumed", 0) + 1
     else:
         manifest = {"config": sweep.to_dict(), "versions": _versions(),
                     "device": _device_info(), "git_commit": _git_commit(),
                     "command": " ".join(sys.argv), "num_runs": len(runs),
                     "plan": plan_lib.describe(plan).splitlines(),
+                    "memory_budget_mb": plan.budget_mb,
                     "datasets": {did: {**ident, "separation": datasets[did].separation}
                                  for did, ident in idents.items()}}
     manifest["status"] = "running"

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+
+import jax
 
 from overparam import config as config_lib
 from overparam import train
@@ -37,6 +40,7 @@ class Plan:
     num_records: int    # steps / record_every + 1 (step 0 included)
     chunk_records: int  # records per compiled chunk
     num_chunks: int
+    budget_mb: float    # device memory allowed per program
 
     @property
     def num_runs(self) -> int:
@@ -78,11 +82,26 @@ def chunking(steps: int, record_every: int, chunk_steps: int) -> tuple[int, int,
     return num_records, math.ceil(num_records / num_chunks), num_chunks
 
 
+DEVICE_MEMORY_SHARE = 0.6  # of the accelerator's free memory (of RAM on the CPU: half that)
+
+
+def device_memory_budget_mb() -> float:
+    """A memory budget for one program: a share of the first device's free memory."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        return DEVICE_MEMORY_SHARE * free / 2**20
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return DEVICE_MEMORY_SHARE / 2 * ram / 2**20
+
+
 def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
-              *, multiple_of: int = 1) -> Plan:
+              *, multiple_of: int = 1, budget_mb: float | None = None) -> Plan:
     """Groups `runs` (default: all of the sweep) into batches that fit the memory budget.
 
-    multiple_of: batch sizes are rounded up to it (the number of devices).
+    budget_mb: device memory per program; default sweep.memory_budget_mb, or
+    `device_memory_budget_mb()` where that is 0. multiple_of: batch sizes are
+    rounded up to it (the number of devices).
     """
     runs = config_lib.expand(sweep) if runs is None else runs
     num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
@@ -90,7 +109,8 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
     groups: dict[train.Static, list[config_lib.Run]] = {}
     for run in runs:
         groups.setdefault(static_for(sweep, run, chunk_records), []).append(run)
-    budget = int(sweep.memory_budget_mb * 2**20)
+    budget_mb = budget_mb or sweep.memory_budget_mb or device_memory_budget_mb()
+    budget = int(budget_mb * 2**20)
     batches = []
     for static, group in groups.items():
         fit = max(1, budget // bytes_per_network(static))
@@ -103,13 +123,14 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
             batches.append(Batch(index=len(batches), static=static, runs=padded,
                                  num_real=len(real)))
     return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
-                num_chunks=num_chunks)
+                num_chunks=num_chunks, budget_mb=budget_mb)
 
 
 def describe(plan: Plan) -> str:
     """A short table of the plan: one line per batch."""
     lines = [f"{plan.num_runs} networks, {plan.num_programs} programs, {len(plan.batches)} "
-             f"batches, {plan.num_chunks} chunks of {plan.chunk_records} records"]
+             f"batches, {plan.num_chunks} chunks of {plan.chunk_records} records, "
+             f"memory budget {plan.budget_mb:,.0f} MiB per program"]
     for b in plan.batches:
         s = b.static
         mb = b.size * bytes_per_network(s) / 2**20

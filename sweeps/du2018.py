@@ -40,14 +40,12 @@ def get_config(arg=None):
     c.num_seeds = 8
     c.steps = 100
     c.chunk_steps = 50
-    c.memory_budget_mb = 8192.0
     if arg == "quick":
         c.name = "du2018_quick"
         c.n = (256,)
         c.d = 256
         c.widths = (64, 256, 1024, 4096)
         c.num_seeds = 16
-        c.memory_budget_mb = 2048.0
     elif arg is not None:
         raise ValueError(f"sweeps/du2018.py: unknown variant {arg!r}; allowed: quick")
     return c

@@ -46,7 +46,6 @@ def get_config(arg=None):
     c.num_seeds = 8
     c.steps = 500
     c.chunk_steps = 100
-    c.memory_budget_mb = 8192.0
     if arg == "quick":
         c.name = "zou2018_quick"
         c.loss = ("logistic",)
@@ -56,7 +55,6 @@ def get_config(arg=None):
         c.depths = (2, 3)
         c.num_seeds = 4
         c.steps = 300
-        c.memory_budget_mb = 2048.0
     elif arg is not None:
         raise ValueError(f"sweeps/zou2018.py: unknown variant {arg!r}; allowed: quick")
     return c

@@ -191,8 +191,7 @@ def test_expand_counts_unique_deterministic(cfg):
 
 
 SIZE_FIELDS = ["widths", "depths", "num_seeds", "n", "d", "batch_size", "steps",
-               "record_every", "chunk_steps", "teacher_width", "power_max_iters",
-               "memory_budget_mb"]
+               "record_every", "chunk_steps", "teacher_width", "power_max_iters"]
 
 
 @settings(max_examples=30, deadline=None)
@@ -205,6 +204,12 @@ def test_nonpositive_size_field_is_named(field, value, as_tuple):
         validate({field: value})
     assert info.value.field == field
     assert str(info.value).startswith(f"config.{field}:")
+
+
+def test_memory_budget_zero_means_auto_and_negative_is_refused():
+    assert validate({"memory_budget_mb": 0}).memory_budget_mb == 0.0
+    with pytest.raises(ConfigError, match="^config.memory_budget_mb:"):
+        validate({"memory_budget_mb": -1})
 
 
 # ------------------------------------------------------------------ identity
