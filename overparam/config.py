@@ -16,9 +16,14 @@ product of all swept fields):
 
 The step size of a run is lr, or lr / width with lr_scaling='inverse_width'
 (the width-stable choice for the zou and standard parameterizations,
-THEORY.md section 3); runs.parquet records both (lr_base and lr).
+THEORY.md section 3); runs.parquet records both (lr_base and lr). lr may
+include 'theory' (squared loss only): the engine then uses, for each training
+set, half the gradient-descent stability limit of the infinite-width kernel,
+1 / lambda_max(s H^inf) (times n for the mean reduction); see
+`theory.gram_inf`.
   steps, record_every, chunk_steps                             schedule
   precision, dtype, power_tol, power_max_iters, regression_tol numerics
+  gram_every             NTK Gram statistics every this many steps (0: off)
   memory_budget_mb, name                                       engine
                          (memory_budget_mb = 0: a share of the device's free memory)
 """
@@ -47,7 +52,7 @@ DTYPES = ("float32", "float64")
 
 # Fields that change what is recorded or how the work is split, not what is trained.
 NOT_IDENTITY = ("name", "num_seeds", "seed", "record_every", "chunk_steps", "memory_budget_mb",
-                "power_tol", "power_max_iters", "regression_tol")
+                "power_tol", "power_max_iters", "regression_tol", "gram_every")
 SWEPT = ("widths", "depths", "n", "lr", "batch_size", "loss", "optimizer", "param")
 
 DEFAULTS: dict[str, Any] = dict(
@@ -81,6 +86,7 @@ DEFAULTS: dict[str, Any] = dict(
     power_max_iters=100,
     regression_tol=1e-2,
     memory_budget_mb=0.0,
+    gram_every=0,
 )
 
 
@@ -119,7 +125,7 @@ class Sweep:
     reduction: str
     optimizer: tuple[str, ...]
     momentum: float
-    lr: tuple[float, ...]
+    lr: tuple[float | str, ...]
     lr_scaling: str
     batch_size: tuple[int, ...]
     param: tuple[str, ...]
@@ -133,6 +139,7 @@ class Sweep:
     power_max_iters: int
     regression_tol: float
     memory_budget_mb: float
+    gram_every: int
 
     @property
     def sign_labels(self) -> bool:
@@ -156,8 +163,9 @@ class Run:
     d: int
     loss: str
     optimizer: str
-    lr: float       # the step size used: lr_base, or lr_base / width
-    lr_base: float  # the config's lr
+    lr: float       # the step size used: lr_base, or lr_base / width (NaN until resolved)
+    lr_base: float  # the config's lr (NaN for 'theory')
+    lr_spec: str    # the config's lr as written: a number or 'theory'
     batch_size: int
     param: str
     dataset_id: str
@@ -253,7 +261,8 @@ def validate(config: Mapping[str, Any]) -> Sweep:
         optimizer=tuple(_choice("optimizer", v, OPTIMIZERS)
                         for v in _as_tuple("optimizer", c["optimizer"])),
         momentum=_float("momentum", c["momentum"], low=0.0, high=1.0),
-        lr=tuple(_float("lr", v, low=0.0, open_low=True) for v in _as_tuple("lr", c["lr"])),
+        lr=tuple(v if v == "theory" else _float("lr", v, low=0.0, open_low=True)
+                 for v in _as_tuple("lr", c["lr"])),
         lr_scaling=_choice("lr_scaling", c["lr_scaling"], LR_SCALINGS),
         batch_size=tuple(_int("batch_size", v) for v in _as_tuple("batch_size", c["batch_size"])),
         param=tuple(_choice("param", v, PARAMS) for v in _as_tuple("param", c["param"])),
@@ -267,6 +276,7 @@ def validate(config: Mapping[str, Any]) -> Sweep:
         power_max_iters=_int("power_max_iters", c["power_max_iters"]),
         regression_tol=_float("regression_tol", c["regression_tol"], low=0.0, open_low=True),
         memory_budget_mb=_float("memory_budget_mb", c["memory_budget_mb"], low=0.0),
+        gram_every=_int("gram_every", c["gram_every"], low=0),
     )
     _check_consistency(s)
     return Sweep(**s)
@@ -276,6 +286,12 @@ def _check_consistency(s: dict[str, Any]) -> None:
     if s["steps"] % s["record_every"]:
         raise ConfigError("record_every", f"must divide steps={s['steps']}, "
                           f"got {s['record_every']}")
+    if "theory" in s["lr"] and set(s["loss"]) != {"squared"}:
+        raise ConfigError("lr", "'theory' is defined for the squared loss only, got loss="
+                          f"{s['loss']}")
+    if s["gram_every"] % s["record_every"]:
+        raise ConfigError("gram_every", f"must be a multiple of record_every="
+                          f"{s['record_every']} (or 0), got {s['gram_every']}")
     if s["dataset"] == "zou" and s["mu"] >= 1.0:
         raise ConfigError("mu", "must be < 1 for dataset 'zou' (points need a free direction)")
     if s["phi"] > 0 and s["labels"] not in SIGN_LABELS:
@@ -337,10 +353,11 @@ def expand(s: Sweep) -> list[Run]:
                          optimizer=opt, lr=lr, batch_size=batch, dataset_id=did,
                          **{k: v for k, v in s.to_dict().items()
                             if k not in SWEPT and k not in NOT_IDENTITY})
-            step_size = lr / width if s.lr_scaling == "inverse_width" else lr
+            base = math.nan if lr == "theory" else lr
+            step_size = base / width if s.lr_scaling == "inverse_width" else base
             runs.append(Run(run_id=f"{stable_hash(ident):016x}", seed=seed, width=width,
                             depth=depth, n=n, d=s.d, loss=loss, optimizer=opt,
-                            lr=step_size, lr_base=lr,
+                            lr=step_size, lr_base=base, lr_spec=str(lr),
                             batch_size=batch, param=param, dataset_id=did,
                             init_tag=init_tag, batch_tag=batch_tag))
     return runs

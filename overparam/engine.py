@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from overparam import checkpoint, store, train
+from overparam import checkpoint, store, theory, train
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
@@ -154,7 +154,9 @@ def _finish_chunk(out: Path, batch: plan_lib.Batch, chunk: int, num_chunks: int,
                         diverged_step=[int(x) for x in diverged])
 
 
-def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype):
+def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype,
+                 gram_inf: dict):
+    """Per-network arrays of a batch: Hyper, X, y and H^inf / s (None without Gram tracking)."""
     hyper = train.Hyper(
         seed=jnp.asarray([r.seed for r in batch.runs], jnp.uint32),
         init_tag=jnp.asarray([r.init_tag for r in batch.runs], jnp.uint32),
@@ -162,7 +164,42 @@ def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], d
         lr=jnp.asarray([r.lr for r in batch.runs], dtype))
     X = jnp.asarray(np.stack([datasets[r.dataset_id].X for r in batch.runs]))
     y = jnp.asarray(np.stack([datasets[r.dataset_id].y for r in batch.runs]))
-    return hyper, X, y
+    H = None
+    if batch.static.gram_every:
+        H = jnp.asarray(np.stack([gram_inf[_kernel_key(batch.static, r)] for r in batch.runs]),
+                        dtype)
+    return hyper, X, y, H
+
+
+def _kernel_key(static: train.Static, run: config_lib.Run) -> tuple:
+    return (run.dataset_id, run.param, run.depth, static.train_output)
+
+
+def kernels(sweep: config_lib.Sweep, runs, datasets) -> dict[tuple, np.ndarray]:
+    """H^inf (normalized as `theory.gram_inf`) of every training set and architecture."""
+    out = {}
+    for r in runs:
+        key = (r.dataset_id, r.param, r.depth, sweep.train_output)
+        if key not in out:
+            X = datasets[r.dataset_id].X.astype(np.float64)
+            out[key] = theory.gram_inf(X, param=r.param, depth=r.depth,
+                                       train_output=sweep.train_output)
+    return out
+
+
+def resolve_theory_lr(sweep: config_lib.Sweep, runs, H_inf) -> list[config_lib.Run]:
+    """Runs with lr 'theory' get 1 / lambda_max(s H^inf) (x n for the mean reduction)."""
+    lam_max = {key: float(np.linalg.eigvalsh(H)[-1]) for key, H in H_inf.items()}
+    resolved = []
+    for r in runs:
+        if r.lr_spec == "theory":
+            lam = lam_max[(r.dataset_id, r.param, r.depth, sweep.train_output)]
+            per_example = 1.0 if sweep.reduction == "sum" else 1.0 / r.n
+            scale = theory.gram_scale(r.param, r.width, depth=r.depth,
+                                      train_output=sweep.train_output)
+            r = dataclasses.replace(r, lr=1.0 / (scale * lam * per_example))
+        resolved.append(r)
+    return resolved
 
 
 def make_datasets(sweep: config_lib.Sweep) -> tuple[dict[str, data_lib.Dataset],
@@ -255,6 +292,8 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     with jax.enable_x64(sweep.dtype == "float64"):
         runs = config_lib.expand(sweep)
         datasets, idents = make_datasets(sweep)
+        H_inf = kernels(sweep, runs, datasets)
+        runs = resolve_theory_lr(sweep, runs, H_inf)
         # A resumed sweep keeps its batches: the budget it was planned with.
         budget = manifest.get("memory_budget_mb") if mode in ("resume", "complete") else None
         plan = plan_lib.make_plan(sweep, runs, budget_mb=budget)
@@ -267,12 +306,12 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
             return None
         if mode == "overwrite":
             shutil.rmtree(out)
-        return _run(sweep, out, runs, datasets, idents, plan, resume=mode == "resume",
+        return _run(sweep, out, runs, datasets, idents, plan, H_inf, resume=mode == "resume",
                     show_progress=show_progress, log_fn=log_fn)
 
 
-def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *, resume: bool,
-         show_progress: bool, log_fn) -> Summary:
+def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, *,
+         resume: bool, show_progress: bool, log_fn) -> Summary:
     t0 = time.perf_counter()
     timings = {"compile": 0.0}
     cleaned = checkpoint.clean_leftovers(out) if out.is_dir() else 0
@@ -312,19 +351,20 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *, resum
             if start >= plan.num_chunks or stop.signum is not None:
                 continue
             program = train.make_program(batch.static)
-            hyper, X, y = _stack_batch(batch, datasets, dtype)
-            state = program.init(hyper, X)
+            hyper, X, y, H = _stack_batch(batch, datasets, dtype, H_inf)
+            state = program.init(hyper, X, H)
             if start:
                 state = checkpoint.restore(out, batch.index, state)
             key = (batch.static, batch.size)
             if key not in compiled:
                 tc = time.perf_counter()
-                compiled[key] = program.chunk.lower(state, hyper, X, y).compile()
+                compiled[key] = program.chunk.lower(state, hyper, X, y, jnp.int32(0)).compile()
                 timings["compile"] += time.perf_counter() - tc
             for c in range(start, plan.num_chunks):
                 if stop.signum is not None:
                     break
-                state, records = compiled[key](state, hyper, X, y)
+                start = jnp.int32(c * steps_per_chunk)
+                state, records = compiled[key](state, hyper, X, y, start)
                 pending.append(writer.submit(_finish_chunk, out, batch, c, plan.num_chunks,
                                              records, state, sweep.steps, progress))
                 if len(pending) >= 2:  # at most one chunk computes while one is written
@@ -341,7 +381,10 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *, resum
     for b in plan.batches:
         steps = checkpoint.load(out, b.index)["diverged_step"]
         diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real], steps) if s >= 0})
-    store.write_parquet(_runs_table(sweep, runs, datasets, out, diverged), out / store.RUNS)
+    table = _runs_table(sweep, runs, datasets, out, diverged)
+    table["lambda0"] = [theory.lambda_0(H_inf[(r.dataset_id, r.param, r.depth,
+                                               sweep.train_output)]) for r in runs]
+    store.write_parquet(table, out / store.RUNS)
     timings["total"] = time.perf_counter() - t0
     summary = Summary(out=out, num_runs=len(runs), num_diverged=len(diverged),
                       num_compiles=len(compiled), network_steps=total - done,

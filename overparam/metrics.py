@@ -10,6 +10,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from overparam import model
+
 
 def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
                   precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
@@ -51,6 +53,40 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
     Q, DQ, sigma, _, _ = jax.lax.while_loop(cond, body, init)
     _, rot = jnp.linalg.eigh(mm(DQ.T, DQ))
     return sigma, jnp.where(sigma > 0, mm(Q, rot[:, ::-1]), V)
+
+
+def symmetric_norm(S: jax.Array) -> jax.Array:
+    """||S||_2 of a symmetric matrix: its largest |eigenvalue|. S: (n, n)."""
+    return jnp.max(jnp.abs(jnp.linalg.eigvalsh(S)))
+
+
+def ntk_gram(net: model.Net, X: jax.Array, *, param: str, train_output: bool,
+             precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    """Empirical NTK Gram matrix H_ij = sum_theta df(x_i)/dtheta . df(x_j)/dtheta, (n, n).
+
+    theta: the hidden weights (and the output weights with train_output). With
+    delta_l = df/dz_l (n, m) and g_l = h_{l-1} (n, fan_in), the inputs of layer l,
+    df(x_i)/dW_l = c_l delta_l[i] g_l[i]^T, so each layer adds
+    c_l^2 (delta_l delta_l^T) * (g_l g_l^T) (elementwise): O(n^2 m) per layer,
+    no Jacobian is formed. X: (n, d).
+    """
+    width, depth = net.out.shape[0], len(net.hidden)
+    scales, out_scale = model.forward_scales(param, d=X.shape[-1], width=width, depth=depth)
+    mm = functools.partial(jnp.matmul, precision=precision)
+
+    def f_sum(taps):  # taps are added to the pre-activations: d f / d taps = delta
+        h, inputs = X, []
+        for W, c, tap in zip(net.hidden, scales, taps):
+            inputs.append(h)
+            h = jax.nn.relu(c * mm(h, W.T) + tap)
+        return jnp.sum(out_scale * mm(h, net.out)), (inputs, h)
+
+    taps = tuple(jnp.zeros((X.shape[0], width), X.dtype) for _ in range(depth))
+    deltas, (inputs, h_last) = jax.grad(f_sum, has_aux=True)(taps)
+    H = sum(c**2 * mm(dl, dl.T) * mm(g, g.T) for c, dl, g in zip(scales, deltas, inputs))
+    if train_output:
+        H = H + out_scale**2 * mm(h_last, h_last.T)
+    return H
 
 
 def frobenius_norm(D: jax.Array) -> jax.Array:

@@ -59,7 +59,7 @@ def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int)
         sign_labels=sweep.sign_labels, steps=sweep.steps, record_every=sweep.record_every,
         chunk_records=chunk_records, precision=sweep.precision, dtype=sweep.dtype,
         power_tol=sweep.power_tol, power_max_iters=sweep.power_max_iters,
-        regression_tol=sweep.regression_tol)
+        regression_tol=sweep.regression_tol, gram_every=sweep.gram_every)
 
 
 def bytes_per_network(static: train.Static) -> int:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from overparam import losses, metrics, model
+from overparam import losses, metrics, model, theory
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
               "default": jax.lax.Precision.DEFAULT}
@@ -59,6 +59,7 @@ class Static:
     power_tol: float = 1e-6
     power_max_iters: int = 100
     regression_tol: float = 1e-2
+    gram_every: int = 0   # record NTK Gram statistics every this many steps (0: never)
 
 
 class Hyper(NamedTuple):
@@ -83,12 +84,19 @@ class State(NamedTuple):
     power_key: jax.Array
     alive: jax.Array          # (), bool
     diverged_step: jax.Array  # (), int32: first non-finite step, -1 if none
+    init_spectral: jax.Array  # (L,): ||W_l(0)||_2
+    gram0: jax.Array          # (n, n): H(0), the NTK Gram at initialization ((0, 0) if unused)
+    gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
 
 
 POWER_BLOCK = 4  # vectors in the warm-started block power iteration (metrics.spectral_norm)
 
-STEP_FIELDS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output")
-LAYER_FIELDS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac")
+INIT_POWER_ITERS, INIT_POWER_TOL = 1000, 1e-7  # ||W(0)||_2: a cold start, once per network
+
+STEP_FIELDS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output",
+               "gram_lambda_min", "gram_change", "gram_init_error")
+LAYER_FIELDS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac",
+                "init_spectral")
 
 
 def _keys(hyper: Hyper):
@@ -112,8 +120,9 @@ def _weights(net0: model.Net, delta: model.Net) -> model.Net:
     return jax.tree_util.tree_map(jnp.add, net0, delta)
 
 
-def init_single(static: Static, hyper: Hyper, X: jax.Array) -> State:
-    """State at step 0 of one network. X: (n, d)."""
+def init_single(static: Static, hyper: Hyper, X: jax.Array,
+                gram_inf: jax.Array | None = None) -> State:
+    """State at step 0 of one network. X: (n, d); gram_inf: (n, n) H^inf / s, or None."""
     init_key, batch_key = _keys(hyper)
     net_key, power_key = jax.random.split(init_key)
     dtype = jnp.dtype(static.dtype)
@@ -123,10 +132,43 @@ def init_single(static: Static, hyper: Hyper, X: jax.Array) -> State:
     _, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
     v = _power_block(power_key, net0, jnp.zeros((), jnp.int32))
     opt_state = _optimizer(static, hyper.lr).init(_trainable(static, delta))
+    precision = PRECISIONS[static.precision]
+    init_spectral = jnp.stack([
+        metrics.spectral_norm(W, b, tol=INIT_POWER_TOL, max_iters=INIT_POWER_ITERS,
+                              precision=precision)[0]
+        for W, b in zip(net0.hidden, _power_block(power_key, net0, -jnp.ones((), jnp.int32)))])
+    gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
+    if static.gram_every:
+        gram0 = _gram(static, net0, X)
+        if gram_inf is not None:
+            scale = theory.gram_scale(static.param, static.width, depth=static.depth,
+                                      train_output=static.train_output)
+            gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
     return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
                  v=v, pattern0=tuple(z > 0 for z in pre), batch_key=batch_key,
-                 power_key=power_key,
-                 alive=jnp.ones((), bool), diverged_step=-jnp.ones((), jnp.int32))
+                 power_key=power_key, alive=jnp.ones((), bool),
+                 diverged_step=-jnp.ones((), jnp.int32), init_spectral=init_spectral,
+                 gram0=gram0, gram_init_error=gram_err)
+
+
+def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
+    return metrics.ntk_gram(net, X, param=static.param, train_output=static.train_output,
+                            precision=PRECISIONS[static.precision])
+
+
+def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dict:
+    """lambda_min(H(t)), ||H(t) - H(0)||_2 and ||H(0)/s - H^inf||_2 on Gram steps, else NaN."""
+    nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
+    if not static.gram_every:
+        return dict(gram_lambda_min=nan, gram_change=nan, gram_init_error=nan)
+
+    def stats(_):
+        H = _gram(static, _weights(state.net0, state.delta), X)
+        return (jnp.linalg.eigvalsh(H)[0], metrics.symmetric_norm(H - state.gram0),
+                state.gram_init_error)
+
+    lam, change, err = jax.lax.cond(is_gram_step, stats, lambda _: (nan, nan, nan), None)
+    return dict(gram_lambda_min=lam, gram_change=change, gram_init_error=err)
 
 
 def _power_block(power_key: jax.Array, net0: model.Net, step: jax.Array):
@@ -173,7 +215,7 @@ def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
         diverged_step=jnp.where(died, state.step, state.diverged_step))
 
 
-def _measure(static: Static, state: State, X, y, loss, f, pre, grads):
+def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_step):
     """Step and layer records of the current weights, and the new power vectors."""
     precision = PRECISIONS[static.precision]
     spectral, vs = [], []
@@ -191,24 +233,32 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads):
         margin = jnp.full((), jnp.nan, f.dtype)
     step_rec = dict(loss=loss, train_error=error.astype(f.dtype), min_margin=margin,
                     grad_norm=metrics.global_norm(grads),
-                    radius_output=jnp.linalg.norm(state.delta.out))
+                    radius_output=jnp.linalg.norm(state.delta.out),
+                    **_gram_stats(static, state, X, is_gram_step))
     layer_rec = dict(
         radius_spectral=jnp.stack(spectral),
         radius_frobenius=jnp.stack([metrics.frobenius_norm(D) for D in state.delta.hidden]),
         radius_rowmax=jnp.stack([metrics.rowmax_norm(D) for D in state.delta.hidden]),
         flip_frac=jnp.stack([metrics.flip_fraction(z, p).astype(f.dtype)
-                             for z, p in zip(pre, state.pattern0)]))
+                             for z, p in zip(pre, state.pattern0)]),
+        init_spectral=state.init_spectral)
     return step_rec, layer_rec, tuple(vs)
 
 
-def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, _):
-    """Measures the weights at state.step, then takes record_every steps."""
+def _record_then_train(static: Static, hyper: Hyper, X, y, start, state: State, i):
+    """Measures the weights at state.step, then takes record_every steps.
+
+    start + i * record_every is the step, as an unbatched value, so that the
+    Gram matrix is computed (lax.cond) only on Gram steps, also under vmap.
+    """
+    step = start + i * static.record_every
+    is_gram_step = (step % static.gram_every == 0) if static.gram_every else False
     batch_loss, (f, pre), grads = _gradient(static, state, X, y)
     loss = batch_loss
     if static.optimizer == "sgd":  # metrics are over the full training set
         loss, (f, pre) = _batch_loss(static, state.net0, state.delta,
                                      _trainable(static, state.delta), X, y)
-    step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads)
+    step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads, is_gram_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
     nan_if_dead = lambda x: jnp.where(alive, x, jnp.nan)
     record = dict(step=state.step, **jax.tree_util.tree_map(nan_if_dead, step_rec),
@@ -225,10 +275,12 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, _):
     return state, record
 
 
-def chunk_single(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array):
-    """`static.chunk_records` records of one network. X: (n, d), y: (n,)."""
-    body = functools.partial(_record_then_train, static, hyper, X, y)
-    return jax.lax.scan(body, state, None, length=static.chunk_records)
+def chunk_single(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array,
+                 start: jax.Array):
+    """`static.chunk_records` records of one network from step `start` (= state.step,
+    unbatched). X: (n, d), y: (n,)."""
+    body = functools.partial(_record_then_train, static, hyper, X, y, start)
+    return jax.lax.scan(body, state, jnp.arange(static.chunk_records, dtype=jnp.int32))
 
 
 class Program(NamedTuple):
@@ -240,5 +292,6 @@ class Program(NamedTuple):
 def make_program(static: Static) -> Program:
     """The jitted, vmapped (over networks) init and chunk functions of one shape."""
     init = jax.jit(jax.vmap(functools.partial(init_single, static)))
-    chunk = jax.jit(jax.vmap(functools.partial(chunk_single, static)))
+    chunk = jax.jit(jax.vmap(functools.partial(chunk_single, static),
+                             in_axes=(0, 0, 0, 0, None)))
     return Program(init=init, chunk=chunk)

@@ -39,8 +39,9 @@ def _run_all(static, hyper, X, y, num_chunks):
     program = train.make_program(static)
     state = program.init(hyper, X)
     out = []
-    for _ in range(num_chunks):
-        state, rec = program.chunk(state, hyper, X, y)
+    for c in range(num_chunks):
+        start = jnp.int32(c * static.chunk_records * static.record_every)
+        state, rec = program.chunk(state, hyper, X, y, start)
         out.append(jax.device_get(rec))
     return state, {k: np.concatenate([r[k] for r in out], axis=1) for k in out[0]}
 
@@ -92,7 +93,7 @@ def test_gd_step_is_minus_lr_times_gradient():
         return losses.reduce(losses.per_example("squared", f, y), reduction="sum", n=N)
 
     grad = jax.grad(loss_fn)(state.net0.hidden[0])
-    state, rec = chunk(state, hyper, X, y)
+    state, rec = chunk(state, hyper, X, y, jnp.int32(0))
     np.testing.assert_allclose(state.delta.hidden[0], -lr * grad, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(rec["grad_norm"][0], np.linalg.norm(grad), rtol=1e-5)
     assert rec["radius_spectral"][0, 0] == 0 and rec["flip_frac"][0, 0] == 0
@@ -105,8 +106,8 @@ def test_chunk_does_not_recompile_on_second_call():
     hyper = _hyper([0, 1, 2], [0.1] * 3)
     Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
     state = program.init(hyper, Xs)
-    state, _ = program.chunk(state, hyper, Xs, ys)
-    state, _ = program.chunk(state, hyper, Xs, ys)
+    state, _ = program.chunk(state, hyper, Xs, ys, jnp.int32(0))
+    state, _ = program.chunk(state, hyper, Xs, ys, jnp.int32(static.chunk_records))
     assert program.chunk._cache_size() == 1
     assert program.init._cache_size() == 1
 

@@ -1,0 +1,215 @@
+"""Infinite-width NTK Gram matrices and Du et al.'s predictions, in NumPy float64.
+
+The empirical NTK Gram matrix of a network on the training set X (n, d) is
+
+    H_ij = sum_theta df(x_i)/dtheta . df(x_j)/dtheta,
+
+theta the trained parameters: W_1..W_L, and a with train_output (the laws
+and multipliers of `overparam.model`). For every parameterization there is a
+scale s (`gram_scale`) such that H(0) / s converges, as the width m grows, to a
+deterministic kernel (`gram_inf`), with error O(m^-1/2) (THEORY.md sections
+1, 4 and 5).
+
+All the limits are built from one arc-cosine recursion (Cho & Saul 2009;
+Jacot et al. 2018; Arora et al. 2019, eq. (9)), for ReLU with
+sigma_w^2 = 2, written in the normalization of `du` (S_1 = X X^T):
+
+    k1(S)_ij = sqrt(S_ii S_jj) (sin t + (pi - t) cos t) / (2 pi)
+    k0(S)_ij = (pi - t) / (2 pi),    t = arccos(S_ij / sqrt(S_ii S_jj))
+    S_1 = X X^T,  S_{l+1} = 2 k1(S_l)                       (forward, l = 1..L)
+    P_L = k0(S_L),  P_l = 2 k0(S_l) * P_{l+1}              (backward)
+    T_l = P_l * S_l    (layer l's term),   T_out = S_{L+1} / 2 = k1(S_L)
+
+(* is elementwise). T_l is the limit of layer l's share of H under `du`; for
+L = 1, T_1 = H^inf and T_out = G^inf of Du et al. 2018 (THEORY.md section 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from overparam import data as data_lib
+
+PARAMS = ("du", "zou", "ntk", "standard")
+
+
+def _arccos_kernels(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """k1(S) and k0(S), the degree-1 and degree-0 arc-cosine maps. S: (n, n) PSD."""
+    norms = np.sqrt(np.outer(np.diag(S), np.diag(S)))
+    t = np.arccos(np.clip(S / norms, -1.0, 1.0))
+    k1 = norms * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+    k0 = (np.pi - t) / (2 * np.pi)
+    return k1, k0
+
+
+def arccos_layer_terms(X: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """The terms T_1..T_L and T_out of the module docstring (du normalization).
+
+    X: (n, d) rows of unit norm. Returns T: (depth, n, n), T_l the infinite-width
+    limit of hidden layer l's contribution to H under `du`, and T_out: (n, n), the
+    limit of the output layer's contribution (Jacot et al. 2018, Theorem 1).
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    X = np.asarray(X, np.float64)
+    S = [X @ X.T]
+    dots = []
+    for _ in range(depth):
+        k1, k0 = _arccos_kernels(S[-1])
+        dots.append(k0)
+        S.append(2.0 * k1)
+    P = dots[-1]
+    T = [P * S[depth - 1]]
+    for layer in range(depth - 2, -1, -1):
+        P = 2.0 * dots[layer] * P
+        T.append(P * S[layer])
+    return np.stack(T[::-1]), S[depth] / 2.0
+
+
+def du_gram_inf(X: np.ndarray) -> np.ndarray:
+    """Du et al. 2018, section 3 (Assumption 3.1): H^inf_ij = x_i.x_j (pi - arccos(x_i.x_j)) / (2 pi).
+
+    The limit of the first-layer Gram matrix of the two-layer `du` network,
+    E_{w ~ N(0, I)}[x_i.x_j 1{w.x_i >= 0, w.x_j >= 0}]; diagonal 1/2.
+    X: (n, d) rows of unit norm (the cosine is clipped to [-1, 1]). Returns (n, n).
+    """
+    X = np.asarray(X, np.float64)
+    G = X @ X.T
+    _, k0 = _arccos_kernels(G)
+    return G * k0
+
+
+def du_output_gram_inf(X: np.ndarray) -> np.ndarray:
+    """G^inf_ij = (sin t + (pi - t) cos t) / (2 pi), t = arccos(x_i.x_j) (THEORY.md 1).
+
+    The limit of the output layer's Gram matrix under `du`: df/da_r = relu(w_r.x)
+    / sqrt(m), so G_ij = (1/m) sum_r relu(w_r.x_i) relu(w_r.x_j) ->
+    E[relu(w.x_i) relu(w.x_j)], the degree-1 arc-cosine kernel (Cho & Saul 2009,
+    scaled by 1/2); diagonal 1/2. X: (n, d) unit rows. Returns (n, n).
+    """
+    X = np.asarray(X, np.float64)
+    k1, _ = _arccos_kernels(X @ X.T)
+    return k1
+
+
+def gram_scale(param: str, width: int, *, depth: int | None = None,
+               train_output: bool = False) -> float:
+    """The scale s of H(0): H(0) / s converges to `gram_inf` as width -> infinity.
+
+      du, ntk   s = 1: every forward multiplier carries 1/sqrt(fan_in), so
+                each layer's share of H is an average over neurons.
+      zou       s = m: weights N(0, 2/m) with no multiplier; the backward
+                signal df/dh_L = v (entries +-1) is O(1) per neuron, so each
+                hidden layer's share is a sum of m O(1) terms (H ~ m).
+      standard  s = m for depth >= 2 or train_output: layers 2..L and the output
+                layer grow like m (their inputs h_{l-1} have squared norm ~ m);
+                the first layer's share stays O(1) (it sees x, of norm 1), so at
+                depth 1 without train_output s = 1. Pass `depth` for standard.
+
+    width: m. Raises ValueError for standard without depth.
+    """
+    if param in ("du", "ntk"):
+        return 1.0
+    if param == "zou":
+        return float(width)
+    if param == "standard":
+        if depth is None:
+            raise ValueError("gram_scale: param 'standard' needs depth= (s = width, but 1 at "
+                             "depth 1 without train_output)")
+        return float(width) if depth >= 2 or train_output else 1.0
+    raise ValueError(f"unknown param {param!r}; allowed: {', '.join(PARAMS)}")
+
+
+def gram_inf(X: np.ndarray, *, param: str, depth: int, train_output: bool = False) -> np.ndarray:
+    """lim_{m -> inf} H(0) / gram_scale(param, m, depth=depth), the limit NTK Gram matrix.
+
+    With T_l, T_out of the module docstring (du normalization) and d = X.shape[1]:
+      du        sum_l T_l (+ T_out).  Depth 1: Du et al.'s H^inf (+ G^inf).
+      ntk       (4/d) (sum_l T_l (+ T_out)): THEORY.md section 4 with K0 = x.x'/d,
+                Sigma_l = (2/d) S_l, and Theta's last Sigma term (the output
+                layer's) only with train_output.
+      zou       sum_l T_l, with or without train_output: Sigma_l = (2/m) S_l and
+                the backward products are m P_l, so H = m sum_l T_l + O(m^1/2),
+                while the output layer adds only S_{L+1} = O(1), gone at s = m.
+      standard  depth >= 2 or train_output: (2/d) (sum_{l>=2} T_l (+ T_out));
+                the same Sigma and backward products as ntk, without the
+                multipliers, so layer l >= 2 and the output carry m/2 times
+                ntk's terms, layer 1 only (d/2) times (gone at s = m).
+                Depth 1 without train_output: 2 T_1 = 2 H^inf (s = 1).
+    X: (n, d) unit rows. Returns (n, n).
+    """
+    T, T_out = arccos_layer_terms(X, depth)
+    out = T_out if train_output else 0.0
+    d = np.shape(X)[1]
+    if param == "du":
+        return T.sum(0) + out
+    if param == "ntk":
+        return (4.0 / d) * (T.sum(0) + out)
+    if param == "zou":
+        return T.sum(0)
+    if param == "standard":
+        if depth == 1 and not train_output:
+            return 2.0 * T[0]
+        return (2.0 / d) * (T[1:].sum(0) + out)
+    raise ValueError(f"unknown param {param!r}; allowed: {', '.join(PARAMS)}")
+
+
+def lambda_0(H: np.ndarray) -> float:
+    """The smallest eigenvalue of a symmetric H: (n, n) (Du et al.'s lambda_0 for H^inf)."""
+    return float(np.linalg.eigvalsh(np.asarray(H, np.float64))[0])
+
+
+def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
+    """2 / lambda_max(H): the GD stability limit in function space (THEORY.md 1).
+
+    Linearized GD on L = (1/2) sum_i (f_i - y_i)^2 maps the residual r to
+    (I - eta H) r, stable iff eta < 2 / lambda_max(H) (Arora et al. 2019,
+    section 4). With reduction 'mean' the loss is divided by n, the map is
+    I - eta H / n, and the limit is 2 n / lambda_max(H). H: (n, n).
+    """
+    lam_max = float(np.linalg.eigvalsh(np.asarray(H, np.float64))[-1])
+    factor = {"sum": 1.0, "mean": float(np.shape(H)[0])}[reduction]
+    return 2.0 * factor / lam_max
+
+
+def du_theory_lr(X: np.ndarray, *, train_output: bool = False, reduction: str = "sum") -> float:
+    """The step size of lr='theory': 1 / lambda_max(H^inf), half the stability limit.
+
+    For `du`, depth 1 (Du et al. 2018). Half of 2 / lambda_max leaves a margin
+    for the finite-width fluctuation ||H(0) - H^inf||_2 = O(m^-1/2) and for
+    H(t) drifting from H(0), so one step size is stable for every width of a
+    sweep; and with eta lambda_i <= 1 every eigendirection of the residual
+    contracts without oscillating, the slowest at 1 - eta lambda_0. H^inf
+    (+ G^inf with train_output) from X: (n, d) unit rows.
+    """
+    H = du_gram_inf(X)
+    if train_output:
+        H = H + du_output_gram_inf(X)
+    return du_max_step_size(H, reduction=reduction) / 2.0
+
+
+def du_linear_rate(eta: float, lam0: float, k: int | np.ndarray) -> float | np.ndarray:
+    """(1 - eta lambda_0 / 2)^k: Du et al. 2018, Theorem 4.1's bound on
+    ||y - u(k)||^2 / ||y - u(0)||^2 after k GD steps on the sum loss. k: int or array.
+    """
+    return np.power(1.0 - eta * lam0 / 2.0, k)
+
+
+def du_radius_bound(X: np.ndarray, y: np.ndarray, u0: np.ndarray, width: int) -> float:
+    """R' = 4 sqrt(n) ||y - u(0)||_2 / (sqrt(m) lambda_0) (Du et al. 2018, R' of
+    Lemma 3.3, used in Theorem 4.1): every neuron's move max_r ||w_r(k) - w_r(0)||_2, for all k.
+
+    lambda_0 = lambda_min(H^inf(X)). X: (n, d) unit rows; y, u0: (n,) labels and
+    initial outputs; width: m.
+    """
+    n = np.shape(X)[0]
+    residual = np.linalg.norm(np.asarray(y, np.float64) - np.asarray(u0, np.float64))
+    return float(4.0 * np.sqrt(n) * residual / (np.sqrt(width) * lambda_0(du_gram_inf(X))))
+
+
+def separation(X: np.ndarray, y: np.ndarray) -> float:
+    """Zou et al. 2018, Assumption 3.2's phi: min ||x_i - x_j|| over y_i != y_j.
+
+    X: (n, d); y: (n,). The same function as `overparam.data.separation`.
+    """
+    return data_lib.separation(np.asarray(X, np.float64), np.asarray(y))
