@@ -4,7 +4,27 @@
     r = overparam.load("results/du")   # r.runs, r.steps, r.layers: pandas DataFrames
 """
 
-from overparam.store import Results, ResultsError, load
+import os
+import sys
+
+
+def _xla_cpu_workaround() -> None:
+    """Turns off XLA:CPU's concurrency-optimized scheduler before JAX starts.
+
+    With it (jaxlib 0.10.2), a chunk whose scan of >= 64 records holds the Gram
+    matrix's lax.cond with eigvalsh, vmapped over >= 8 networks, deadlocks in
+    the CPU runtime (idle threads, no progress; tests/test_gram.py reproduces it).
+    Has no effect once jax is imported, nor on GPU/TPU.
+    """
+    flag = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "jax" not in sys.modules and "concurrency_optimized_scheduler" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+
+
+_xla_cpu_workaround()
+
+from overparam.store import Results, ResultsError, load  # noqa: E402
 
 __all__ = ["Results", "ResultsError", "load"]
 __version__ = "0.1.0"

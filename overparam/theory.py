@@ -11,7 +11,7 @@ deterministic kernel (`gram_inf`), with error O(m^-1/2) (THEORY.md sections
 1, 4 and 5).
 
 All the limits are built from one arc-cosine recursion (Cho & Saul 2009;
-Jacot et al. 2018; Arora et al. 2019, eq. (9)), for ReLU with
+Jacot et al. 2018, Theorem 1; THEORY.md section 4), for ReLU with
 sigma_w^2 = 2, written in the normalization of `du` (S_1 = X X^T):
 
     k1(S)_ij = sqrt(S_ii S_jj) (sin t + (pi - t) cos t) / (2 pi)
@@ -67,7 +67,7 @@ def arccos_layer_terms(X: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarra
 
 
 def du_gram_inf(X: np.ndarray) -> np.ndarray:
-    """Du et al. 2018, section 3 (Assumption 3.1): H^inf_ij = x_i.x_j (pi - arccos(x_i.x_j)) / (2 pi).
+    """H^inf_ij = x_i.x_j (pi - arccos(x_i.x_j)) / (2 pi): Du et al. 2018, Assumption 3.1.
 
     The limit of the first-layer Gram matrix of the two-layer `du` network,
     E_{w ~ N(0, I)}[x_i.x_j 1{w.x_i >= 0, w.x_j >= 0}]; diagonal 1/2.
@@ -121,7 +121,7 @@ def gram_scale(param: str, width: int, *, depth: int | None = None,
 
 
 def gram_inf(X: np.ndarray, *, param: str, depth: int, train_output: bool = False) -> np.ndarray:
-    """lim_{m -> inf} H(0) / gram_scale(param, m, depth=depth), the limit NTK Gram matrix.
+    """lim_{m -> inf} H(0) / gram_scale(param, m, ...), the infinite-width NTK Gram matrix.
 
     With T_l, T_out of the module docstring (du normalization) and d = X.shape[1]:
       du        sum_l T_l (+ T_out).  Depth 1: Du et al.'s H^inf (+ G^inf).
@@ -163,9 +163,10 @@ def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
     """2 / lambda_max(H): the GD stability limit in function space (THEORY.md 1).
 
     Linearized GD on L = (1/2) sum_i (f_i - y_i)^2 maps the residual r to
-    (I - eta H) r, stable iff eta < 2 / lambda_max(H) (Arora et al. 2019,
-    section 4). With reduction 'mean' the loss is divided by n, the map is
-    I - eta H / n, and the limit is 2 n / lambda_max(H). H: (n, n).
+    (I - eta H) r, stable iff eta < 2 / lambda_max(H) (Arora, Du, Hu, Li & Wang
+    2019, section 4; THEORY.md section 1). With reduction 'mean' the loss is
+    divided by n, the map is I - eta H / n, and the limit is 2 n / lambda_max(H).
+    H: (n, n).
     """
     lam_max = float(np.linalg.eigvalsh(np.asarray(H, np.float64))[-1])
     factor = {"sum": 1.0, "mean": float(np.shape(H)[0])}[reduction]

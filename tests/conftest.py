@@ -11,6 +11,7 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("OVERPARAM_COMPILATION_CACHE", tempfile.mkdtemp(prefix="overparam-xla-"))
 
+import overparam  # noqa: E402, F401  (sets XLA flags before JAX starts)
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -105,3 +105,27 @@ def test_theory_lr_and_lambda0_come_from_the_analytic_kernel(tmp_path):
 def test_theory_lr_needs_the_squared_loss():
     with pytest.raises(config_lib.ConfigError, match="^config.lr:"):
         config_lib.validate(dict(lr=("theory",), loss=("hinge",), labels="random_sign"))
+
+
+def test_long_chunks_with_gram_tracking_do_not_deadlock():
+    """jaxlib 0.10.2's XLA:CPU deadlocked here (see overparam._xla_cpu_workaround)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import overparam, jax, jax.numpy as jnp\n"
+            "from overparam import train\n"
+            "M, n = 16, 64\n"
+            "st = train.Static(width=256, depth=1, n=n, d=16, batch_size=n, loss='squared',"
+            " optimizer='gd', param='du', steps=200, chunk_records=67, gram_every=10)\n"
+            "p = train.make_program(st)\n"
+            "X = jax.random.normal(jax.random.PRNGKey(0), (M, n, 16)) / 4.0\n"
+            "h = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),"
+            " jnp.zeros(M, jnp.uint32), jnp.full(M, 0.1))\n"
+            "s = p.init(h, X, jnp.zeros((M, n, n)))\n"
+            "s, r = p.chunk(s, h, X, X[..., 0], jnp.int32(0))\n"
+            "jax.block_until_ready(r)\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

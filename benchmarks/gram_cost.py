@@ -1,0 +1,59 @@
+"""Cost of NTK Gram tracking relative to a recorded training step (CPU or GPU).
+
+    python benchmarks/gram_cost.py
+
+Times one compiled chunk of K recorded steps for a batch of networks with
+gram_every = 0 (off) and gram_every = 1 (every step), and prints the ratio.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overparam import train
+
+CASES = [  # (param, width, depth, n, d, networks)
+    ("du", 1024, 1, 64, 16, 16),
+    ("du", 4096, 1, 256, 64, 4),
+    ("zou", 512, 3, 64, 16, 8),
+]
+K = 20
+
+
+def time_chunk(static, M):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((M, static.n, static.d))
+    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((M, static.n)), jnp.float32)
+    hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
+                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32))
+    program = train.make_program(static)
+    H = jnp.zeros((M, static.n, static.n), jnp.float32) if static.gram_every else None
+    state = program.init(hyper, X, H)
+    state, rec = program.chunk(state, hyper, X, y, jnp.int32(0))
+    jax.block_until_ready(rec)
+    best = float("inf")
+    for rep in range(3):
+        t = time.perf_counter()
+        state, rec = program.chunk(state, hyper, X, y, jnp.int32(K * (rep + 1)))
+        jax.block_until_ready(rec)
+        best = min(best, time.perf_counter() - t)
+    return best / K
+
+
+def main():
+    print(f"device: {jax.devices()[0].device_kind}")
+    print(f"{'case':34s} {'step (ms)':>10s} {'+Gram (ms)':>10s} {'ratio':>6s}")
+    for param, width, depth, n, d, M in CASES:
+        base = dict(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
+                    optimizer="gd", param=param, steps=10_000, chunk_records=K)
+        off = time_chunk(train.Static(**base), M)
+        on = time_chunk(train.Static(**base, gram_every=1), M)
+        name = f"{param} m={width} L={depth} n={n} x{M}"
+        print(f"{name:34s} {1e3 * off:10.2f} {1e3 * on:10.2f} {on / off:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
