@@ -1,5 +1,6 @@
 # overparam: `make sweep` and `make test` set everything up on a fresh machine.
 #   make sweep [DEVICE=cpu|gpu|tpu] [CONFIG=sweeps/x.py] [ARGS='--config.num_seeds=64'] [OUT=results/x]
+#   make analyze RESULTS=results/<name>
 #   make test | make lint | make install [DEVICE=...]
 
 DEVICE ?= cpu
@@ -23,7 +24,7 @@ endif
 STAMP := $(VENV)/.installed-$(DEVICE)
 OUT_FLAG := $(if $(OUT),--out=$(OUT),)
 
-.PHONY: install sweep test lint clean
+.PHONY: install sweep analyze test lint clean
 
 install: $(STAMP)
 
@@ -35,7 +36,11 @@ $(STAMP): pyproject.toml
 
 sweep: $(STAMP)
 	JAX_PLATFORMS=$(JAX_PLATFORMS_$(DEVICE)) $(PY) -m overparam.sweep \
-	    --config=$(CONFIG) --device=$(DEVICE) $(OUT_FLAG) $(ARGS)
+	    --config=$(CONFIG) --device=$(DEVICE) --analyze $(OUT_FLAG) $(ARGS)
+
+analyze: $(VENV)/.installed-cpu
+	@test -n "$(RESULTS)" || { echo "usage: make analyze RESULTS=results/<name>" >&2; exit 2; }
+	JAX_PLATFORMS=cpu $(PY) -m overparam.analyze --results=$(RESULTS) $(ARGS)
 
 test: $(VENV)/.installed-cpu
 	JAX_PLATFORMS=cpu $(PY) -m pytest tests

@@ -32,6 +32,8 @@ _DEVICE = flags.DEFINE_enum("device", None, ["cpu", "gpu", "tpu"],
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the sweep in --out.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and stop.")
+_ANALYZE = flags.DEFINE_bool("analyze", False, "Afterwards, fit the scaling laws "
+                             "(overparam.analyze) and print the fitted exponents.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache", os.environ.get("OVERPARAM_COMPILATION_CACHE", "~/.cache/overparam/xla"),
     "Persistent XLA compilation cache directory ('' turns it off).")
@@ -102,13 +104,18 @@ def main(argv: list[str]) -> None:
         print(f"\ninterrupted by {e}: stopped cleanly at a chunk boundary; resume with the "
               f"same command:\n  {' '.join(sys.argv)}", file=sys.stderr)
         sys.exit(128 + e.signum)
-    if summary is None:
-        return
-    t = summary.timings
-    print(f"{summary.num_runs} networks x {sweep.steps} steps in {t['total']:.1f} s "
-          f"(compile {t['compile']:.1f} s, {summary.num_compiles} programs): "
-          f"{summary.throughput:,.0f} network-steps/s; {summary.num_diverged} diverged")
-    print(f"results: {summary.out}   load: overparam.load({str(summary.out)!r})")
+    if summary is not None:
+        t = summary.timings
+        print(f"{summary.num_runs} networks x {sweep.steps} steps in {t['total']:.1f} s "
+              f"(compile {t['compile']:.1f} s, {summary.num_compiles} programs): "
+              f"{summary.throughput:,.0f} network-steps/s; {summary.num_diverged} diverged")
+        print(f"results: {summary.out}   load: overparam.load({str(summary.out)!r})")
+    if _ANALYZE.value and not _DRY_RUN.value:
+        from overparam import analyze
+
+        fits = analyze.analyze(out)
+        print(f"\nfitted exponents ({out}/analysis/report.md):")
+        print(analyze.format_table(fits))
 
 
 def run() -> None:
