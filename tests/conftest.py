@@ -11,7 +11,9 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("OVERPARAM_COMPILATION_CACHE", tempfile.mkdtemp(prefix="overparam-xla-"))
 
+# isort: off
 import overparam  # noqa: E402, F401  (sets XLA flags before JAX starts)
 import jax  # noqa: E402
+# isort: on
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
