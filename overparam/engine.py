@@ -187,13 +187,15 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> dict[tuple, np.ndarray]:
     return out
 
 
-def resolve_theory_lr(sweep: config_lib.Sweep, runs, H_inf) -> list[config_lib.Run]:
-    """Runs with lr 'theory' get 1 / lambda_max(s H^inf) (x n for the mean reduction)."""
-    lam_max = {key: float(np.linalg.eigvalsh(H)[-1]) for key, H in H_inf.items()}
+def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config_lib.Run]:
+    """Runs with lr 'theory' get 1 / lambda_max(s H^inf) (x n for the mean reduction).
+
+    eigenvalues: ascending eigenvalues of each H^inf, keyed as `kernels`.
+    """
     resolved = []
     for r in runs:
         if r.lr_spec == "theory":
-            lam = lam_max[(r.dataset_id, r.param, r.depth, sweep.train_output)]
+            lam = eigenvalues[(r.dataset_id, r.param, r.depth, sweep.train_output)][-1]
             per_example = 1.0 if sweep.reduction == "sum" else 1.0 / r.n
             scale = theory.gram_scale(r.param, r.width, depth=r.depth,
                                       train_output=sweep.train_output)
@@ -293,7 +295,8 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
         runs = config_lib.expand(sweep)
         datasets, idents = make_datasets(sweep)
         H_inf = kernels(sweep, runs, datasets)
-        runs = resolve_theory_lr(sweep, runs, H_inf)
+        eigenvalues = {key: np.linalg.eigvalsh(H) for key, H in H_inf.items()}
+        runs = resolve_theory_lr(sweep, runs, eigenvalues)
         # A resumed sweep keeps its batches: the budget it was planned with.
         budget = manifest.get("memory_budget_mb") if mode in ("resume", "complete") else None
         plan = plan_lib.make_plan(sweep, runs, budget_mb=budget)
@@ -306,12 +309,41 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
             return None
         if mode == "overwrite":
             shutil.rmtree(out)
-        return _run(sweep, out, runs, datasets, idents, plan, H_inf, resume=mode == "resume",
-                    show_progress=show_progress, log_fn=log_fn)
+        return _run(sweep, out, runs, datasets, idents, plan, H_inf, eigenvalues,
+                    resume=mode == "resume", show_progress=show_progress, log_fn=log_fn)
 
 
-def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, *,
-         resume: bool, show_progress: bool, log_fn) -> Summary:
+def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch,
+                 first_chunk: int, arrays, compiled: dict, timings: dict, stop, writer,
+                 pending: list, progress) -> None:
+    """Initializes (or restores) one batch and runs its chunks, queueing their writes.
+
+    At most one chunk computes while the previous one is written; a signal stops
+    the loop at the next chunk boundary.
+    """
+    program = train.make_program(batch.static)
+    hyper, X, y, H = arrays
+    state = program.init(hyper, X, H)
+    if first_chunk:
+        state = checkpoint.restore(out, batch.index, state)
+    key = (batch.static, batch.size)
+    if key not in compiled:
+        tc = time.perf_counter()
+        compiled[key] = program.chunk.lower(state, hyper, X, y, jnp.int32(0)).compile()
+        timings["compile"] += time.perf_counter() - tc
+    steps_per_chunk = plan.chunk_records * sweep.record_every
+    for c in range(first_chunk, plan.num_chunks):
+        if stop.signum is not None:
+            return
+        state, records = compiled[key](state, hyper, X, y, jnp.int32(c * steps_per_chunk))
+        pending.append(writer.submit(_finish_chunk, out, batch, c, plan.num_chunks, records,
+                                     state, sweep.steps, progress))
+        if len(pending) >= 2:
+            pending[-2].result()
+
+
+def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, eigenvalues,
+         *, resume: bool, show_progress: bool, log_fn) -> Summary:
     t0 = time.perf_counter()
     timings = {"compile": 0.0}
     cleaned = checkpoint.clean_leftovers(out) if out.is_dir() else 0
@@ -343,32 +375,14 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, *
     total = plan.num_runs * sweep.steps
     progress = progress_lib.Progress(total - done, enabled=show_progress)
     compiled: dict[tuple, Any] = {}
-    dtype = jnp.dtype(sweep.dtype)
     with _StopFlag() as stop, concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         pending = []
         for batch in plan.batches:
-            start = batch_state[batch.index]["chunks_done"]
-            if start >= plan.num_chunks or stop.signum is not None:
-                continue
-            program = train.make_program(batch.static)
-            hyper, X, y, H = _stack_batch(batch, datasets, dtype, H_inf)
-            state = program.init(hyper, X, H)
-            if start:
-                state = checkpoint.restore(out, batch.index, state)
-            key = (batch.static, batch.size)
-            if key not in compiled:
-                tc = time.perf_counter()
-                compiled[key] = program.chunk.lower(state, hyper, X, y, jnp.int32(0)).compile()
-                timings["compile"] += time.perf_counter() - tc
-            for c in range(start, plan.num_chunks):
-                if stop.signum is not None:
-                    break
-                start = jnp.int32(c * steps_per_chunk)
-                state, records = compiled[key](state, hyper, X, y, start)
-                pending.append(writer.submit(_finish_chunk, out, batch, c, plan.num_chunks,
-                                             records, state, sweep.steps, progress))
-                if len(pending) >= 2:  # at most one chunk computes while one is written
-                    pending[-2].result()
+            first_chunk = batch_state[batch.index]["chunks_done"]
+            if first_chunk < plan.num_chunks and stop.signum is None:
+                arrays = _stack_batch(batch, datasets, jnp.dtype(sweep.dtype), H_inf)
+                _train_batch(out, sweep, plan, batch, first_chunk, arrays, compiled, timings,
+                             stop, writer, pending, progress)
         for f in pending:
             f.result()
     timings["train_and_write"] = time.perf_counter() - t0
@@ -382,8 +396,8 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, *
         steps = checkpoint.load(out, b.index)["diverged_step"]
         diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real], steps) if s >= 0})
     table = _runs_table(sweep, runs, datasets, out, diverged)
-    table["lambda0"] = [theory.lambda_0(H_inf[(r.dataset_id, r.param, r.depth,
-                                               sweep.train_output)]) for r in runs]
+    table["lambda0"] = [float(eigenvalues[(r.dataset_id, r.param, r.depth,
+                                            sweep.train_output)][0]) for r in runs]
     store.write_parquet(table, out / store.RUNS)
     timings["total"] = time.perf_counter() - t0
     summary = Summary(out=out, num_runs=len(runs), num_diverged=len(diverged),
