@@ -299,7 +299,8 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
         runs = resolve_theory_lr(sweep, runs, eigenvalues)
         # A resumed sweep keeps its batches: the budget it was planned with.
         budget = manifest.get("memory_budget_mb") if mode in ("resume", "complete") else None
-        plan = plan_lib.make_plan(sweep, runs, budget_mb=budget)
+        multiple_of = manifest.get("batch_multiple_of") or len(jax.local_devices())
+        plan = plan_lib.make_plan(sweep, runs, budget_mb=budget, multiple_of=multiple_of)
         log_fn(plan_lib.describe(plan))
         if dry_run:
             return None
@@ -313,6 +314,19 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
                     resume=mode == "resume", show_progress=show_progress, log_fn=log_fn)
 
 
+def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
+    """The networks axis split over all local devices (None on one device).
+
+    Every array of a batch has the networks as its leading axis, and networks
+    never interact, so XLA runs each device's share without communication.
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1 or batch_size % len(devices):
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("models",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
+
+
 def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch,
                  first_chunk: int, arrays, compiled: dict, timings: dict, stop, writer,
                  pending: list, progress) -> None:
@@ -322,10 +336,12 @@ def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch,
     the loop at the next chunk boundary.
     """
     program = train.make_program(batch.static)
-    hyper, X, y, H = arrays
+    sharding = models_sharding(batch.size)
+    hyper, X, y, H = jax.device_put(arrays, sharding) if sharding else arrays
     state = program.init(hyper, X, H)
     if first_chunk:
         state = checkpoint.restore(out, batch.index, state)
+    state = jax.device_put(state, sharding) if sharding else state
     key = (batch.static, batch.size)
     if key not in compiled:
         tc = time.perf_counter()
@@ -359,6 +375,7 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, e
                     "command": " ".join(sys.argv), "num_runs": len(runs),
                     "plan": plan_lib.describe(plan).splitlines(),
                     "memory_budget_mb": plan.budget_mb,
+                    "batch_multiple_of": plan.multiple_of,
                     "datasets": {did: {**ident, "separation": datasets[did].separation}
                                  for did, ident in idents.items()}}
     manifest["status"] = "running"

@@ -41,6 +41,7 @@ class Plan:
     chunk_records: int  # records per compiled chunk
     num_chunks: int
     budget_mb: float    # device memory allowed per program
+    multiple_of: int = 1  # batch sizes are multiples of it (the number of devices)
 
     @property
     def num_runs(self) -> int:
@@ -123,7 +124,7 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
             batches.append(Batch(index=len(batches), static=static, runs=padded,
                                  num_real=len(real)))
     return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
-                num_chunks=num_chunks, budget_mb=budget_mb)
+                num_chunks=num_chunks, budget_mb=budget_mb, multiple_of=multiple_of)
 
 
 def describe(plan: Plan) -> str:
