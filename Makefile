@@ -1,7 +1,7 @@
 # overparam: `make sweep` and `make test` set everything up on a fresh machine.
 #   make sweep [DEVICE=cpu|gpu|tpu] [CONFIG=sweeps/x.py] [ARGS='--config.num_seeds=64'] [OUT=results/x]
 #   make analyze RESULTS=results/<name>
-#   make test | make lint | make install [DEVICE=...]
+#   make test | make bench | make lint | make install [DEVICE=...]
 
 DEVICE ?= cpu
 CONFIG ?= sweeps/default.py
@@ -24,7 +24,7 @@ endif
 STAMP := $(VENV)/.installed-$(DEVICE)
 OUT_FLAG := $(if $(OUT),--out=$(OUT),)
 
-.PHONY: install sweep analyze test lint clean
+.PHONY: install sweep analyze test bench lint clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ analyze: $(VENV)/.installed-cpu
 
 test: $(VENV)/.installed-cpu
 	JAX_PLATFORMS=cpu $(PY) -m pytest tests
+
+bench: $(VENV)/.installed-cpu
+	$(PY) -m pip install -q -e '.[bench]'
+	JAX_PLATFORMS=cpu $(PY) benchmarks/bench.py $(ARGS)
 
 lint: $(VENV)/.installed-cpu
 	$(PY) -m ruff check overparam tests sweeps benchmarks
