@@ -392,8 +392,10 @@ def _varying(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
 
 
 def group_label(keys: dict, varying: Sequence[str]) -> str:
-    """'depth=2, lr=0.1, layer=1' from the group's values of the varying settings."""
-    parts = [f"{_SHORT.get(k, k)}={keys[k]}" for k in varying if k in keys]
+    """'depth=2, lr=0.1, layer=1' from the group's values of the varying settings
+    (a missing batch size is GD's full batch)."""
+    parts = ["full batch" if k == "batch_size" and pd.isna(keys[k])
+             else f"{_SHORT.get(k, k)}={keys[k]}" for k in varying if k in keys]
     return ", ".join(parts) or "all"
 
 
@@ -595,6 +597,8 @@ def plot_fit(per_run: pd.DataFrame, fits: pd.DataFrame, quantity: str, x: str = 
         notes = []
         for i, layer in enumerate(layers):
             g = grp if layer is pd.NA else grp[grp.layer == layer]
+            if g.empty:  # e.g. layer 3 in a depth-2 panel
+                continue
             fit = _match(fq, key, layer)
             notes.append(_plot_fit_layer(ax, g, fit, x, f"C{i % 10}",
                                          "" if len(layers) == 1 else f"layer {layer}: "))
@@ -613,7 +617,8 @@ def plot_fit(per_run: pd.DataFrame, fits: pd.DataFrame, quantity: str, x: str = 
         ax.set_xlabel(_X_LABEL[x])
         ax.set_ylabel(ylabel or q.label)
         ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=6.5, loc="best")
+        handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # one entry per label
+        ax.legend(handles.values(), handles.keys(), fontsize=6.5, loc="best")
     _suptitle(fig, f"{q.title} against {_X_NAME[x]}", _constant_label(sub, [x]), len(panels))
     return fig
 
