@@ -61,7 +61,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
@@ -73,6 +72,7 @@ import pandas as pd
 from scipy import special
 
 from overparam import store
+from overparam.cli import fail, one_line
 
 # Swept settings (config.SWEPT), as the columns of `per_run_quantities` that hold them.
 # lr_config is the config's lr as written (the step size of a run, column lr, is
@@ -939,12 +939,6 @@ def analyze(path: str | os.PathLike, *, out: str | os.PathLike | None = None,
 
 # ----------------------------------------------------------------------------- command line
 
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def _define_flags():
     from absl import flags
 
@@ -990,7 +984,7 @@ def run(argv: list[str] | None = None) -> None:
         try:
             rest = flags.FLAGS(args)
         except flags.Error as e:
-            fail(str(e).splitlines()[0])
+            fail(one_line(e))
         if len(rest) > 1:
             fail(f"unexpected argument {rest[1]!r}; give flags as --name=value, e.g. "
                  "--results=results/default")
@@ -1005,7 +999,7 @@ def run(argv: list[str] | None = None) -> None:
                            tail_fraction=v["tail_fraction"], n_boot=v["n_boot"],
                            level=v["level"], ci=v["ci"], seed=v["seed"], plots=v["plots"])
         except store.ResultsError as e:
-            fail(str(e).splitlines()[0] if str(e) else "unreadable results")
+            fail(one_line(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}" if e.filename else f"analysis failed: {e}")
         out = Path(v["out"]) if v["out"] else Path(v["results"]) / "analysis"

@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from overparam import config as config_lib
+from overparam.cli import fail, one_line
 
 DEFAULT_CONFIG = "sweeps/default.py"
 _CONFIG = config_flags.DEFINE_config_file("config", None,
@@ -37,20 +38,6 @@ _ANALYZE = flags.DEFINE_bool("analyze", False, "Afterwards, fit the scaling laws
 _CACHE = flags.DEFINE_string(
     "compilation_cache", os.environ.get("OVERPARAM_COMPILATION_CACHE", "~/.cache/overparam/xla"),
     "Persistent XLA compilation cache directory ('' turns it off).")
-
-
-def fail(message: str) -> None:
-    """One line on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # KeyError('x') -> x
-        text = text[1:-1]
-    text = text or type(e).__name__
-    return text.splitlines()[0]
 
 
 def _overridden_fields(argv: list[str]) -> list[str]:
@@ -82,7 +69,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if missing:
             fail(f"config.{missing[0]}: {path} does not define this field, so it cannot be "
                  "overridden; start the file from overparam.config.default_config()")
-        fail(f"--config={paths[-1]}: {_one_line(e)}")
+        fail(f"--config={paths[-1]}: {one_line(e)}")
     return rest
 
 
@@ -99,7 +86,7 @@ def main(argv: list[str]) -> None:
                                    show_progress=_PROGRESS.value, overwrite=_OVERWRITE.value,
                                    dry_run=_DRY_RUN.value)
     except (config_lib.ConfigError, checkpoint.OutError, engine.BackendError) as e:
-        fail(_one_line(e))
+        fail(one_line(e))
     except engine.Interrupted as e:
         print(f"\ninterrupted by {e}: stopped cleanly at a chunk boundary; resume with the "
               f"same command:\n  {' '.join(sys.argv)}", file=sys.stderr)
