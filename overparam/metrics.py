@@ -13,6 +13,24 @@ import jax.numpy as jnp
 from overparam import model
 
 
+def orthonormalize(W: jax.Array) -> jax.Array:
+    """Orthonormal columns spanning W's, by Gram-Schmidt applied twice (CGS2). W: (k, b).
+
+    For the few columns of the power iteration this is plain vector arithmetic,
+    which XLA fuses; LAPACK's QR in a vmapped while loop cost more than the
+    rest of the metrics together on the CPU (BENCHMARKS.md). A column in the
+    span of the previous ones (or zero) comes out as rounding noise, normalized.
+    """
+    cols = []
+    for j in range(W.shape[1]):
+        w = W[:, j]
+        for _ in range(2):
+            for q in cols:
+                w = w - jnp.dot(q, w) * q
+        cols.append(w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(W.dtype).tiny))
+    return jnp.stack(cols, axis=1)
+
+
 def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
                   precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
     """||D||_2 by block power iteration with Rayleigh-Ritz, warm-started from `V`.
@@ -36,7 +54,7 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
 
     def body(carry):
         Q, DQ, sigma, _, i = carry
-        Q, _ = jnp.linalg.qr(mm(D.T, DQ))
+        Q = orthonormalize(mm(D.T, DQ))
         DQ = mm(D, Q)
         new_sigma = top_ritz(DQ)
         converged = jnp.abs(new_sigma - sigma) <= tol * new_sigma
@@ -46,7 +64,7 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
         *_, converged, i = carry
         return (i < max_iters) & ~converged
 
-    Q, _ = jnp.linalg.qr(V)
+    Q = orthonormalize(V)
     DQ = mm(D, Q)
     sigma = top_ritz(DQ)
     init = (Q, DQ, sigma, sigma == 0, jnp.zeros((), jnp.int32))
