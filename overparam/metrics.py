@@ -92,15 +92,14 @@ def ntk_gram(net: model.Net, X: jax.Array, *, param: str, train_output: bool,
     scales, out_scale = model.forward_scales(param, d=X.shape[-1], width=width, depth=depth)
     mm = functools.partial(jnp.matmul, precision=precision)
 
-    def f_sum(taps):  # taps are added to the pre-activations: d f / d taps = delta
-        h, inputs = X, []
-        for W, c, tap in zip(net.hidden, scales, taps):
-            inputs.append(h)
-            h = jax.nn.relu(c * mm(h, W.T) + tap)
-        return jnp.sum(out_scale * mm(h, net.out)), (inputs, h)
+    def f_sum(taps):  # d f / d taps = delta
+        f, pre = model.apply(net, X, param=param, precision=precision, taps=taps)
+        return jnp.sum(f), pre
 
     taps = tuple(jnp.zeros((X.shape[0], width), X.dtype) for _ in range(depth))
-    deltas, (inputs, h_last) = jax.grad(f_sum, has_aux=True)(taps)
+    deltas, pre = jax.grad(f_sum, has_aux=True)(taps)
+    hidden = [jax.nn.relu(z) for z in pre]
+    inputs, h_last = [X, *hidden[:-1]], hidden[-1]
     H = sum(c**2 * mm(dl, dl.T) * mm(g, g.T) for c, dl, g in zip(scales, deltas, inputs))
     if train_output:
         H = H + out_scale**2 * mm(h_last, h_last.T)

@@ -79,17 +79,22 @@ def init(key: jax.Array, *, d: int, width: int, depth: int, param: str,
     return Net(hidden, out)
 
 
-def apply(net: Net, X: jax.Array, *, param: str,
-          precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+def apply(net: Net, X: jax.Array, *, param: str, precision=jax.lax.Precision.HIGHEST,
+          taps: tuple[jax.Array, ...] | None = None
+          ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Forward pass on a batch.
 
     X: (n, d). Returns f: (n,) and the pre-activations (z_1, ..., z_L), each (n, m).
+    taps: optional (n, m) arrays added to the pre-activations (zeros give the
+    same f; the gradient with respect to them is df/dz_l).
     """
     width, depth = net.out.shape[0], len(net.hidden)
     scales, out_scale = forward_scales(param, d=X.shape[-1], width=width, depth=depth)
     h, pre = X, []
-    for W, c in zip(net.hidden, scales):
+    for layer, (W, c) in enumerate(zip(net.hidden, scales)):
         z = c * jnp.matmul(h, W.T, precision=precision)
+        if taps is not None:
+            z = z + taps[layer]
         pre.append(z)
         h = jax.nn.relu(z)
     f = out_scale * jnp.matmul(h, net.out, precision=precision)
