@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from overparam import checkpoint, store, theory, train
+from overparam import checkpoint, multihost, store, theory, train
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
@@ -113,7 +113,8 @@ def _versions() -> dict[str, str]:
 def _device_info() -> dict[str, Any]:
     devices = jax.devices()
     return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
-            "device_count": len(devices), "host": platform.node(),
+            "device_count": len(devices), "process_count": jax.process_count(),
+            "host": platform.node(),
             "processor": platform.processor() or platform.machine()}
 
 
@@ -285,33 +286,45 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     continues it; a complete one is left alone (returns None); a different
     sweep in `out` is refused unless `overwrite`. dry_run prints the plan only.
     Raises Interrupted after a clean stop on SIGINT or SIGTERM.
+
+    Under `multihost.initialize`, every process calls this with the same
+    arguments and trains its share of the batches (see overparam.multihost).
     """
+    t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise checkpoint.OutError(f"{out} exists and is not a directory")
     check_backend(device)
     mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
+    multihost.barrier("inspected")  # every process has looked before anything changes
     with jax.enable_x64(sweep.dtype == "float64"):
         runs = config_lib.expand(sweep)
         datasets, idents = make_datasets(sweep)
         H_inf = kernels(sweep, runs, datasets)
         eigenvalues = {key: np.linalg.eigvalsh(H) for key, H in H_inf.items()}
         runs = resolve_theory_lr(sweep, runs, eigenvalues)
-        # A resumed sweep keeps its batches: the budget it was planned with.
-        budget = manifest.get("memory_budget_mb") if mode in ("resume", "complete") else None
-        multiple_of = manifest.get("batch_multiple_of") or len(jax.local_devices())
-        plan = plan_lib.make_plan(sweep, runs, budget_mb=budget, multiple_of=multiple_of)
-        log_fn(plan_lib.describe(plan))
+        programs = Programs(timings={"compile": 0.0})
+        if mode in ("resume", "complete"):
+            # A resumed sweep keeps its batches, whatever the devices say now.
+            plan = plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
+                                      multiple_of=manifest["batch_multiple_of"],
+                                      groups=manifest.get("groups"))
+        elif multihost.is_leader() or dry_run:
+            plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
+                                      measure=programs.memory)
+        else:
+            plan = None  # the leader's plan is read from the manifest it writes
+        if plan is not None and multihost.is_leader():
+            log_fn(plan_lib.describe(plan))
         if dry_run:
             return None
         if mode == "complete":
-            log_fn(f"{out} already holds this sweep, complete: nothing to do "
-                   "(--overwrite recomputes it)")
+            if multihost.is_leader():
+                log_fn(f"{out} already holds this sweep, complete: nothing to do "
+                       "(--overwrite recomputes it)")
             return None
-        if mode == "overwrite":
-            shutil.rmtree(out)
-        return _run(sweep, out, runs, datasets, idents, plan, H_inf, eigenvalues,
-                    resume=mode == "resume", show_progress=show_progress, log_fn=log_fn)
+        return _run(sweep, out, runs, datasets, idents, plan, programs, eigenvalues,
+                    mode=mode, show_progress=show_progress, log_fn=log_fn, H_inf=H_inf, t0=t0)
 
 
 def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
@@ -327,55 +340,178 @@ def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
 
 
+class Programs:
+    """The compiled init and chunk programs of each (shape, batch size), compiled once.
+
+    Compiling needs only shapes, so the planner asks `memory` for the peak
+    device memory of a batch size it considers, and training then runs the
+    very programs that were measured.
+    """
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+        self._compiled: dict[tuple[train.Static, int], tuple[Any, Any, int]] = {}
+
+    def _abstract(self, static: train.Static, size: int):
+        sharding = models_sharding(size)
+        dtype = jnp.dtype(static.dtype)
+        spec = lambda *shape, dt=dtype: jax.ShapeDtypeStruct((size, *shape), dt,
+                                                              sharding=sharding)
+        hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
+                            spec())
+        H = spec(static.n, static.n) if static.gram_every else None
+        return hyper, spec(static.n, static.d), spec(static.n), H, sharding
+
+    def get(self, static: train.Static, size: int) -> tuple[Any, Any]:
+        """(init, chunk): executables called as init(hyper, X, H) and
+        chunk(state, hyper, X, y, start)."""
+        key = (static, size)
+        if key not in self._compiled:
+            program = train.make_program(static)
+            hyper, X, y, H, sharding = self._abstract(static, size)
+            t = time.perf_counter()
+            init = program.init.lower(hyper, X, H).compile()
+            state = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                jax.eval_shape(program.init, hyper, X, H))
+            chunk = program.chunk.lower(state, hyper, X, y,
+                                        jax.ShapeDtypeStruct((), jnp.int32)).compile()
+            self.timings["compile"] += time.perf_counter() - t
+            state_bytes = sum(a.size * a.dtype.itemsize
+                              for a in jax.tree_util.tree_leaves(state))
+            self._compiled[key] = (init, chunk, _peak_bytes(init, chunk, state_bytes, sharding))
+        return self._compiled[key][:2]
+
+    def memory(self, static: train.Static, size: int) -> int:
+        """Peak bytes, per device, of training a batch of `size` networks of this shape."""
+        self.get(static, size)
+        return self._compiled[(static, size)][2]
+
+    @property
+    def num_compiled(self) -> int:
+        return len(self._compiled)
+
+
+def _peak_bytes(init, chunk, state_bytes: int, sharding) -> int:
+    """Peak device memory of a batch from XLA's memory analysis of its programs.
+
+    A chunk holds its arguments, outputs and temporaries, and meanwhile the
+    previous chunk's records wait to be copied to the host: its outputs less
+    the state. Where the analysis is unavailable, raises RuntimeError.
+    """
+    def total(compiled):
+        m = compiled.memory_analysis()
+        if m is None:
+            raise RuntimeError("XLA gives no memory analysis on this backend")
+        return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                - m.alias_size_in_bytes, m.output_size_in_bytes)
+
+    devices = len(sharding.device_set) if sharding is not None else 1
+    init_total, _ = total(init)
+    chunk_total, chunk_out = total(chunk)
+    records = max(chunk_out - state_bytes // devices, 0)
+    return max(init_total, chunk_total + records)
+
+
 def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch,
-                 first_chunk: int, arrays, compiled: dict, timings: dict, stop, writer,
+                 first_chunk: int, arrays, programs: Programs, stop, writer,
                  pending: list, progress) -> None:
     """Initializes (or restores) one batch and runs its chunks, queueing their writes.
 
     At most one chunk computes while the previous one is written; a signal stops
     the loop at the next chunk boundary.
     """
-    program = train.make_program(batch.static)
+    init, chunk = programs.get(batch.static, batch.size)
     sharding = models_sharding(batch.size)
     hyper, X, y, H = jax.device_put(arrays, sharding) if sharding else arrays
-    state = program.init(hyper, X, H)
+    state = init(hyper, X, H)
     if first_chunk:
         state = checkpoint.restore(out, batch.index, state)
-    state = jax.device_put(state, sharding) if sharding else state
-    key = (batch.static, batch.size)
-    if key not in compiled:
-        tc = time.perf_counter()
-        compiled[key] = program.chunk.lower(state, hyper, X, y, jnp.int32(0)).compile()
-        timings["compile"] += time.perf_counter() - tc
+    state = jax.device_put(state, sharding) if sharding else state  # as `chunk` was compiled
     steps_per_chunk = plan.chunk_records * sweep.record_every
     for c in range(first_chunk, plan.num_chunks):
         if stop.signum is not None:
             return
-        state, records = compiled[key](state, hyper, X, y, jnp.int32(c * steps_per_chunk))
+        state, records = chunk(state, hyper, X, y, jnp.int32(c * steps_per_chunk))
         pending.append(writer.submit(_finish_chunk, out, batch, c, plan.num_chunks, records,
                                      state, sweep.steps, progress))
         if len(pending) >= 2:
             pending[-2].result()
 
 
-def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, eigenvalues,
-         *, resume: bool, show_progress: bool, log_fn) -> Summary:
-    t0 = time.perf_counter()
-    timings = {"compile": 0.0}
-    cleaned = checkpoint.clean_leftovers(out) if out.is_dir() else 0
-    if cleaned:
-        log_fn(f"removed {cleaned} temporary files left by a crash")
+def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan | None,
+         programs: Programs, eigenvalues, *, mode: str, show_progress: bool, log_fn,
+         H_inf, t0: float) -> Summary:
+    """Trains this process's batches of `plan` (the leader's, from the manifest, where
+    None); t0: when the sweep started (timings count from it)."""
+    timings = programs.timings
+    leader = multihost.is_leader()
+    if leader:
+        if mode == "overwrite":
+            shutil.rmtree(out)
+        cleaned = checkpoint.clean_leftovers(out) if out.is_dir() else 0
+        if cleaned:
+            log_fn(f"removed {cleaned} temporary files left by a crash")
+        manifest = _start_manifest(sweep, out, runs, datasets, idents, plan,
+                                   resume=mode == "resume", log_fn=log_fn)
+    multihost.barrier("started")  # the manifest and datasets are written
+    if plan is None or not leader:
+        manifest = json.loads((out / store.MANIFEST).read_text())
+        plan = plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
+                                  multiple_of=manifest["batch_multiple_of"],
+                                  groups=manifest["groups"])
+    mine = [plan.batches[i] for i in multihost.share(
+        [b.size * plan_lib.step_flops(b.static) for b in plan.batches],
+        multihost.count(), multihost.index())]
+
+    batch_state = {b.index: checkpoint.load(out, b.index) for b in mine}
+    steps_per_chunk = plan.chunk_records * sweep.record_every
+    done = sum(b.num_real * min(batch_state[b.index]["chunks_done"] * steps_per_chunk,
+                                sweep.steps) for b in mine)
+    total = sum(b.num_real for b in mine) * sweep.steps
+    progress = progress_lib.Progress(total - done, enabled=show_progress and leader)
+    with _StopFlag() as stop, concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+        for batch in mine:
+            first_chunk = batch_state[batch.index]["chunks_done"]
+            if first_chunk < plan.num_chunks and stop.signum is None:
+                arrays = _stack_batch(batch, datasets, jnp.dtype(sweep.dtype), H_inf)
+                _train_batch(out, sweep, plan, batch, first_chunk, arrays, programs, stop,
+                             writer, pending, progress)
+        for f in pending:
+            f.result()
+    timings["train_and_write"] = time.perf_counter() - t0
+    signums = [s for s in multihost.gather(stop.signum or 0) if s]
+    if signums:
+        if leader:
+            manifest["status"] = "interrupted"
+            store.write_json(manifest, out / store.MANIFEST)
+        raise Interrupted(stop.signum or signums[0])
+    summary = Summary(out=out, num_runs=len(runs), num_diverged=0,
+                      num_compiles=programs.num_compiled,
+                      network_steps=sum(multihost.gather(total - done)), timings=timings)
+    if leader:
+        _finish_sweep(sweep, out, runs, datasets, plan, eigenvalues, manifest, summary, t0)
+    timings.setdefault("total", time.perf_counter() - t0)
+    multihost.barrier("finished")  # runs.parquet is written when any process returns
+    return summary
+
+
+def _start_manifest(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *,
+                    resume: bool, log_fn) -> dict:
+    """Writes the manifest (status 'running') and the datasets; returns the manifest."""
     if resume:
         manifest = json.loads((out / store.MANIFEST).read_text())
         log_fn(f"resuming {out}")
         manifest["resumed"] = manifest.get("resumed", 0) + 1
+        manifest.setdefault("groups", plan.groups)
     else:
         manifest = {"config": sweep.to_dict(), "versions": _versions(),
                     "device": _device_info(), "git_commit": _git_commit(),
                     "command": " ".join(sys.argv), "num_runs": len(runs),
                     "plan": plan_lib.describe(plan).splitlines(),
                     "memory_budget_mb": plan.budget_mb,
-                    "batch_multiple_of": plan.multiple_of,
+                    "batch_multiple_of": plan.multiple_of, "groups": plan.groups,
                     "datasets": {did: {**ident, "separation": datasets[did].separation}
                                  for did, ident in idents.items()}}
     manifest["status"] = "running"
@@ -384,30 +520,13 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, e
         path = out / store.DATASETS / f"{did}.parquet"
         if not path.is_file():
             store.write_parquet(store.dataset_table(did, ds.X, ds.y), path)
+    return manifest
 
-    batch_state = {b.index: checkpoint.load(out, b.index) for b in plan.batches}
-    steps_per_chunk = plan.chunk_records * sweep.record_every
-    done = sum(b.num_real * min(batch_state[b.index]["chunks_done"] * steps_per_chunk,
-                                sweep.steps) for b in plan.batches)
-    total = plan.num_runs * sweep.steps
-    progress = progress_lib.Progress(total - done, enabled=show_progress)
-    compiled: dict[tuple, Any] = {}
-    with _StopFlag() as stop, concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
-        pending = []
-        for batch in plan.batches:
-            first_chunk = batch_state[batch.index]["chunks_done"]
-            if first_chunk < plan.num_chunks and stop.signum is None:
-                arrays = _stack_batch(batch, datasets, jnp.dtype(sweep.dtype), H_inf)
-                _train_batch(out, sweep, plan, batch, first_chunk, arrays, compiled, timings,
-                             stop, writer, pending, progress)
-        for f in pending:
-            f.result()
-    timings["train_and_write"] = time.perf_counter() - t0
-    if stop.signum is not None:
-        manifest["status"] = "interrupted"
-        store.write_json(manifest, out / store.MANIFEST)
-        raise Interrupted(stop.signum)
 
+def _finish_sweep(sweep, out: Path, runs, datasets, plan: plan_lib.Plan, eigenvalues,
+                  manifest: dict, summary: Summary, t0: float) -> None:
+    """Writes runs.parquet and the complete manifest (the leader, once every process has
+    written its batches) and counts the diverged networks into `summary`."""
     diverged = {}
     for b in plan.batches:
         steps = checkpoint.load(out, b.index)["diverged_step"]
@@ -416,13 +535,11 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, H_inf, e
     table["lambda0"] = [float(eigenvalues[(r.dataset_id, r.param, r.depth,
                                             sweep.train_output)][0]) for r in runs]
     store.write_parquet(table, out / store.RUNS)
-    timings["total"] = time.perf_counter() - t0
-    summary = Summary(out=out, num_runs=len(runs), num_diverged=len(diverged),
-                      num_compiles=len(compiled), network_steps=total - done,
-                      timings=timings)
-    manifest.update(status="complete", timings=timings, num_diverged=summary.num_diverged,
-                    num_compiles=summary.num_compiles,
-                    throughput_network_steps_per_s=summary.throughput)
+    summary.num_diverged = len(diverged)
+    summary.timings["total"] = time.perf_counter() - t0
+    manifest.update(status="complete", timings=summary.timings,
+                    num_diverged=summary.num_diverged, num_compiles=summary.num_compiles,
+                    throughput_network_steps_per_s=summary.throughput,
+                    processes=multihost.count())
     store.write_json(manifest, out / store.MANIFEST)
     checkpoint.finish(out)
-    return summary

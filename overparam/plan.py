@@ -6,6 +6,12 @@ program. A group larger than the memory budget allows is split into batches
 of equal size (the last one padded with copies of a real run, whose output is
 dropped), so each shape still compiles once. Small widths are never padded up
 to large ones.
+
+How much memory a batch needs comes from `measure(static, size)`: the engine
+compiles the batch's programs and reads XLA's memory analysis. Without it
+(tests, quick looks) an analytic estimate, `bytes_per_network`, stands in.
+A resumed or multi-process sweep rebuilds the plan from the batch sizes in
+its manifest (`groups`), so it never depends on re-measuring.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable, Sequence
 
 import jax
 
@@ -28,6 +35,8 @@ class Batch:
     static: train.Static
     runs: tuple[config_lib.Run, ...]
     num_real: int
+    memory_bytes: int = 0   # peak device memory of its programs (per device), measured or estimated
+    measured: bool = False  # memory_bytes is XLA's memory analysis, not the analytic estimate
 
     @property
     def size(self) -> int:
@@ -50,6 +59,16 @@ class Plan:
     @property
     def num_programs(self) -> int:
         return len({b.static for b in self.batches})
+
+    @property
+    def groups(self) -> list[dict]:
+        """Each shape group's batch size and memory, in group order: what `make_plan`
+        takes back (`groups=`) to rebuild this plan without measuring."""
+        first = {}
+        for b in self.batches:
+            first.setdefault(b.static, b)
+        return [{"size": b.size, "memory_bytes": b.memory_bytes, "measured": b.measured}
+                for b in first.values()]
 
 
 def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int) -> train.Static:
@@ -75,6 +94,12 @@ def bytes_per_network(static: train.Static) -> int:
     return (copies * params + activations + records) * itemsize + patterns
 
 
+def step_flops(static: train.Static) -> int:
+    """FLOPs of one training step of one network (forward and backward over its batch)."""
+    m, L = static.width, static.depth
+    return 6 * static.batch_size * (static.d * m + (L - 1) * m * m + m)
+
+
 def chunking(steps: int, record_every: int, chunk_steps: int) -> tuple[int, int, int]:
     """(num_records, chunk_records, num_chunks) with equal chunks and < num_chunks spare."""
     num_records = steps // record_every + 1
@@ -85,44 +110,90 @@ def chunking(steps: int, record_every: int, chunk_steps: int) -> tuple[int, int,
 
 DEVICE_MEMORY_SHARE = 0.6  # of the accelerator's free memory (of RAM on the CPU: half that)
 
+Measure = Callable[[train.Static, int], int]  # (shape, batch size) -> peak bytes per device
+
 
 def device_memory_budget_mb() -> float:
-    """A memory budget for one program: a share of the first device's free memory."""
-    stats = jax.devices()[0].memory_stats() or {}
+    """A memory budget for one program on each local device: a share of its free memory.
+
+    On the CPU, where devices share the RAM, the share of RAM is split among them.
+    """
+    devices = jax.local_devices()
+    stats = devices[0].memory_stats() or {}
     if "bytes_limit" in stats:
         free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
         return DEVICE_MEMORY_SHARE * free / 2**20
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return DEVICE_MEMORY_SHARE / 2 * ram / 2**20
+    return DEVICE_MEMORY_SHARE / 2 * ram / len(devices) / 2**20
+
+
+def _round_up(x: int, multiple_of: int) -> int:
+    return math.ceil(x / multiple_of) * multiple_of
+
+
+def _equal_batches(count: int, fit: int, multiple_of: int) -> int:
+    """The size of equal batches (multiples of `multiple_of`) of at most `fit` for `count`."""
+    fit = max(multiple_of, fit // multiple_of * multiple_of)
+    return _round_up(math.ceil(count / math.ceil(count / fit)), multiple_of)
+
+
+def _fit_measured(static: train.Static, count: int, budget: int, multiple_of: int,
+                  measure: Measure) -> tuple[int, int]:
+    """(batch size, its measured bytes) for `count` networks of one shape.
+
+    Starts from one batch of all of them and shrinks it, by the measured bytes
+    per network, until it fits. Memory is close to linear in the batch size
+    (everything but the step counter has a networks axis), so this takes one
+    measurement when the group fits and usually two when it is split.
+    """
+    size = _round_up(count, multiple_of)
+    while True:
+        need = measure(static, size)
+        if need <= budget or size == multiple_of:
+            return size, need
+        new = _equal_batches(count, int(budget / (need / size)), multiple_of)
+        size = min(new, size - multiple_of)
 
 
 def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
-              *, multiple_of: int = 1, budget_mb: float | None = None) -> Plan:
+              *, multiple_of: int = 1, budget_mb: float | None = None,
+              measure: Measure | None = None, groups: Sequence[dict] | None = None) -> Plan:
     """Groups `runs` (default: all of the sweep) into batches that fit the memory budget.
 
-    budget_mb: device memory per program; default sweep.memory_budget_mb, or
-    `device_memory_budget_mb()` where that is 0. multiple_of: batch sizes are
-    rounded up to it (the number of devices).
+    budget_mb: device memory per program and device; default
+    sweep.memory_budget_mb, or `device_memory_budget_mb()` where that is 0.
+    multiple_of: batch sizes are rounded up to it (the number of devices).
+    measure: the peak bytes of a batch's programs (default: the analytic
+    estimate). groups: each shape group's batch size and memory, as
+    `Plan.groups` gives them; set, they are used as they are (a resumed sweep).
+    A batch of `multiple_of` networks is the smallest there is, even if it
+    needs more than the budget (`describe` says so).
     """
     runs = config_lib.expand(sweep) if runs is None else runs
     num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
                                                       sweep.chunk_steps)
-    groups: dict[train.Static, list[config_lib.Run]] = {}
+    by_shape: dict[train.Static, list[config_lib.Run]] = {}
     for run in runs:
-        groups.setdefault(static_for(sweep, run, chunk_records), []).append(run)
+        by_shape.setdefault(static_for(sweep, run, chunk_records), []).append(run)
+    if groups is not None and len(groups) != len(by_shape):
+        raise ValueError(f"{len(groups)} groups given for {len(by_shape)} shapes")
     budget_mb = budget_mb or sweep.memory_budget_mb or device_memory_budget_mb()
     budget = int(budget_mb * 2**20)
     batches = []
-    for static, group in groups.items():
-        fit = max(1, budget // bytes_per_network(static))
-        fit = max(multiple_of, fit // multiple_of * multiple_of)
-        num = math.ceil(len(group) / fit)
-        size = math.ceil(math.ceil(len(group) / num) / multiple_of) * multiple_of
+    for g, (static, group) in enumerate(by_shape.items()):
+        if groups is not None:
+            size, need, measured = (groups[g][k] for k in ("size", "memory_bytes", "measured"))
+        elif measure is not None:
+            size, need = _fit_measured(static, len(group), budget, multiple_of, measure)
+            measured = True
+        else:
+            size = _equal_batches(len(group), budget // bytes_per_network(static), multiple_of)
+            need, measured = size * bytes_per_network(static), False
         for start in range(0, len(group), size):
             real = tuple(group[start:start + size])
             padded = real + (real[-1],) * (size - len(real))
             batches.append(Batch(index=len(batches), static=static, runs=padded,
-                                 num_real=len(real)))
+                                 num_real=len(real), memory_bytes=need, measured=measured))
     return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
                 num_chunks=num_chunks, budget_mb=budget_mb, multiple_of=multiple_of)
 
@@ -134,8 +205,11 @@ def describe(plan: Plan) -> str:
              f"memory budget {plan.budget_mb:,.0f} MiB per program"]
     for b in plan.batches:
         s = b.static
-        mb = b.size * bytes_per_network(s) / 2**20
+        mb = b.memory_bytes / 2**20
+        how = "measured" if b.measured else "estimated"
+        over = " OVER THE BUDGET" if mb > plan.budget_mb else ""
         lines.append(f"  batch {b.index}: {b.num_real} networks (+{b.size - b.num_real} pad) "
                      f"width={s.width} depth={s.depth} n={s.n} batch_size={s.batch_size} "
-                     f"loss={s.loss} optimizer={s.optimizer} param={s.param} ~{mb:.0f} MiB")
+                     f"loss={s.loss} optimizer={s.optimizer} param={s.param} "
+                     f"{mb:,.1f} MiB ({how}){over}")
     return "\n".join(lines)

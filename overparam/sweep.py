@@ -4,7 +4,9 @@
 
 Flags: --config (an ml_collections config file, fields overridable with
 --config.FIELD=value), --out (default results/<config.name>), --device
-(cpu|gpu|tpu: fail unless JAX runs on it), --progress, --overwrite, --dry_run.
+(cpu|gpu|tpu: fail unless JAX runs on it), --progress, --overwrite, --dry_run,
+--multihost (with --coordinator_address, --num_processes, --process_id where
+the cluster is not detected: one process of a multi-process sweep).
 Bad input exits 2 with one line on stderr and writes nothing. Re-running the
 same command after a crash or an interrupt resumes the sweep; on a finished
 sweep it does nothing. SIGINT/SIGTERM stop at the next chunk boundary (exit
@@ -35,6 +37,17 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the sweep in --out."
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and stop.")
 _ANALYZE = flags.DEFINE_bool("analyze", False, "Afterwards, fit the scaling laws "
                              "(overparam.analyze) and print the fitted exponents.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "One process of a sweep spread over several processes or hosts "
+    "(jax.distributed); every process runs the same command, --out on a shared file system.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --multihost: host:port of process 0 (default: "
+    "detected on Slurm, TPU pods and other clusters JAX knows).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost: how many "
+                                      "processes (default: detected).", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost: this process's "
+                                   "index, 0 to num_processes - 1 (default: detected).",
+                                   lower_bound=0)
 _CACHE = flags.DEFINE_string(
     "compilation_cache", os.environ.get("OVERPARAM_COMPILATION_CACHE", "~/.cache/overparam/xla"),
     "Persistent XLA compilation cache directory ('' turns it off).")
@@ -73,12 +86,32 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
+def _join_processes() -> None:
+    """jax.distributed.initialize for --multihost (before JAX starts its backend)."""
+    from overparam import multihost
+
+    given = {f.name: f.value for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)
+             if f.value is not None}
+    if not _MULTIHOST.value:
+        if given:
+            fail(f"--{next(iter(given))}: only means something with --multihost")
+        return
+    n, i = _NUM_PROCESSES.value, _PROCESS_ID.value
+    if n is not None and i is not None and i >= n:
+        fail(f"--process_id: {i} is not below --num_processes={n}")
+    try:
+        multihost.initialize(_COORDINATOR.value, n, i)
+    except Exception as e:  # noqa: BLE001 - JAX raises ValueError or RuntimeError here
+        fail(f"--multihost: could not join the other processes ({one_line(e)})")
+
+
 def main(argv: list[str]) -> None:
     del argv
-    from overparam import checkpoint, engine  # import jax after flags: JAX_PLATFORMS holds
+    from overparam import checkpoint, engine, multihost  # import jax after flags
 
     if _CACHE.value:
         engine.enable_compilation_cache(_CACHE.value)
+    _join_processes()
     try:
         sweep = config_lib.validate(_CONFIG.value)
         out = _OUT.value or f"results/{sweep.name}"
@@ -91,13 +124,13 @@ def main(argv: list[str]) -> None:
         print(f"\ninterrupted by {e}: stopped cleanly at a chunk boundary; resume with the "
               f"same command:\n  {' '.join(sys.argv)}", file=sys.stderr)
         sys.exit(128 + e.signum)
-    if summary is not None:
+    if summary is not None and multihost.is_leader():
         t = summary.timings
         print(f"{summary.num_runs} networks x {sweep.steps} steps in {t['total']:.1f} s "
               f"(compile {t['compile']:.1f} s, {summary.num_compiles} programs): "
               f"{summary.throughput:,.0f} network-steps/s; {summary.num_diverged} diverged")
         print(f"results: {summary.out}   load: overparam.load({str(summary.out)!r})")
-    if _ANALYZE.value and not _DRY_RUN.value:
+    if _ANALYZE.value and not _DRY_RUN.value and multihost.is_leader():
         from overparam import analyze
 
         fits = analyze.analyze(out)

@@ -207,3 +207,61 @@ def test_describe_mentions_every_batch():
         assert f"batch {b.index}:" in line
         assert f"{b.num_real} networks" in line
         assert f"width={b.static.width}" in line
+
+
+class _Linear:
+    """A fake measurement: fixed + per_net * size bytes; records the sizes asked for."""
+
+    def __init__(self, fixed, per_net):
+        self.fixed, self.per_net, self.asked = fixed, per_net, []
+
+    def __call__(self, static, size):
+        self.asked.append(size)
+        return self.fixed + self.per_net * size
+
+
+def test_measured_group_that_fits_is_one_batch_measured_once():
+    sweep = _sweep(widths=(8,), num_seeds=10, lr=(0.1,), memory_budget_mb=1)
+    measure = _Linear(1000, 2000)
+    plan = plan_lib.make_plan(sweep, measure=measure)
+    _check_plan(sweep, plan)
+    assert measure.asked == [10]
+    (b,) = plan.batches
+    assert b.size == 10 and b.measured and b.memory_bytes == 1000 + 2000 * 10
+
+
+@pytest.mark.parametrize("multiple_of", [1, 2, 4])
+@pytest.mark.parametrize("fixed", [0, 50_000])
+def test_measured_group_is_split_into_equal_batches_under_the_budget(multiple_of, fixed):
+    sweep = _sweep(widths=(8,), num_seeds=37, lr=(0.1,), memory_budget_mb=1)
+    measure = _Linear(fixed, 100_000)   # 10 networks per MiB at most
+    plan = plan_lib.make_plan(sweep, measure=measure, multiple_of=multiple_of)
+    _check_plan(sweep, plan)
+    sizes = {b.size for b in plan.batches}
+    assert len(sizes) == 1
+    size = sizes.pop()
+    assert size % multiple_of == 0
+    assert fixed + 100_000 * size <= 2**20
+    assert all(b.memory_bytes == fixed + 100_000 * size for b in plan.batches)
+    assert sum(b.size - b.num_real for b in plan.batches) < size
+    assert len(measure.asked) <= 3
+    # No fewer batches were possible at this size limit.
+    fit = (2**20 - fixed) // 100_000 // multiple_of * multiple_of
+    assert len(plan.batches) == math.ceil(37 / fit)
+
+
+def test_measured_network_over_the_budget_runs_alone_and_says_so():
+    sweep = _sweep(widths=(8,), num_seeds=3, lr=(0.1,), memory_budget_mb=1)
+    plan = plan_lib.make_plan(sweep, measure=_Linear(0, 2**21))
+    assert [b.size for b in plan.batches] == [1, 1, 1]
+    assert all("OVER THE BUDGET" in line for line in plan_lib.describe(plan).splitlines()[1:])
+
+
+def test_plan_rebuilt_from_its_groups_is_the_same_plan():
+    sweep = _sweep(widths=(8, 16, 32), num_seeds=9, lr=(0.1,), memory_budget_mb=1)
+    plan = plan_lib.make_plan(sweep, measure=_Linear(0, 300_000), multiple_of=2)
+    rebuilt = plan_lib.make_plan(sweep, groups=plan.groups, budget_mb=plan.budget_mb,
+                                 multiple_of=2)
+    assert rebuilt == plan
+    with pytest.raises(ValueError, match="groups"):
+        plan_lib.make_plan(sweep, groups=plan.groups[:1])
