@@ -165,6 +165,11 @@ def main() -> None:
         tmp = Path(tmp)
         wall, rss = run_overparam(spec, tmp / "r")
         results = overparam.load(tmp / "r")
+        t, groups = results.manifest["timings"], results.manifest["groups"]
+        print(f"  overparam: {wall:.1f} s wall, of which compile {t['compile']:.1f} s "
+              f"({results.manifest['num_compiles']} programs, cold cache); largest batch "
+              f"{max(g['memory_bytes'] for g in groups) / 2**20:,.0f} MiB by XLA's memory "
+              "analysis")
         runs = config_lib.expand(config_lib.validate(results.manifest["config"]))
         datasets = {r.dataset_id: results.dataset(r.dataset_id) for r in runs}
         check_agreement(results, spec, runs, datasets, names)
