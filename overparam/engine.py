@@ -301,7 +301,7 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
         runs = config_lib.expand(sweep)
         datasets, idents = make_datasets(sweep)
         H_inf = kernels(sweep, runs, datasets)
-        eigenvalues = {key: np.linalg.eigvalsh(H) for key, H in H_inf.items()}
+        eigenvalues = {key: theory.eigenvalues(H) for key, H in H_inf.items()}
         runs = resolve_theory_lr(sweep, runs, eigenvalues)
         programs = Programs(timings={"compile": 0.0})
         if mode in ("resume", "complete"):
