@@ -22,7 +22,20 @@ def _xla_cpu_workaround() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
 
 
+def _single_threaded_blas() -> None:
+    """One OpenBLAS thread for NumPy/SciPy (unless OPENBLAS_NUM_THREADS is set).
+
+    Their only large work here is one float64 eigendecomposition of H^inf per
+    training set, on the host beside JAX's own threads; there OpenBLAS's
+    threads wait on each other: 0.56-0.70 s for n = 1000 with 2 threads against
+    0.16-0.18 s with one (2-core CPU, busy). Has no effect once NumPy is loaded.
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 _xla_cpu_workaround()
+_single_threaded_blas()
 
 from overparam.store import Results, ResultsError, load  # noqa: E402
 

@@ -176,16 +176,19 @@ def _kernel_key(static: train.Static, run: config_lib.Run) -> tuple:
     return (run.dataset_id, run.param, run.depth, static.train_output)
 
 
-def kernels(sweep: config_lib.Sweep, runs, datasets) -> dict[tuple, np.ndarray]:
-    """H^inf (normalized as `theory.gram_inf`) of every training set and architecture."""
-    out = {}
+def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
+                                                            dict[tuple, np.ndarray]]:
+    """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
+    and architecture, and its ascending eigenvalues (computed in float64)."""
+    H_inf, eigenvalues = {}, {}
     for r in runs:
         key = (r.dataset_id, r.param, r.depth, sweep.train_output)
-        if key not in out:
+        if key not in H_inf:
             X = datasets[r.dataset_id].X.astype(np.float64)
-            out[key] = theory.gram_inf(X, param=r.param, depth=r.depth,
-                                       train_output=sweep.train_output)
-    return out
+            H = theory.gram_inf(X, param=r.param, depth=r.depth, train_output=sweep.train_output)
+            eigenvalues[key] = theory.eigenvalues(H)
+            H_inf[key] = H.astype(sweep.dtype)
+    return H_inf, eigenvalues
 
 
 def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config_lib.Run]:
@@ -300,8 +303,7 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     with jax.enable_x64(sweep.dtype == "float64"):
         runs = config_lib.expand(sweep)
         datasets, idents = make_datasets(sweep)
-        H_inf = kernels(sweep, runs, datasets)
-        eigenvalues = {key: theory.eigenvalues(H) for key, H in H_inf.items()}
+        H_inf, eigenvalues = kernels(sweep, runs, datasets)
         runs = resolve_theory_lr(sweep, runs, eigenvalues)
         programs = Programs(timings={"compile": 0.0})
         if mode in ("resume", "complete"):
