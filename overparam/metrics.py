@@ -14,21 +14,21 @@ from overparam import model
 
 
 def orthonormalize(W: jax.Array) -> jax.Array:
-    """Orthonormal columns spanning W's, by Gram-Schmidt applied twice (CGS2). W: (k, b).
+    """Orthonormal rows spanning W's, by Gram-Schmidt applied twice (CGS2). W: (b, k).
 
-    For the few columns of the power iteration this is plain vector arithmetic,
+    For the few vectors of the power iteration this is plain vector arithmetic,
     which XLA fuses; LAPACK's QR in a vmapped while loop cost more than the
-    rest of the metrics together on the CPU (BENCHMARKS.md). A column in the
-    span of the previous ones (or zero) comes out as rounding noise, normalized.
+    rest of the metrics together on the CPU (BENCHMARKS.md). A row in the span
+    of the previous ones (or zero) comes out as rounding noise, normalized.
     """
-    cols = []
-    for j in range(W.shape[1]):
-        w = W[:, j]
+    rows = []
+    for j in range(W.shape[0]):
+        w = W[j]
         for _ in range(2):
-            for q in cols:
+            for q in rows:
                 w = w - jnp.dot(q, w) * q
-        cols.append(w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(W.dtype).tiny))
-    return jnp.stack(cols, axis=1)
+        rows.append(w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(W.dtype).tiny))
+    return jnp.stack(rows)
 
 
 def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
@@ -47,15 +47,19 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
     start orthogonal to the top direction improbable.
     Returns (sigma, Ritz vectors (k, b), best first). For D = 0: (0, V).
     """
-    mm = functools.partial(jnp.matmul, precision=precision)
+    # The block is kept as rows, Q: (b, k), and the passes over D are written so
+    # that D^T P comes out as (b, k): vmapped, XLA:CPU computes it as (k, b)
+    # about 8x slower (width 1024), which made that pass the main cost of the
+    # metrics at depth 3 (benchmarks/overhead.py).
+    ein = functools.partial(jnp.einsum, precision=precision)
 
-    def top_ritz(DQ):
-        return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(mm(DQ.T, DQ))[-1], 0.0))
+    def top_ritz(DQ):  # DQ: (m, b)
+        return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(ein("mb,mc->bc", DQ, DQ))[-1], 0.0))
 
     def body(carry):
         Q, DQ, sigma, _, i = carry
-        Q = orthonormalize(mm(D.T, DQ))
-        DQ = mm(D, Q)
+        Q = orthonormalize(ein("mk,mb->bk", D, DQ))
+        DQ = ein("mk,bk->mb", D, Q)
         new_sigma = top_ritz(DQ)
         converged = jnp.abs(new_sigma - sigma) <= tol * new_sigma
         return Q, DQ, new_sigma, converged, i + 1
@@ -64,13 +68,13 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
         *_, converged, i = carry
         return (i < max_iters) & ~converged
 
-    Q = orthonormalize(V)
-    DQ = mm(D, Q)
+    Q = orthonormalize(V.T)
+    DQ = ein("mk,bk->mb", D, Q)
     sigma = top_ritz(DQ)
     init = (Q, DQ, sigma, sigma == 0, jnp.zeros((), jnp.int32))
     Q, DQ, sigma, _, _ = jax.lax.while_loop(cond, body, init)
-    _, rot = jnp.linalg.eigh(mm(DQ.T, DQ))
-    return sigma, jnp.where(sigma > 0, mm(Q, rot[:, ::-1]), V)
+    _, rot = jnp.linalg.eigh(ein("mb,mc->bc", DQ, DQ))
+    return sigma, jnp.where(sigma > 0, ein("bk,bc->kc", Q, rot[:, ::-1]), V)
 
 
 def symmetric_norm(S: jax.Array) -> jax.Array:
@@ -106,19 +110,35 @@ def ntk_gram(net: model.Net, X: jax.Array, *, param: str, train_output: bool,
     return H
 
 
+def row_norms(D: jax.Array) -> jax.Array:
+    """||D[r]||_2 of every row r. D: (m, k).
+
+    frobenius_norm and rowmax_norm both reduce these. Written as two reductions
+    of D*D, they share D*D and XLA:CPU wrote it to memory first (both norms
+    together 20x slower at width 1024, depth 3); from this vector, one pass.
+    """
+    return jnp.sqrt(jnp.sum(D * D, axis=1))
+
+
 def frobenius_norm(D: jax.Array) -> jax.Array:
     """||D||_F. D: (m, k)."""
-    return jnp.sqrt(jnp.sum(D * D))
+    return jnp.linalg.norm(row_norms(D))
 
 
 def rowmax_norm(D: jax.Array) -> jax.Array:
     """max_r ||D[r]||_2, the largest move of one neuron (Du et al.'s R'). D: (m, k)."""
-    return jnp.sqrt(jnp.max(jnp.sum(D * D, axis=1)))
+    return jnp.max(row_norms(D))
 
 
 def flip_fraction(z: jax.Array, pattern0: jax.Array) -> jax.Array:
-    """Fraction of (example, neuron) pairs with 1{z > 0} != pattern0. z, pattern0: (n, m)."""
-    return jnp.mean((z > 0) != pattern0)
+    """Fraction of (example, neuron) pairs with 1{z > 0} != pattern0. z, pattern0: (n, m).
+
+    The comparison is not fused into the sum on the CPU, so it is written out
+    first: as bfloat16 (0 and 1 are exact), half the bytes of float32 (flips
+    took 1/6 of the metrics' time at width 1024); the sum is in z's dtype.
+    """
+    flips = ((z > 0) != pattern0).astype(jnp.bfloat16)
+    return jnp.sum(flips, dtype=z.dtype) / z.size
 
 
 def zero_one_error(f: jax.Array, y: jax.Array) -> jax.Array:

@@ -183,6 +183,20 @@ def test_spectral_norm_block_follows_a_swap_of_the_top_two_directions():
     assert one_short[0] < 2.0 * (1 - 1e-6)
 
 
+@pytest.mark.parametrize("b,k", [(1, 5), (4, 9), (4, 4)])
+def test_orthonormalize_gives_orthonormal_rows_with_the_same_span(b, k):
+    """Against NumPy's QR in float64: Q Q^T = I and the same projector onto the row span."""
+    rng = np.random.default_rng(20 + b + k)
+    W = rng.standard_normal((b, k)) * np.logspace(0, -3, b)[:, None]  # graded rows
+    if b > 1:
+        W[1] = 3.0 * W[0] + 1e-4 * W[1]  # nearly dependent
+    with jax.enable_x64(True):
+        Q = np.asarray(metrics.orthonormalize(jnp.asarray(W)))
+    np.testing.assert_allclose(Q @ Q.T, np.eye(b), atol=1e-12)
+    ref, _ = np.linalg.qr(W.T)
+    np.testing.assert_allclose(Q.T @ Q, ref @ ref.T, atol=1e-8)
+
+
 # -------------------------------------------------------------- other norms
 
 
@@ -199,6 +213,15 @@ def test_frobenius_and_rowmax_norm(shape):
     for r in range(shape[0]):
         best = max(best, float(np.sqrt(sum(x * x for x in D[r]))))
     np.testing.assert_allclose(rowmax, best, rtol=1e-14)
+
+
+def test_row_norms_match_a_loop():
+    rng = np.random.default_rng(16)
+    D = rng.standard_normal((7, 5))
+    with jax.enable_x64(True):
+        got = np.asarray(metrics.row_norms(jnp.asarray(D)))
+    want = [np.sqrt(sum(x * x for x in row)) for row in D]
+    np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
 def test_rowmax_norm_picks_the_largest_row():
@@ -225,6 +248,19 @@ def test_flip_fraction_matches_double_loop(n, m):
             flips += int((z[i, r] > 0) != pattern0[i, r])
     got = float(metrics.flip_fraction(jnp.asarray(z, jnp.float32), jnp.asarray(pattern0)))
     np.testing.assert_allclose(got, flips / (n * m), rtol=1e-6)
+
+
+def test_flip_fraction_counts_exactly_past_bfloat16_integers():
+    """The flips are summed in z's dtype: counts far above 256 (where bfloat16 stops
+    holding every integer) are exact."""
+    rng = np.random.default_rng(17)
+    z = rng.standard_normal((40, 300)).astype(np.float32)
+    pattern0 = rng.random((40, 300)) < 0.3
+    flips = int(np.sum((z > 0) != pattern0))
+    assert flips > 4000
+    got = float(metrics.flip_fraction(jnp.asarray(z), jnp.asarray(pattern0)))
+    assert round(got * z.size) == flips
+    np.testing.assert_allclose(got, flips / z.size, rtol=1e-7)
 
 
 def test_flip_fraction_extremes():
