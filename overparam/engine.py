@@ -167,13 +167,14 @@ def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], d
     y = jnp.asarray(np.stack([datasets[r.dataset_id].y for r in batch.runs]))
     H = None
     if batch.static.gram_every:
-        H = jnp.asarray(np.stack([gram_inf[_kernel_key(batch.static, r)] for r in batch.runs]),
-                        dtype)
+        keys = [kernel_key(r, batch.static.train_output) for r in batch.runs]
+        H = jnp.asarray(np.stack([gram_inf[k] for k in keys]), dtype)
     return hyper, X, y, H
 
 
-def _kernel_key(static: train.Static, run: config_lib.Run) -> tuple:
-    return (run.dataset_id, run.param, run.depth, static.train_output)
+def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
+    """The key of a run's H^inf and its eigenvalues in `kernels`' dictionaries."""
+    return (run.dataset_id, run.param, run.depth, train_output)
 
 
 def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
@@ -182,7 +183,7 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
     and architecture, and its ascending eigenvalues (computed in float64)."""
     H_inf, eigenvalues = {}, {}
     for r in runs:
-        key = (r.dataset_id, r.param, r.depth, sweep.train_output)
+        key = kernel_key(r, sweep.train_output)
         if key not in H_inf:
             X = datasets[r.dataset_id].X.astype(np.float64)
             H = theory.gram_inf(X, param=r.param, depth=r.depth, train_output=sweep.train_output)
@@ -199,7 +200,7 @@ def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config
     resolved = []
     for r in runs:
         if r.lr_spec == "theory":
-            lam = eigenvalues[(r.dataset_id, r.param, r.depth, sweep.train_output)][-1]
+            lam = eigenvalues[kernel_key(r, sweep.train_output)][-1]
             per_example = 1.0 if sweep.reduction == "sum" else 1.0 / r.n
             scale = theory.gram_scale(r.param, r.width, depth=r.depth,
                                       train_output=sweep.train_output)
@@ -372,10 +373,11 @@ class Programs:
             program = train.make_program(static)
             hyper, X, y, H, sharding = self._abstract(static, size)
             t = time.perf_counter()
-            init = program.init.lower(hyper, X, H).compile()
+            lowered = program.init.lower(hyper, X, H)
+            init = lowered.compile()
             state = jax.tree_util.tree_map(
                 lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                jax.eval_shape(program.init, hyper, X, H))
+                lowered.out_info)
             chunk = program.chunk.lower(state, hyper, X, y,
                                         jax.ShapeDtypeStruct((), jnp.int32)).compile()
             self.timings["compile"] += time.perf_counter() - t
@@ -534,8 +536,8 @@ def _finish_sweep(sweep, out: Path, runs, datasets, plan: plan_lib.Plan, eigenva
         steps = checkpoint.load(out, b.index)["diverged_step"]
         diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real], steps) if s >= 0})
     table = _runs_table(sweep, runs, datasets, out, diverged)
-    table["lambda0"] = [float(eigenvalues[(r.dataset_id, r.param, r.depth,
-                                            sweep.train_output)][0]) for r in runs]
+    table["lambda0"] = [float(eigenvalues[kernel_key(r, sweep.train_output)][0])
+                        for r in runs]
     store.write_parquet(table, out / store.RUNS)
     summary.num_diverged = len(diverged)
     summary.timings["total"] = time.perf_counter() - t0
