@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from tables import assert_same_tables
 
 import overparam
 from overparam import multihost
@@ -52,15 +52,6 @@ def _one_process(out, args=ARGS):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def _assert_same_tables(a, b):
-    ra, rb = overparam.load(a), overparam.load(b)
-    pd.testing.assert_frame_equal(ra.runs.sort_values("run_id", ignore_index=True),
-                                  rb.runs.sort_values("run_id", ignore_index=True),
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(ra.steps, rb.steps, check_exact=True)
-    pd.testing.assert_frame_equal(ra.layers, rb.layers, check_exact=True)
-
-
 def test_two_processes_write_the_tables_of_one(tmp_path):
     _one_process(tmp_path / "one")
     results = _wait(_start(tmp_path / "two", 2))
@@ -69,7 +60,7 @@ def test_two_processes_write_the_tables_of_one(tmp_path):
     (_, leader_out, _), (_, other_out, _) = results
     assert "12 networks x 12 steps" in leader_out and "results:" in leader_out
     assert "results:" not in other_out   # only the leader reports
-    _assert_same_tables(tmp_path / "one", tmp_path / "two")
+    assert_same_tables(tmp_path / "one", tmp_path / "two")
     manifest = overparam.load(tmp_path / "two").manifest
     assert manifest["processes"] == 2 and manifest["device"]["process_count"] == 2
     assert not (tmp_path / "two" / ".state").exists()
@@ -93,7 +84,7 @@ def test_interrupted_multiprocess_sweep_resumes_in_one_process(tmp_path):
     with pytest.raises(overparam.ResultsError):
         overparam.load(out)
     _one_process(out, args)   # the same command, one process: resumes
-    _assert_same_tables(tmp_path / "one", out)
+    assert_same_tables(tmp_path / "one", out)
 
 
 @pytest.mark.parametrize("flags, field", [

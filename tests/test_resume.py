@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from tables import assert_same_tables
 
 import overparam
 
@@ -29,16 +29,6 @@ def _cli(out, *extra, env=None, args=ARGS):
                           timeout=300)
 
 
-def _assert_same_tables(a, b):
-    ra, rb = overparam.load(a), overparam.load(b)
-    pd.testing.assert_frame_equal(ra.runs.sort_values("run_id", ignore_index=True),
-                                  rb.runs.sort_values("run_id", ignore_index=True),
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(ra.steps, rb.steps, check_exact=True)
-    pd.testing.assert_frame_equal(ra.layers, rb.layers, check_exact=True)
-    assert not list(Path(b).rglob(".*.tmp")) and not (Path(b) / ".state").exists()
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "r"
@@ -48,7 +38,7 @@ def reference(tmp_path_factory):
 
 def test_same_config_twice_gives_bit_identical_tables(reference, tmp_path):
     assert _cli(tmp_path / "again").returncode == 0
-    _assert_same_tables(reference, tmp_path / "again")
+    assert_same_tables(reference, tmp_path / "again")
 
 
 # Writes, in order: manifest (1), two datasets (2, 3), then per chunk the steps
@@ -62,7 +52,7 @@ def test_killed_sweep_resumes_to_identical_tables(reference, tmp_path, crash):
     assert killed.returncode == -signal.SIGKILL
     resumed = _cli(out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _assert_same_tables(reference, out)
+    assert_same_tables(reference, out)
 
 
 def test_several_crashes_in_a_row(reference, tmp_path):
@@ -70,7 +60,7 @@ def test_several_crashes_in_a_row(reference, tmp_path):
     for crash in ("chunk:3", "write:7", "chunk:2", "write:5"):
         assert _cli(out, env={"OVERPARAM_CRASH_AT": crash}).returncode == -signal.SIGKILL
     assert _cli(out).returncode == 0
-    _assert_same_tables(reference, out)
+    assert_same_tables(reference, out)
 
 
 def _start(out, args):
@@ -113,7 +103,7 @@ def test_signal_stops_at_a_chunk_boundary_and_says_how_to_resume(long_reference,
     assert not list(out.rglob(".*.tmp"))
     resumed = _cli(out, args=LONG)
     assert resumed.returncode == 0 and "resuming" in resumed.stdout
-    _assert_same_tables(long_reference, out)
+    assert_same_tables(long_reference, out)
 
 
 def test_external_sigkill_at_any_moment(long_reference, tmp_path):
@@ -123,7 +113,7 @@ def test_external_sigkill_at_any_moment(long_reference, tmp_path):
     proc.kill()
     proc.communicate(timeout=60)
     assert _cli(out, args=LONG).returncode == 0
-    _assert_same_tables(long_reference, out)
+    assert_same_tables(long_reference, out)
 
 
 def test_finished_sweep_is_left_alone_and_overwrite_recomputes(reference, tmp_path):
@@ -136,7 +126,7 @@ def test_finished_sweep_is_left_alone_and_overwrite_recomputes(reference, tmp_pa
     redo = _cli(out, "--overwrite")
     assert redo.returncode == 0 and "network-steps/s" in redo.stdout
     assert (out / "runs.parquet").stat().st_mtime_ns > before[out / "runs.parquet"]
-    _assert_same_tables(reference, out)
+    assert_same_tables(reference, out)
 
 
 def test_a_different_sweep_in_the_same_directory_is_refused(reference, tmp_path):
