@@ -37,7 +37,15 @@ def _single_threaded_blas() -> None:
 _xla_cpu_workaround()
 _single_threaded_blas()
 
-from overparam.store import Results, ResultsError, load  # noqa: E402
-
 __all__ = ["Results", "ResultsError", "load"]
+
+
+def __getattr__(name):
+    """`overparam.load` and friends, imported on first use (pandas and pyarrow are slow
+    to import, and the command line takes signals before it imports them)."""
+    if name in __all__:
+        from overparam import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'overparam' has no attribute {name!r}")
 __version__ = "0.1.0"

@@ -1,24 +1,39 @@
-"""Resumable sweeps: what a results directory already holds, and batch checkpoints.
+"""Resumable sweeps: what a results directory holds, its lock, and batch checkpoints.
 
 A results directory is in one of these states, read from its manifest.json:
 absent or empty ('new'), 'running' or 'interrupted' (resumable: same config
-only), 'complete'. Per batch, `.state/` holds
+only), 'complete'. One sweep at a time writes it: `Lock` holds an exclusive
+OS lock (flock) on `<out>/.overparam.lock` for the whole sweep, which the OS
+drops when the process dies, so a crash never leaves a stale lock.
 
-  b<batch>.json   {"chunks_done": c, "diverged_step": [...] (when finished)}
-  b<batch>.npz    the trained part of the batch's State after chunk c - 1
+Per batch, `.state/b<batch>.npz` is one file, replaced atomically after the
+Parquet parts of each chunk:
 
-written in this order after the chunk's Parquet parts, each atomically. A
-batch is resumed from its last checkpoint: the weights at initialization,
-activation patterns and keys are recomputed from the runs' identities (they
-are deterministic), the rest is loaded, so a resumed sweep writes the same
-numbers as an uninterrupted one. Parts of a chunk past the last checkpoint
-are recomputed and replaced by identical files.
+  meta      JSON: chunks_done, step (of the saved state), the parts written so
+            far ({path: {rows, sha256}}), and once the batch is finished its
+            diverged_step
+  leaf_<i>  the trained part of the batch's State after chunks_done chunks
+            (absent once the batch is finished)
+
+The chunk count and the state it belongs to change together, so no kill can
+pair a state with the wrong count. `restore` checks anyway that the state's
+step is chunks_done x the steps per chunk; a checkpoint that fails that, or
+cannot be read, is reported in one line and its batch recomputed from the
+start (its parts are recomputable). The weights at initialization, activation
+patterns and keys are recomputed from the runs' identities (deterministic),
+so a resumed sweep writes the same numbers as an uninterrupted one. Parts of
+a chunk past the last checkpoint are recomputed and replaced by identical
+files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import socket
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +43,7 @@ import numpy as np
 from overparam import store, train
 
 STATE = ".state"
+LOCK = ".overparam.lock"
 
 
 class OutError(ValueError):
@@ -37,10 +53,19 @@ class OutError(ValueError):
         super().__init__(f"--out: {message}")
 
 
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'field: old -> new' for every field that differs."""
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
+
+
+def _is_own(path: Path) -> bool:
+    """overparam's own hidden files at the top of a directory: the lock, temporaries."""
+    return path.is_file() and (path.name == LOCK or store.is_temporary(path))
 
 
 def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str, dict]:
@@ -54,43 +79,110 @@ def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str,
         return "new", {}
     if not out.is_dir():
         raise OutError(f"{out} exists and is not a directory")
-    manifest_path = out / store.MANIFEST
-    if not manifest_path.is_file():
-        leftovers = [p for p in out.iterdir() if not _is_leftover(p)]
-        if leftovers:
+    if not (out / store.MANIFEST).is_file():
+        if any(not _is_own(p) for p in out.iterdir()):
             raise OutError(f"{out} is not empty and holds no overparam sweep (no "
                            f"{store.MANIFEST}); choose another --out")
-        return "new", {}   # empty, or only a crash's temporary files
+        return "new", {}   # empty, or only what a crash of overparam leaves
     try:
-        manifest = json.loads(manifest_path.read_text())
-        old_config, status = manifest["config"], manifest["status"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise OutError(f"{manifest_path} is unreadable ({type(e).__name__}); "
-                       "delete the directory or choose another --out") from None
+        manifest = store.read_manifest(out)
+    except store.ResultsError as e:
+        raise OutError(f"{e}; delete the directory or choose another --out") from None
     if overwrite:
         return "overwrite", manifest
-    diff = config_diff(old_config, config)
+    diff = config_diff(manifest["config"], config)
     if diff:
         raise OutError(f"{out} holds a different sweep ({'; '.join(diff)}); choose another "
                        "--out, or pass --overwrite to replace it")
-    return ("complete" if status == "complete" else "resume"), manifest
-
-
-def _is_leftover(path: Path) -> bool:
-    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+    return ("complete" if manifest["status"] == "complete" else "resume"), manifest
 
 
 def clean_leftovers(out: Path) -> int:
-    """Deletes temporary files a crash left behind; returns how many."""
-    leftovers = [p for p in out.rglob(".*.tmp") if _is_leftover(p)]
+    """Deletes the temporary files a crash left behind (overparam's names only); returns
+    how many."""
+    leftovers = [p for p in out.rglob(f"*{store.TEMP_SUFFIX}") if store.is_temporary(p)]
     for p in leftovers:
         p.unlink()
     return len(leftovers)
 
 
-def _paths(out: Path, batch: int) -> tuple[Path, Path]:
-    base = out / STATE / f"b{batch:05d}"
-    return base.with_suffix(".json"), base.with_suffix(".npz")
+def clear(out: Path) -> None:
+    """Deletes everything in `out` but the lock (what --overwrite replaces)."""
+    for p in out.iterdir():
+        if p.name != LOCK:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+class Lock:
+    """The one-writer lock of a results directory (creates the directory if needed).
+
+    `acquire` raises OutError, naming the holder, when another process holds
+    it. `release` removes the lock file (while still holding the lock) and,
+    if `acquire` created the directory and nothing else was put in it, the
+    directory too.
+    """
+
+    def __init__(self, out: Path):
+        self.out, self.path = Path(out), Path(out) / LOCK
+        self.created, self._fd = False, None
+
+    def acquire(self) -> None:
+        self.created = not self.out.exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutError(f"cannot create {self.out}: {_reason(e)}") from None
+        while self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                self._remove_created()
+                raise OutError(f"cannot write in {self.out}: {_reason(e)}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "starting up"
+                os.close(fd)
+                raise OutError(f"{self.out} is in use by another sweep ({holder}); wait for "
+                               "it to end, or choose another --out") from None
+            # The previous holder removes the file when it ends: a lock taken on a
+            # file that is no longer at `path` locks nothing, so take it again.
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        if self.created:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass  # not empty: the sweep wrote into it
+
+
+# ---------------------------------------------------------------- batch checkpoints
+
+
+class CheckpointError(Exception):
+    """A batch checkpoint that cannot be used; str(err) is one line."""
+
+
+def _path(out: Path, batch: int) -> Path:
+    return out / STATE / f"b{batch:05d}.npz"
 
 
 def trained_part(state: train.State):
@@ -99,46 +191,97 @@ def trained_part(state: train.State):
             state.diverged_step)
 
 
-def save(out: Path, batch: int, chunks_done: int, state: train.State | None,
-         diverged_step: list[int] | None = None) -> None:
-    """Records that `chunks_done` chunks of `batch` are written.
+def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str, dict],
+         state: train.State | None = None, diverged_step: list[int] | None = None) -> None:
+    """Replaces the checkpoint of `batch`: `chunks_done` chunks written, as `parts`.
 
-    With `state`, also its trained part (device arrays are fetched here); a
-    finished batch passes diverged_step instead and its checkpoint is removed.
+    state: the batch's State after them (device arrays are fetched here); a
+    finished batch passes diverged_step instead (its networks' first
+    non-finite steps, -1 for none) and keeps no state.
     """
-    meta_path, npz_path = _paths(out, batch)
-    if state is not None:
-        leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(
-            jax.device_get(trained_part(state)))]
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                np.savez(f, *leaves)
-
-        store.atomic_write(npz_path, write)
-    meta = {"chunks_done": chunks_done}
+    meta = {"chunks_done": chunks_done, "step": step, "parts": parts}
     if diverged_step is not None:
         meta["diverged_step"] = diverged_step
-    store.write_json(meta, meta_path)
-    if diverged_step is not None:
-        npz_path.unlink(missing_ok=True)
+    leaves = [] if state is None else [np.asarray(x) for x in jax.tree_util.tree_leaves(
+        jax.device_get(trained_part(state)))]
+    arrays = {"meta": np.array(json.dumps(meta, sort_keys=True)),
+              **{f"leaf_{i}": a for i, a in enumerate(leaves)}}
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    store.atomic_write(_path(out, batch), write)
 
 
 def load(out: Path, batch: int) -> dict[str, Any]:
-    """{'chunks_done': 0} for a batch not started."""
-    meta_path, _ = _paths(out, batch)
-    return json.loads(meta_path.read_text()) if meta_path.is_file() else {"chunks_done": 0}
+    """The checkpoint's meta ({'chunks_done': 0, 'parts': {}} for a batch not started).
+
+    Raises CheckpointError for a file that cannot be read.
+    """
+    path = _path(out, batch)
+    if not path.is_file():
+        return {"chunks_done": 0, "step": 0, "parts": {}}
+    try:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+        if not (isinstance(meta.get("chunks_done"), int) and isinstance(meta.get("step"), int)
+                and isinstance(meta.get("parts"), dict)):
+            raise ValueError("incomplete meta")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__})") from None
+    return meta
 
 
-def restore(out: Path, batch: int, fresh: train.State) -> train.State:
-    """`fresh` (a re-initialized State) with the trained part from the checkpoint."""
-    _, npz_path = _paths(out, batch)
-    with np.load(npz_path) as z:
-        leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+def check(meta: dict[str, Any], batch: int, *, steps_per_chunk: int, num_chunks: int) -> None:
+    """Raises CheckpointError unless `meta` is self-consistent: its step is chunks_done x
+    steps_per_chunk, it lists both parts of every chunk done, and a finished batch
+    has its diverged steps."""
+    done = meta["chunks_done"]
+    expected = {f"{table}/{store.part_name(batch, c)}" for table in (store.STEPS, store.LAYERS)
+                for c in range(done)}
+    if not 0 <= done <= num_chunks or meta["step"] != done * steps_per_chunk:
+        raise CheckpointError(f"batch {batch}: the checkpoint says {done} chunks done at step "
+                              f"{meta['step']}, which do not match ({steps_per_chunk} steps "
+                              "per chunk)")
+    if set(meta["parts"]) != expected:
+        raise CheckpointError(f"batch {batch}: the checkpoint lists {len(meta['parts'])} parts "
+                              f"for {done} chunks")
+    if done == num_chunks and not isinstance(meta.get("diverged_step"), list):
+        raise CheckpointError(f"batch {batch}: finished without its diverged steps")
+
+
+def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> train.State:
+    """`fresh` (a re-initialized State) with the trained part from the checkpoint.
+
+    Raises CheckpointError where the saved state does not have fresh's
+    structure, shapes and dtypes, or is not at the step `meta` says.
+    """
+    path = _path(out, batch)
+    template = jax.tree_util.tree_leaves(trained_part(fresh))
+    try:
+        with np.load(path) as z:
+            leaves = [z[f"leaf_{i}"] for i in range(len(template))]
+            if len([k for k in z.files if k.startswith("leaf_")]) != len(template):
+                raise ValueError("number of arrays")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__})") from None
+    for saved, want in zip(leaves, template):
+        if saved.shape != want.shape or saved.dtype != want.dtype:
+            raise CheckpointError(f"{path} holds a state of another shape")
     treedef = jax.tree_util.tree_structure(trained_part(fresh))
     step, delta, opt_state, v, alive, diverged = jax.tree_util.tree_unflatten(
         treedef, [jax.numpy.asarray(x) for x in leaves])
+    if not np.all(np.asarray(leaves[0]) == meta["step"]):
+        raise CheckpointError(f"{path}: the state is at step {int(np.max(leaves[0]))}, not at "
+                              f"step {meta['step']} of its chunk count")
     return fresh._replace(step=step, delta=delta, opt_state=opt_state, v=v, alive=alive,
                           diverged_step=diverged)
+
+
+def discard(out: Path, batch: int) -> None:
+    """Removes a batch's checkpoint (it is then recomputed from its start)."""
+    _path(out, batch).unlink(missing_ok=True)
 
 
 def finish(out: Path) -> None:

@@ -30,6 +30,7 @@ set, half the gradient-descent stability limit of the infinite-width kernel,
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import itertools
@@ -100,8 +101,8 @@ def default_config():
 class ConfigError(ValueError):
     """A bad config field; str(err) is one line naming the field."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"config.{field}: {message}")
+    def __init__(self, field: str | None, message: str):
+        super().__init__(f"config.{field}: {message}" if field else f"config: {message}")
         self.field = field
 
 
@@ -187,7 +188,7 @@ def _as_tuple(field: str, value: Any) -> tuple:
     if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
         value = value[0]  # ml_collections wraps --config.loss=(a,b) as ('(a,b)',)
     if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
-        value = tuple(s.strip().strip("'\"") for s in value[1:-1].split(",") if s.strip())
+        value = tuple(_literal(s.strip()) for s in value[1:-1].split(",") if s.strip())
     if not isinstance(value, (list, tuple)):
         return (value,)
     if not value:
@@ -195,6 +196,15 @@ def _as_tuple(field: str, value: Any) -> tuple:
     if len(set(value)) < len(value):
         raise ConfigError(field, f"has repeated values {tuple(value)}; give each value once")
     return tuple(value)
+
+
+def _literal(text: str) -> Any:
+    """'0.1' -> 0.1, "'hinge'" -> 'hinge', 'theory' -> 'theory': an element of a tuple
+    typed on the command line, where ml_collections left the whole tuple a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def _int(field: str, value: Any, *, low: int = 1) -> int:
@@ -234,6 +244,9 @@ def validate(config: Mapping[str, Any]) -> Sweep:
 
     Raises ConfigError (one line, naming the field and what is allowed).
     """
+    if not hasattr(config, "items"):
+        raise ConfigError(None, f"a sweep is a ConfigDict (get_config() returns one), got "
+                          f"{type(config).__name__}")
     config = dict(config.items())
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
@@ -282,7 +295,15 @@ def validate(config: Mapping[str, Any]) -> Sweep:
     return Sweep(**s)
 
 
+SEED_LIMIT = 2**32  # seeds are uint32 (train.Hyper)
+
+
 def _check_consistency(s: dict[str, Any]) -> None:
+    if s["seed"] + s["num_seeds"] > SEED_LIMIT:
+        field = "seed" if s["seed"] >= SEED_LIMIT else "num_seeds"
+        raise ConfigError(field, f"seeds run from seed={s['seed']} to seed + num_seeds - 1 = "
+                          f"{s['seed'] + s['num_seeds'] - 1}; they must be below 2**32 = "
+                          f"{SEED_LIMIT}")
     if s["steps"] % s["record_every"]:
         raise ConfigError("record_every", f"must divide steps={s['steps']}, "
                           f"got {s['record_every']}")

@@ -9,16 +9,15 @@ and manifest.json at the end.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
 import os
 import platform
-import shutil
-import signal
+import shlex
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from overparam import checkpoint, multihost, store, theory, train
+from overparam import checkpoint, interrupt, multihost, store, theory, train
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
@@ -119,8 +118,9 @@ def _device_info() -> dict[str, Any]:
 
 
 def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, steps: int,
-                 progress: progress_lib.Progress) -> None:
-    """Moves one chunk's records to the host and writes its steps/ and layers/ parts."""
+                 progress: progress_lib.Progress) -> dict[str, dict]:
+    """Moves one chunk's records to the host and writes its steps/ and layers/ parts;
+    returns their manifest entries ({relative path: {rows, sha256}})."""
     records = jax.device_get(records)
     real = batch.num_real
     step = records["step"][:real]                          # (real, K)
@@ -135,24 +135,28 @@ def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, st
                   "layer": np.tile(np.arange(1, L + 1, dtype=np.int64), len(ids))}
     for name in train.LAYER_FIELDS:
         layer_cols[name] = records[name][:real][valid].reshape(-1).astype(np.float64)
-    store.write_parquet(pd.DataFrame(cols),
-                        out / store.STEPS / store.part_name(batch.index, chunk))
-    store.write_parquet(pd.DataFrame(layer_cols),
-                        out / store.LAYERS / store.part_name(batch.index, chunk))
+    entries = {}
+    for table, columns in ((store.STEPS, cols), (store.LAYERS, layer_cols)):
+        rel = f"{table}/{store.part_name(batch.index, chunk)}"
+        entries[rel] = store.write_parquet(pd.DataFrame(columns), out / rel).to_dict()
     progress.update(real * int((step[0] < steps).sum()) * batch.static.record_every)
+    return entries
 
 
-def _finish_chunk(out: Path, batch: plan_lib.Batch, chunk: int, num_chunks: int, records,
-                  state: train.State, steps: int, progress: progress_lib.Progress) -> None:
-    """Writes a chunk's parts, then its checkpoint (or the batch's final marker)."""
-    _write_chunk(out, batch, chunk, records, steps, progress)
+def _finish_chunk(out: Path, plan: plan_lib.Plan, batch: plan_lib.Batch, chunk: int, records,
+                  state: train.State, steps: int, parts: dict,
+                  progress: progress_lib.Progress) -> None:
+    """Writes a chunk's parts, then the batch's checkpoint: the state after the chunk
+    and every part so far, in one file (for the last chunk, the diverged steps)."""
+    parts.update(_write_chunk(out, batch, chunk, records, steps, progress))
     store.crash_point("chunk")
-    if chunk + 1 < num_chunks:
-        checkpoint.save(out, batch.index, chunk + 1, state)
+    done = chunk + 1
+    kwargs = dict(chunks_done=done, step=done * plan.steps_per_chunk, parts=dict(parts))
+    if done < plan.num_chunks:
+        checkpoint.save(out, batch.index, state=state, **kwargs)
     else:
         diverged = np.asarray(jax.device_get(state.diverged_step))[: batch.num_real]
-        checkpoint.save(out, batch.index, num_chunks, None,
-                        diverged_step=[int(x) for x in diverged])
+        checkpoint.save(out, batch.index, diverged_step=[int(x) for x in diverged], **kwargs)
 
 
 def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype,
@@ -250,34 +254,7 @@ def _runs_table(sweep: config_lib.Sweep, runs, datasets, out: Path,
     return df
 
 
-class Interrupted(Exception):
-    """The sweep stopped at a chunk boundary on SIGINT or SIGTERM; it can be resumed."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _StopFlag:
-    """Turns SIGINT and SIGTERM into a flag checked between chunks (main thread only)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+Interrupted = interrupt.Interrupted  # raised by run_sweep after a clean stop
 
 
 def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = None,
@@ -285,10 +262,12 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
               dry_run: bool = False) -> Summary | None:
     """Trains every network of `sweep` into the results directory `out`, resuming it.
 
-    Everything that can fail on bad input (config, datasets, backend, `out`)
-    is checked before anything is written. Re-running an interrupted sweep
-    continues it; a complete one is left alone (returns None); a different
-    sweep in `out` is refused unless `overwrite`. dry_run prints the plan only.
+    Everything that can fail on bad input (config, sizes, backend, `out`) is
+    checked before anything is written. The sweep holds `out`'s lock
+    throughout: a second sweep on it stops at once (OutError). Re-running an
+    interrupted sweep continues it; a complete one is verified and left alone
+    (returns None); a different sweep in `out` is refused unless `overwrite`.
+    dry_run prints the plan only, and writes nothing.
     Raises Interrupted after a clean stop on SIGINT or SIGTERM.
 
     Under `multihost.initialize`, every process calls this with the same
@@ -299,35 +278,66 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     if out.exists() and not out.is_dir():
         raise checkpoint.OutError(f"{out} exists and is not a directory")
     check_backend(device)
-    mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
-    multihost.barrier("inspected")  # every process has looked before anything changes
+    plan_lib.check_resources(sweep)
     with jax.enable_x64(sweep.dtype == "float64"):
-        runs = config_lib.expand(sweep)
-        datasets, idents = make_datasets(sweep)
-        H_inf, eigenvalues = kernels(sweep, runs, datasets)
-        runs = resolve_theory_lr(sweep, runs, eigenvalues)
-        programs = Programs(timings={"compile": 0.0})
-        if mode in ("resume", "complete"):
-            # A resumed sweep keeps its batches, whatever the devices say now.
-            plan = plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
-                                      multiple_of=manifest["batch_multiple_of"],
-                                      groups=manifest.get("groups"))
-        elif multihost.is_leader() or dry_run:
-            plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
-                                      measure=programs.memory)
-        else:
-            plan = None  # the leader's plan is read from the manifest it writes
-        if plan is not None and multihost.is_leader():
-            log_fn(plan_lib.describe(plan))
         if dry_run:
+            mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
+            _prepare(sweep, mode, manifest, log_fn)
             return None
-        if mode == "complete":
-            if multihost.is_leader():
-                log_fn(f"{out} already holds this sweep, complete: nothing to do "
-                       "(--overwrite recomputes it)")
-            return None
-        return _run(sweep, out, runs, datasets, idents, plan, programs, eigenvalues,
-                    mode=mode, show_progress=show_progress, log_fn=log_fn, H_inf=H_inf, t0=t0)
+        with _exclusive(out):
+            mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
+            multihost.barrier("inspected")  # every process has looked before anything changes
+            if mode == "complete":
+                try:
+                    store.verify(out, manifest.get("files"))
+                except store.ResultsError as e:
+                    raise checkpoint.OutError(f"{out} holds this sweep, but damaged: {e}") from None
+                if multihost.is_leader():
+                    log_fn(f"{out} already holds this sweep, complete and verified: nothing "
+                           "to do (--overwrite recomputes it)")
+                return None
+            prepared = _prepare(sweep, mode, manifest, log_fn)
+            return _run(sweep, out, *prepared, mode=mode, show_progress=show_progress,
+                        log_fn=log_fn, t0=t0)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Holds `out`'s lock (the leader takes it for every process) for the block."""
+    lock, error = checkpoint.Lock(out), None
+    if multihost.is_leader():
+        try:
+            lock.acquire()
+        except checkpoint.OutError as e:
+            error = e
+    if not multihost.gather(0 if error else 1)[0]:  # the leader's verdict, for everyone
+        raise error or checkpoint.OutError(f"process 0 could not lock {out}")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _prepare(sweep: config_lib.Sweep, mode: str, manifest: dict, log_fn):
+    """Runs, datasets, kernels and the plan (None on a process that reads the leader's)."""
+    runs = config_lib.expand(sweep)
+    datasets, idents = make_datasets(sweep)
+    H_inf, eigenvalues = kernels(sweep, runs, datasets)
+    runs = resolve_theory_lr(sweep, runs, eigenvalues)
+    programs = Programs(timings={"compile": 0.0})
+    if mode in ("resume", "complete"):
+        # A resumed sweep keeps its batches, whatever the devices say now.
+        plan = plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
+                                  multiple_of=manifest["batch_multiple_of"],
+                                  groups=manifest.get("groups"))
+    elif multihost.is_leader():
+        plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
+                                  measure=programs.memory)
+    else:
+        plan = None  # the leader's plan is read from the manifest it writes
+    if plan is not None and multihost.is_leader():
+        log_fn(plan_lib.describe(plan))
+    return runs, datasets, idents, plan, programs, eigenvalues, H_inf
 
 
 def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
@@ -370,6 +380,7 @@ class Programs:
         chunk(state, hyper, X, y, start)."""
         key = (static, size)
         if key not in self._compiled:
+            store.crash_point("compile")
             program = train.make_program(static)
             hyper, X, y, H, sharding = self._abstract(static, size)
             t = time.perf_counter()
@@ -417,102 +428,135 @@ def _peak_bytes(init, chunk, state_bytes: int, sharding) -> int:
     return max(init_total, chunk_total + records)
 
 
-def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch,
-                 first_chunk: int, arrays, programs: Programs, stop, writer,
-                 pending: list, progress) -> None:
-    """Initializes (or restores) one batch and runs its chunks, queueing their writes.
+def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch, meta: dict,
+                 arrays, programs: Programs, stop, writer, pending: list, progress,
+                 log_fn) -> None:
+    """Initializes (or restores, from checkpoint `meta`) one batch and runs its chunks,
+    queueing their writes.
 
     At most one chunk computes while the previous one is written; a signal stops
-    the loop at the next chunk boundary.
+    the loop at the next chunk boundary. A checkpoint that cannot be restored is
+    reported and the batch recomputed from its start.
     """
     init, chunk = programs.get(batch.static, batch.size)
     sharding = models_sharding(batch.size)
     hyper, X, y, H = jax.device_put(arrays, sharding) if sharding else arrays
     state = init(hyper, X, H)
+    first_chunk, parts = meta["chunks_done"], dict(meta["parts"])
     if first_chunk:
-        state = checkpoint.restore(out, batch.index, state)
+        try:
+            state = checkpoint.restore(out, batch.index, state, meta)
+        except checkpoint.CheckpointError as e:
+            log_fn(f"{e}: recomputing batch {batch.index} from its start")
+            checkpoint.discard(out, batch.index)
+            first_chunk, parts = 0, {}
     state = jax.device_put(state, sharding) if sharding else state  # as `chunk` was compiled
-    steps_per_chunk = plan.chunk_records * sweep.record_every
     for c in range(first_chunk, plan.num_chunks):
         if stop.signum is not None:
             return
-        state, records = chunk(state, hyper, X, y, jnp.int32(c * steps_per_chunk))
-        pending.append(writer.submit(_finish_chunk, out, batch, c, plan.num_chunks, records,
-                                     state, sweep.steps, progress))
+        state, records = chunk(state, hyper, X, y, jnp.int32(c * plan.steps_per_chunk))
+        pending.append(writer.submit(_finish_chunk, out, plan, batch, c, records, state,
+                                     sweep.steps, parts, progress))
         if len(pending) >= 2:
             pending[-2].result()
 
 
+def _batch_metas(out: Path, plan: plan_lib.Plan, batches, log_fn) -> dict[int, dict]:
+    """Each batch's checkpoint meta; one that is unreadable or inconsistent is reported,
+    removed, and its batch starts again."""
+    metas = {}
+    for b in batches:
+        try:
+            meta = checkpoint.load(out, b.index)
+            checkpoint.check(meta, b.index, steps_per_chunk=plan.steps_per_chunk,
+                             num_chunks=plan.num_chunks)
+        except checkpoint.CheckpointError as e:
+            log_fn(f"{e}: recomputing batch {b.index} from its start")
+            checkpoint.discard(out, b.index)
+            meta = checkpoint.load(out, b.index)
+        metas[b.index] = meta
+    return metas
+
+
 def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan | None,
-         programs: Programs, eigenvalues, *, mode: str, show_progress: bool, log_fn,
-         H_inf, t0: float) -> Summary:
+         programs: Programs, eigenvalues, H_inf, *, mode: str, show_progress: bool, log_fn,
+         t0: float) -> Summary:
     """Trains this process's batches of `plan` (the leader's, from the manifest, where
     None); t0: when the sweep started (timings count from it)."""
     timings = programs.timings
     leader = multihost.is_leader()
-    if leader:
-        if mode == "overwrite":
-            shutil.rmtree(out)
-        cleaned = checkpoint.clean_leftovers(out) if out.is_dir() else 0
-        if cleaned:
-            log_fn(f"removed {cleaned} temporary files left by a crash")
-        manifest = _start_manifest(sweep, out, runs, datasets, idents, plan,
-                                   resume=mode == "resume", log_fn=log_fn)
-    multihost.barrier("started")  # the manifest and datasets are written
-    if plan is None or not leader:
-        manifest = json.loads((out / store.MANIFEST).read_text())
-        plan = plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
-                                  multiple_of=manifest["batch_multiple_of"],
-                                  groups=manifest["groups"])
-    mine = [plan.batches[i] for i in multihost.share(
-        [b.size * plan_lib.step_flops(b.static) for b in plan.batches],
-        multihost.count(), multihost.index())]
-
-    batch_state = {b.index: checkpoint.load(out, b.index) for b in mine}
-    steps_per_chunk = plan.chunk_records * sweep.record_every
-    done = sum(b.num_real * min(batch_state[b.index]["chunks_done"] * steps_per_chunk,
-                                sweep.steps) for b in mine)
-    total = sum(b.num_real for b in mine) * sweep.steps
-    progress = progress_lib.Progress(total - done, enabled=show_progress and leader)
-    with _StopFlag() as stop, concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
-        pending = []
-        for batch in mine:
-            first_chunk = batch_state[batch.index]["chunks_done"]
-            if first_chunk < plan.num_chunks and stop.signum is None:
-                arrays = _stack_batch(batch, datasets, jnp.dtype(sweep.dtype), H_inf)
-                _train_batch(out, sweep, plan, batch, first_chunk, arrays, programs, stop,
-                             writer, pending, progress)
-        for f in pending:
-            f.result()
-    timings["train_and_write"] = time.perf_counter() - t0
-    signums = [s for s in multihost.gather(stop.signum or 0) if s]
-    if signums:
+    manifest = None
+    try:
+        with interrupt.deferred() as stop:
+            if leader:
+                if mode == "overwrite":
+                    checkpoint.clear(out)
+                cleaned = checkpoint.clean_leftovers(out)
+                if cleaned:
+                    log_fn(f"removed {cleaned} temporary files left by a crash")
+                manifest = _start_manifest(sweep, out, runs, datasets, idents, plan,
+                                           resume=mode == "resume", log_fn=log_fn)
+            multihost.barrier("started")  # the manifest and datasets are written
+            if plan is None or not leader:
+                written = manifest_of(out)
+                plan = plan_lib.make_plan(sweep, runs, budget_mb=written["memory_budget_mb"],
+                                          multiple_of=written["batch_multiple_of"],
+                                          groups=written["groups"])
+            mine = [plan.batches[i] for i in multihost.share(
+                [b.size * plan_lib.step_flops(b.static) for b in plan.batches],
+                multihost.count(), multihost.index())]
+            metas = _batch_metas(out, plan, mine, log_fn)
+            done = sum(b.num_real * min(metas[b.index]["step"], sweep.steps) for b in mine)
+            total = sum(b.num_real for b in mine) * sweep.steps
+            progress = progress_lib.Progress(total - done, enabled=show_progress and leader)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+                pending = []
+                for batch in mine:
+                    if metas[batch.index]["chunks_done"] < plan.num_chunks and stop.signum is None:
+                        arrays = _stack_batch(batch, datasets, jnp.dtype(sweep.dtype), H_inf)
+                        _train_batch(out, sweep, plan, batch, metas[batch.index], arrays,
+                                     programs, stop, writer, pending, progress, log_fn)
+                for f in pending:
+                    f.result()
+        timings["train_and_write"] = time.perf_counter() - t0
+        signums = [s for s in multihost.gather(stop.signum or 0) if s]
+        if signums:
+            raise Interrupted(stop.signum or signums[0])
+        summary = Summary(out=out, num_runs=len(runs), num_diverged=0,
+                          num_compiles=programs.num_compiled,
+                          network_steps=sum(multihost.gather(total - done)), timings=timings)
         if leader:
+            _finish_sweep(sweep, out, runs, datasets, plan, eigenvalues, manifest, summary, t0)
+    except Interrupted:
+        if manifest is not None:
             manifest["status"] = "interrupted"
             store.write_json(manifest, out / store.MANIFEST)
-        raise Interrupted(stop.signum or signums[0])
-    summary = Summary(out=out, num_runs=len(runs), num_diverged=0,
-                      num_compiles=programs.num_compiled,
-                      network_steps=sum(multihost.gather(total - done)), timings=timings)
-    if leader:
-        _finish_sweep(sweep, out, runs, datasets, plan, eigenvalues, manifest, summary, t0)
+        raise
     timings.setdefault("total", time.perf_counter() - t0)
     multihost.barrier("finished")  # runs.parquet is written when any process returns
     return summary
 
 
+def manifest_of(out: Path) -> dict:
+    """The manifest as the leader wrote it."""
+    return json.loads((out / store.MANIFEST).read_text())
+
+
 def _start_manifest(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan, *,
                     resume: bool, log_fn) -> dict:
-    """Writes the manifest (status 'running') and the datasets; returns the manifest."""
+    """Writes the manifest (status 'running') and the datasets; returns the manifest.
+
+    The manifest lists each dataset file with its hash (`files`); a dataset
+    file already there is rewritten unless it is exactly what this sweep writes.
+    """
     if resume:
-        manifest = json.loads((out / store.MANIFEST).read_text())
+        manifest = manifest_of(out)
         log_fn(f"resuming {out}")
         manifest["resumed"] = manifest.get("resumed", 0) + 1
-        manifest.setdefault("groups", plan.groups)
     else:
         manifest = {"config": sweep.to_dict(), "versions": _versions(),
                     "device": _device_info(), "git_commit": _git_commit(),
-                    "command": " ".join(sys.argv), "num_runs": len(runs),
+                    "command": shlex.join(sys.argv), "num_runs": len(runs),
                     "plan": plan_lib.describe(plan).splitlines(),
                     "memory_budget_mb": plan.budget_mb,
                     "batch_multiple_of": plan.multiple_of, "groups": plan.groups,
@@ -520,28 +564,36 @@ def _start_manifest(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Pla
                                  for did, ident in idents.items()}}
     manifest["status"] = "running"
     store.write_json(manifest, out / store.MANIFEST)
+    files = {}
     for did, ds in datasets.items():
-        path = out / store.DATASETS / f"{did}.parquet"
-        if not path.is_file():
-            store.write_parquet(store.dataset_table(did, ds.X, ds.y), path)
+        rel = f"{store.DATASETS}/{did}.parquet"
+        table = store.dataset_table(did, ds.X, ds.y)
+        entry = store.parquet_entry(table)
+        if not (out / rel).is_file() or store.sha256(out / rel) != entry.sha256:
+            entry = store.write_parquet(table, out / rel)
+        files[rel] = entry.to_dict()
+    manifest["files"] = files
     return manifest
 
 
 def _finish_sweep(sweep, out: Path, runs, datasets, plan: plan_lib.Plan, eigenvalues,
                   manifest: dict, summary: Summary, t0: float) -> None:
-    """Writes runs.parquet and the complete manifest (the leader, once every process has
-    written its batches) and counts the diverged networks into `summary`."""
-    diverged = {}
+    """Writes runs.parquet and the complete manifest, with every file's rows and hash
+    (the leader, once every process has written its batches), and counts the
+    diverged networks into `summary`."""
+    diverged, files = {}, dict(manifest["files"])
     for b in plan.batches:
-        steps = checkpoint.load(out, b.index)["diverged_step"]
-        diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real], steps) if s >= 0})
+        meta = checkpoint.load(out, b.index)
+        files.update(meta["parts"])
+        diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real],
+                                                     meta["diverged_step"]) if s >= 0})
     table = _runs_table(sweep, runs, datasets, out, diverged)
     table["lambda0"] = [float(eigenvalues[kernel_key(r, sweep.train_output)][0])
                         for r in runs]
-    store.write_parquet(table, out / store.RUNS)
+    files[store.RUNS] = store.write_parquet(table, out / store.RUNS).to_dict()
     summary.num_diverged = len(diverged)
     summary.timings["total"] = time.perf_counter() - t0
-    manifest.update(status="complete", timings=summary.timings,
+    manifest.update(status="complete", timings=summary.timings, files=files,
                     num_diverged=summary.num_diverged, num_compiles=summary.num_compiles,
                     throughput_network_steps_per_s=summary.throughput,
                     processes=multihost.count())

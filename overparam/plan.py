@@ -51,6 +51,13 @@ class Plan:
     num_chunks: int
     budget_mb: float    # device memory allowed per program
     multiple_of: int = 1  # batch sizes are multiples of it (the number of devices)
+    record_every: int = 1
+
+    @property
+    def steps_per_chunk(self) -> int:
+        """Training steps of one chunk (its records x record_every): after chunk c,
+        every network of a batch is at step (c + 1) x steps_per_chunk."""
+        return self.chunk_records * self.record_every
 
     @property
     def num_runs(self) -> int:
@@ -91,7 +98,69 @@ def bytes_per_network(static: train.Static) -> int:
     activations = 4 * static.n * m * L     # z, relu(z), their cotangents
     patterns = static.n * m * L            # bool, 1 byte
     records = static.chunk_records * (5 + 4 * L) + static.n * (static.d + 2)
-    return (copies * params + activations + records) * itemsize + patterns
+    gram = 3 * static.n * static.n if static.gram_every else 0  # H(0), H^inf, H(t)
+    return (copies * params + activations + records + gram) * itemsize + patterns
+
+
+MAX_NETWORKS = 1_000_000  # per sweep: the host holds one Run and one runs.parquet row each
+
+
+def num_networks(sweep: config_lib.Sweep) -> int:
+    """How many networks `config_lib.expand(sweep)` gives, without expanding it."""
+    per_seed_n = (len(sweep.widths) * len(sweep.depths) * len(sweep.param) * len(sweep.loss)
+                  * len(sweep.lr))
+    optimizers = sum(len(sweep.batch_size) if o == "sgd" else 1 for o in sweep.optimizer)
+    return sweep.num_seeds * len(sweep.n) * per_seed_n * optimizers
+
+
+def _gib(nbytes: float) -> str:
+    """1.5 GiB, 12.0 TiB, 3.1 PiB..."""
+    units = ("GiB", "TiB", "PiB", "EiB")
+    k = min(max(int(math.log(max(nbytes, 1), 1024)) - 3, 0), len(units) - 1)
+    return f"{nbytes / 1024 ** (k + 3):,.1f} {units[k]}"
+
+
+def check_resources(sweep: config_lib.Sweep, *, device_bytes: int | None = None,
+                    host_bytes: int | None = None) -> None:
+    """Refuses, before anything is allocated, a sweep this machine cannot hold.
+
+    ConfigError naming the field, with the size it would need: more networks
+    than MAX_NETWORKS; one network (the widest, deepest, largest n) larger than
+    a whole device (`device_bytes`, default the first local device's memory, or
+    the RAM on the CPU); one training set with its kernel H^inf (computed on
+    the host in float64 for lambda_0) larger than half the RAM (`host_bytes`).
+    """
+    count = num_networks(sweep)
+    if count > MAX_NETWORKS:
+        sizes = {"num_seeds": sweep.num_seeds, "widths": len(sweep.widths),
+                 "depths": len(sweep.depths), "n": len(sweep.n), "lr": len(sweep.lr),
+                 "loss": len(sweep.loss), "param": len(sweep.param),
+                 "batch_size": len(sweep.batch_size), "optimizer": len(sweep.optimizer)}
+        field = max(sizes, key=sizes.get)
+        raise config_lib.ConfigError(field, f"the grid has {count:,} networks, more than the "
+                                     f"{MAX_NETWORKS:,} a sweep may have (its runs table alone "
+                                     f"would take ~{_gib(count * 1024)} of host memory); split "
+                                     "it into several sweeps")
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if device_bytes is None:
+        device_bytes = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit", ram)
+    host_bytes = ram if host_bytes is None else host_bytes
+    n, itemsize = max(sweep.n), 8 if sweep.dtype == "float64" else 4
+    data = n * (sweep.d + 1) * itemsize + 3 * n * n * 8  # X, y; H^inf and its eigensolver
+    if data > host_bytes / 2:
+        raise config_lib.ConfigError("n", f"n={n:,} with d={sweep.d:,} needs ~{_gib(data)} of "
+                                     "host memory for one training set and its kernel H^inf; "
+                                     f"this machine has {_gib(host_bytes)}")
+    largest = train.Static(width=max(sweep.widths), depth=max(sweep.depths), n=n, d=sweep.d,
+                           batch_size=n, loss="squared", optimizer="gd", param="du",
+                           momentum=sweep.momentum, dtype=sweep.dtype,
+                           gram_every=sweep.gram_every, chunk_records=1)
+    need = bytes_per_network(largest)
+    if need > device_bytes:
+        field = "widths" if largest.width * largest.depth > n else "n"
+        raise config_lib.ConfigError(field, f"one network of width {largest.width:,}, depth "
+                                     f"{largest.depth} on n={n:,} points needs ~{_gib(need)} of "
+                                     f"device memory; the device has {_gib(device_bytes)}")
 
 
 def step_flops(static: train.Static) -> int:
@@ -195,7 +264,8 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
             batches.append(Batch(index=len(batches), static=static, runs=padded,
                                  num_real=len(real), memory_bytes=need, measured=measured))
     return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
-                num_chunks=num_chunks, budget_mb=budget_mb, multiple_of=multiple_of)
+                num_chunks=num_chunks, budget_mb=budget_mb, multiple_of=multiple_of,
+                record_every=sweep.record_every)
 
 
 def describe(plan: Plan) -> str:

@@ -1,23 +1,43 @@
-"""Results on disk: atomic Parquet and JSON writes, and `load`.
+"""Results on disk: atomic, hashed writes, and `load`, which verifies what it reads.
 
-Layout of one sweep (DESIGN.md section 3):
+Layout of one sweep (docs/DESIGN.md section 3):
 
   runs.parquet     one row per trained network
   steps/           Parquet dataset, one row per network x recorded step
   layers/          Parquet dataset, one row per network x recorded step x layer
   datasets/        one Parquet file per training set: dataset_id, index, x (list), y
-  manifest.json    resolved config, versions, device, git commit, timings, status
+  manifest.json    resolved config, versions, device, git commit, timings, status,
+                   and `files`: every Parquet file above with its rows and SHA-256
 
-Every file is written under a hidden temporary name in its final folder and
-renamed into place, so a reader (pandas, pyarrow, DuckDB, polars) never sees
-a partial file: Parquet readers skip names that start with '.' or '_'.
+Every file is written under a hidden temporary name in its final folder
+(`.<name>.<8 hex>.overparam.tmp`) and renamed into place, so a reader
+(pandas, pyarrow, DuckDB, polars) never sees a partial file: Parquet readers
+skip names that start with '.' or '_'. `load` refuses a directory whose
+files differ from the manifest's list: one missing, extra, truncated or
+altered.
+
+Test hooks (environment variables, read at each point):
+  OVERPARAM_CRASH_AT=name:k   the k-th time the process reaches crash point
+                              `name` ('write': every atomic write, after the
+                              temporary file is complete and before it is
+                              renamed; 'chunk': after a chunk's parts, before
+                              its checkpoint; 'compile', 'import'), it kills
+                              itself with SIGKILL, or with the signal named by
+                              OVERPARAM_CRASH_SIGNAL (e.g. SIGTERM)
+  OVERPARAM_CRASH_LOG=path    every crash point appends its name to `path`
+                              (a clean run counts the points a test can kill at)
+  OVERPARAM_FAIL_AT=write:k   the k-th atomic write fails as a full disk would
+                              (OSError ENOSPC)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import os
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -30,40 +50,110 @@ import pyarrow.parquet as pq
 
 RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
     "runs.parquet", "steps", "layers", "datasets", "manifest.json")
+TABLE_DIRS = (STEPS, LAYERS, DATASETS)  # folders of Parquet files listed in the manifest
+TEMP_SUFFIX = ".overparam.tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
+
+
+class WriteError(OSError):
+    """A file of the results directory could not be written; str(err) is one line
+    naming the path (a full disk, a read-only file system...)."""
+
+    def __init__(self, path: Path, error: OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+        super().__init__(error.errno, f"cannot write {path}: {reason}")
+        self.path = path
+
+
+def is_temporary(path: Path) -> bool:
+    """True for the temporary files of `atomic_write` (what a crash leaves behind)."""
+    return bool(_TEMP_NAME.match(path.name))
 
 
 def atomic_write(path: Path, write) -> None:
-    """Calls write(tmp) on a hidden temporary file beside `path`, then renames it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    """Calls write(tmp) on a hidden temporary file beside `path`, then renames it to `path`.
+
+    Raises WriteError (naming `path`) where the file system refuses.
+    """
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fail_point("write")
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         crash_point("write")
         os.replace(tmp, path)
+    except OSError as e:
+        raise (e if isinstance(e, WriteError) else WriteError(path, e)) from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def crash_point(name: str) -> None:
-    """Test hook: OVERPARAM_CRASH_AT='name:k' kills the process (SIGKILL) the k-th time."""
-    spec = os.environ.get("OVERPARAM_CRASH_AT", "")
-    if not spec.startswith(name + ":"):
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] == int(spec.split(":")[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 _crash_counts: dict[str, int] = {}
 
 
-def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> None:
-    """Writes `table` to `path` atomically."""
+def _hook_hit(variable: str, name: str) -> bool:
+    """True the k-th time `name` is reached, where os.environ[variable] == 'name:k'."""
+    spec = os.environ.get(variable, "")
+    if not spec.startswith(name + ":"):
+        return False
+    key = (variable, name)
+    _crash_counts[key] = _crash_counts.get(key, 0) + 1
+    return _crash_counts[key] == int(spec.split(":")[1])
+
+
+def crash_point(name: str) -> None:
+    """Test hook: see the module docstring (OVERPARAM_CRASH_AT, _SIGNAL, _LOG)."""
+    log = os.environ.get("OVERPARAM_CRASH_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(name + "\n")
+    if _hook_hit("OVERPARAM_CRASH_AT", name):
+        sig = os.environ.get("OVERPARAM_CRASH_SIGNAL", "SIGKILL")
+        os.kill(os.getpid(), signal.Signals[sig])
+
+
+def _fail_point(name: str) -> None:
+    if _hook_hit("OVERPARAM_FAIL_AT", name):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """What the manifest records of a written file: its rows and content hash."""
+
+    rows: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> FileEntry:
+    """Writes `table` to `path` atomically; returns its rows and hash."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+    digest = []
+    def write(tmp):
+        pq.write_table(table, tmp)
+        digest.append(sha256(tmp))
+
+    atomic_write(Path(path), write)
+    return FileEntry(rows=table.num_rows, sha256=digest[0])
+
+
+def parquet_entry(table: pa.Table) -> FileEntry:
+    """The FileEntry that write_parquet(table, ...) gives, without writing a file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return FileEntry(rows=table.num_rows, sha256=hashlib.sha256(sink.getvalue()).hexdigest())
 
 
 def write_json(obj: Any, path: Path) -> None:
@@ -95,40 +185,102 @@ class Results:
 
     def dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The exact (X (n, d), y (n,)) that runs with this dataset_id trained on."""
-        df = pd.read_parquet(self.path / DATASETS / f"{dataset_id}.parquet")
+        path = self.path / DATASETS / f"{dataset_id}.parquet"
+        df = _read(path)
         return np.stack(df["x"].to_numpy()), df["y"].to_numpy()
 
 
 class ResultsError(ValueError):
-    """A directory that is not a readable overparam results directory."""
+    """A directory that is not a readable overparam results directory; str(err) is one line."""
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of results directory `path`; ResultsError if absent or unreadable."""
+    file = Path(path) / MANIFEST
+    if not file.is_file():
+        raise ResultsError(f"{path} is not an overparam results directory (no {MANIFEST})")
+    try:
+        manifest = json.loads(file.read_text())
+        if not isinstance(manifest.get("config"), dict) or "status" not in manifest:
+            raise KeyError("config/status")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ResultsError(f"{file} is corrupted ({type(e).__name__})") from None
+    return manifest
+
+
+def visible_files(path: Path) -> list[str]:
+    """The files a Parquet reader takes as tables of `path` (relative paths, sorted):
+    runs.parquet and every file of steps/, layers/ and datasets/ not hidden by '.' or '_'."""
+    found = [RUNS] if (path / RUNS).exists() else []
+    for folder in TABLE_DIRS:
+        if (path / folder).is_dir():
+            found += [f"{folder}/{p.name}" for p in (path / folder).iterdir()
+                      if not p.name.startswith((".", "_"))]
+    return sorted(found)
+
+
+def verify(path: Path, files: dict[str, dict] | None) -> None:
+    """Checks that `path` holds exactly the files of the manifest's list, unaltered.
+
+    files: {relative path: {'rows', 'sha256'}}. Raises ResultsError naming the
+    first file that is missing, extra (not written by the sweep), or whose
+    content hash differs (truncated, altered).
+    """
+    path = Path(path)
+    if not isinstance(files, dict):
+        raise ResultsError(f"{path / MANIFEST} lists no files to verify (written by an older "
+                           "overparam); recompute the sweep with --overwrite")
+    redo = "; recompute the sweep with --overwrite"
+    on_disk = set(visible_files(path))
+    missing = sorted(set(files) - on_disk)
+    if missing:
+        raise ResultsError(f"{path / missing[0]} is missing ({len(missing)} of the sweep's "
+                           f"files are){redo}")
+    extra = sorted(on_disk - set(files))
+    if extra:
+        more = f", and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise ResultsError(f"{path / extra[0]} was not written by this sweep (not in "
+                           f"{MANIFEST}{more}); move it out of the directory")
+    for rel in sorted(files):
+        try:
+            same = sha256(path / rel) == files[rel]["sha256"]
+        except (OSError, KeyError, TypeError) as e:
+            raise ResultsError(f"{path / rel} cannot be checked ({type(e).__name__})") from None
+        if not same:
+            raise ResultsError(f"{path / rel} is altered or truncated (its SHA-256 differs from "
+                               f"the one in {MANIFEST}){redo}")
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types; each becomes one line
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ResultsError(f"{path} is corrupted or unreadable: {reason}") from None
 
 
 def load(path: str | os.PathLike) -> Results:
-    """Reads a results directory written by `overparam.sweep`.
+    """Reads a results directory written by `overparam.sweep`, after verifying it.
 
-    Raises ResultsError (one line) for a missing, foreign or corrupted directory.
+    Raises ResultsError (one line) and nothing else for a missing, foreign,
+    unfinished or damaged directory: a file missing, extra, truncated or
+    altered against the manifest's list of files and hashes.
     """
     path = Path(path)
-    if not (path / MANIFEST).is_file():
-        raise ResultsError(f"{path} is not an overparam results directory (no {MANIFEST})")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        status = manifest["status"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ResultsError(f"{path / MANIFEST} is corrupted ({type(e).__name__})") from None
-    if status != "complete" or not (path / RUNS).is_file():
-        raise ResultsError(f"{path} holds an unfinished sweep (status {status!r}); run the "
-                           "same command again to finish it")
-
-    def table(name, keys):
-        try:
-            df = pd.read_parquet(path / name)
-        except (OSError, ValueError, pa.ArrowException) as e:
-            reason = (str(e).splitlines() or [type(e).__name__])[0]
-            raise ResultsError(f"{path / name} is corrupted or unreadable: {reason}") from None
-        return df.sort_values(keys, ignore_index=True) if keys else df
-
-    return Results(path=path, runs=table(RUNS, None),
-                   steps=table(STEPS, ["run_id", "step"]),
-                   layers=table(LAYERS, ["run_id", "step", "layer"]),
+    manifest = read_manifest(path)
+    if manifest["status"] != "complete":
+        raise ResultsError(f"{path} holds an unfinished sweep (status "
+                           f"{manifest['status']!r}); run the same command again to finish it")
+    verify(path, manifest.get("files"))
+    tables = {}
+    for name, keys in ((RUNS, None), (STEPS, ["run_id", "step"]),
+                       (LAYERS, ["run_id", "step", "layer"])):
+        df = _read(path / name)
+        rows = sum(e["rows"] for rel, e in manifest["files"].items()
+                   if rel == name or rel.startswith(name + "/"))
+        if len(df) != rows:
+            raise ResultsError(f"{path / name} has {len(df)} rows where the manifest lists "
+                               f"{rows}")
+        tables[name] = df.sort_values(keys, ignore_index=True) if keys else df
+    return Results(path=path, runs=tables[RUNS], steps=tables[STEPS], layers=tables[LAYERS],
                    manifest=manifest)

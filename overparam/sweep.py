@@ -7,15 +7,24 @@ Flags: --config (an ml_collections config file, fields overridable with
 (cpu|gpu|tpu: fail unless JAX runs on it), --progress, --overwrite, --dry_run,
 --multihost (with --coordinator_address, --num_processes, --process_id where
 the cluster is not detected: one process of a multi-process sweep).
-Bad input exits 2 with one line on stderr and writes nothing. Re-running the
-same command after a crash or an interrupt resumes the sweep; on a finished
-sweep it does nothing. SIGINT/SIGTERM stop at the next chunk boundary (exit
-128 + signal number).
+Bad input exits 2 with one line on stderr and writes nothing; so does a
+second sweep on an --out that a running one holds, and a fault during a run
+(a full disk), which leaves the sweep resumable. Re-running the same command
+after a crash or an interrupt resumes the sweep; on a finished sweep it
+verifies the files and does nothing. SIGINT/SIGTERM stop cleanly (at the next
+chunk boundary once training has started) with exit 128 + signal number.
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the slow imports: Ctrl-C from here on is a clean stop
+    from overparam import interrupt
+
+    interrupt.install()
+
 import os
+import shlex
+import signal
 import sys
 
 from absl import app, flags
@@ -79,11 +88,28 @@ def parse_flags(argv: list[str]) -> list[str]:
         _CONFIG.value  # noqa: B018 - loads the file now, so load errors surface here
     except Exception as e:  # noqa: BLE001 - every parse error becomes one line
         missing = [f for f in fields if repr(f) in str(e) or f"'{f}'" in str(e)]
-        if missing:
+        if missing and "Could not override" not in str(e):
             fail(f"config.{missing[0]}: {path} does not define this field, so it cannot be "
                  "overridden; start the file from overparam.config.default_config()")
-        fail(f"--config={paths[-1]}: {one_line(e)}")
+        fail(f"--config={paths[-1]}: {_reason(e)}")
+    if not hasattr(_CONFIG.value, "items"):
+        fail(f"--config={paths[-1]}: get_config() returned {type(_CONFIG.value).__name__}, "
+             "not a ConfigDict")
     return rest
+
+
+def _reason(e: Exception) -> str:
+    """The cause of a config file's load error: ml_collections puts the file's whole
+    traceback in the message, whose last line says what went wrong."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(e):
+        return lines[-1]
+    return one_line(e)
+
+
+def resume_command() -> str:
+    """This command line, as it can be pasted into a shell."""
+    return shlex.join([sys.executable, "-m", "overparam.sweep", *sys.argv[1:]])
 
 
 def _join_processes() -> None:
@@ -107,10 +133,17 @@ def _join_processes() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
+    from overparam import store
+
+    store.crash_point("import")
     from overparam import checkpoint, engine, multihost  # import jax after flags
 
     if _CACHE.value:
-        engine.enable_compilation_cache(_CACHE.value)
+        try:
+            engine.enable_compilation_cache(_CACHE.value)
+        except OSError as e:
+            fail(f"--compilation_cache: cannot use {_CACHE.value!r} as a directory "
+                 f"({e.strerror or type(e).__name__})")
     _join_processes()
     try:
         sweep = config_lib.validate(_CONFIG.value)
@@ -120,10 +153,9 @@ def main(argv: list[str]) -> None:
                                    dry_run=_DRY_RUN.value)
     except (config_lib.ConfigError, checkpoint.OutError, engine.BackendError) as e:
         fail(one_line(e))
-    except engine.Interrupted as e:
-        print(f"\ninterrupted by {e}: stopped cleanly at a chunk boundary; resume with the "
-              f"same command:\n  {' '.join(sys.argv)}", file=sys.stderr)
-        sys.exit(128 + e.signum)
+    except store.WriteError as e:
+        fail(f"{e}; nothing written is lost: free space (or fix the file system) and run "
+             f"the same command to resume: {resume_command()}")
     if summary is not None and multihost.is_leader():
         t = summary.timings
         print(f"{summary.num_runs} networks x {sweep.steps} steps in {t['total']:.1f} s "
@@ -139,7 +171,16 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main, flags_parser=parse_flags)
+    from overparam import interrupt
+
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except (interrupt.Interrupted, KeyboardInterrupt) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"\ninterrupted by {signal.Signals(signum).name}: stopped cleanly, nothing "
+              f"written is lost; resume with the same command:\n  {resume_command()}",
+              file=sys.stderr)
+        sys.exit(128 + signum)
 
 
 if __name__ == "__main__":

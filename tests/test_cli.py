@@ -246,6 +246,19 @@ BAD = [
     pytest.param([*SMALL, "--device=gpu"], "gpu", False, id="device-gpu-on-cpu"),
     pytest.param(["--device=cuda"], "device", False, id="device-not-allowed"),
     pytest.param(SMALL, "out", True, id="out-is-a-file"),
+    pytest.param([*SMALL, "--config.seed=4294967296"], "config.seed", False,
+                 id="seed-over-32-bits"),
+    pytest.param([*SMALL, "--config.num_seeds=100000000"], "config.num_seeds", False,
+                 id="huge-grid"),
+    pytest.param([*SMALL, "--config.widths=(100000000,)"], "config.widths", False,
+                 id="huge-width"),
+    pytest.param([*SMALL, "--config.widths=(1000000000000,)"], "config.widths", False,
+                 id="absurd-width"),
+    pytest.param([*SMALL, "--config.n=(1000000000,)"], "config.n", False, id="huge-n"),
+    pytest.param(["--config=sweeps/du2018.py:bogus"], "unknown variant 'bogus'", False,
+                 id="variant-typo"),
+    pytest.param([*SMALL, "--compilation_cache=sweeps/default.py"], "--compilation_cache",
+                 False, id="cache-is-a-file"),
 ]
 
 
@@ -271,6 +284,44 @@ def test_bad_command_line(tmp_path, args, names, out_is_file):
     else:
         assert not out.exists()
         assert list(tmp_path.iterdir()) == []
+
+
+SWEEP_FILES = {
+    "returns-none": ("def get_config(arg=None):\n    return None\n", "returned NoneType"),
+    "wrong-type": ("from overparam.config import default_config\n\n\n"
+                   "def get_config(arg=None):\n    c = default_config()\n"
+                   "    c.widths = 'abc'\n    return c\n", "Could not override field 'widths'"),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_FILES))
+def test_a_broken_sweep_file_is_one_line_with_its_reason(tmp_path_factory, case):
+    text, words = SWEEP_FILES[case]
+    path = tmp_path_factory.mktemp("sweeps") / "mine.py"
+    path.write_text(text)
+    out = tmp_path_factory.mktemp("out") / "r"
+    proc = sweep_cli(f"--config={path}", f"--out={out}", timeout=120)
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert last.startswith(f"error: --config={path}") and words in last, last
+    assert not out.exists()
+
+
+def test_out_under_a_regular_file_is_one_line_and_nothing_is_written(tmp_path):
+    (tmp_path / "taken").write_text("precious")
+    proc = sweep_cli(*SMALL, f"--out={tmp_path / 'taken' / 'r'}", "--progress=false",
+                     timeout=120)
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert last.startswith("error: --out:") and "taken" in last and "Not a directory" in last
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_lr_may_mix_numbers_and_theory(tmp_path):
+    proc = sweep_cli(*SMALL, "--config.lr=(0.1,theory)", "--dry_run",
+                     f"--out={tmp_path / 'r'}", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 networks" in proc.stdout and not (tmp_path / "r").exists()
 
 
 def test_device_error_names_backend(tmp_path):

@@ -1,25 +1,36 @@
-"""Sweeps that survive: crashes (real SIGKILL) at many points, SIGTERM, re-runs, overwrite.
+"""Sweeps that survive: a real SIGKILL at every write point and at random moments, signals
+at start-up, during compiling and while training, a damaged checkpoint, a full disk.
 
-Each interrupted sweep is resumed by re-running the same command; its tables
+Each interrupted sweep is resumed by running the same command again; its tables
 must equal, bit for bit, those of an uninterrupted run.
 """
 
 import json
 import os
+import random
+import runpy
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tables import assert_same_tables
 
 import overparam
+from overparam import config as config_lib
+from overparam import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--config=sweeps/default.py", "--config.widths=(8,16)", "--config.num_seeds=2",
         "--config.steps=20", "--config.chunk_steps=5", "--progress=false"]
+# One batch of two chunks: every kind of write (a checkpoint with a state and the
+# finished batch's), few of them.
+TINY = {"widths": (8,), "num_seeds": 1, "steps": 6, "chunk_steps": 4}
+TINY_ARGS = ["--config=sweeps/default.py", "--progress=false",
+             *(f"--config.{k}={v}".replace(" ", "") for k, v in TINY.items())]
 
 
 def _cli(out, *extra, env=None, args=ARGS):
@@ -29,6 +40,16 @@ def _cli(out, *extra, env=None, args=ARGS):
                           timeout=300)
 
 
+def _resume_in_process(out, fields):
+    """The same sweep as `_cli` with these overrides, run in this process (no import or
+    start-up cost), to resume a directory."""
+    c = runpy.run_path(str(ROOT / "sweeps" / "default.py"))["get_config"]()
+    for k, v in fields.items():
+        setattr(c, k, v)
+    engine.enable_compilation_cache(os.environ["OVERPARAM_COMPILATION_CACHE"])
+    engine.run_sweep(config_lib.validate(c), out, show_progress=False, log_fn=lambda *a: None)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "r"
@@ -36,23 +57,34 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(reference directory, the crash points of a clean run in order)."""
+    out = tmp_path_factory.mktemp("tiny") / "r"
+    log = out.parent / "points"
+    proc = _cli(out, args=TINY_ARGS, env={"OVERPARAM_CRASH_LOG": str(log)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, log.read_text().split()
+
+
 def test_same_config_twice_gives_bit_identical_tables(reference, tmp_path):
     assert _cli(tmp_path / "again").returncode == 0
     assert_same_tables(reference, tmp_path / "again")
 
 
-# Writes, in order: manifest (1), two datasets (2, 3), then per chunk the steps
-# part, layers part, checkpoint, batch state (4 writes; 3 for a batch's last
-# chunk), runs.parquet (42) and the final manifest (43).
-@pytest.mark.parametrize("crash", ["write:1", "write:3", "write:6", "chunk:2", "write:22",
-                                   "chunk:7", "write:42", "write:43"])
-def test_killed_sweep_resumes_to_identical_tables(reference, tmp_path, crash):
-    out = tmp_path / "r"
-    killed = _cli(out, env={"OVERPARAM_CRASH_AT": crash})
-    assert killed.returncode == -signal.SIGKILL
-    resumed = _cli(out)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_tables(reference, out)
+def test_kill_at_every_write_point_resumes_to_identical_tables(tiny, tmp_path):
+    reference, points = tiny
+    # manifest, dataset, 2 chunks x (steps part, layers part, checkpoint), runs.parquet,
+    # manifest; a 'chunk' point between each chunk's parts and its checkpoint.
+    counts = {name: points.count(name) for name in ("write", "chunk")}
+    assert counts == {"write": 10, "chunk": 2}, points
+    for name, count in counts.items():
+        for k in range(1, count + 1):
+            out = tmp_path / f"{name}{k}"
+            killed = _cli(out, args=TINY_ARGS, env={"OVERPARAM_CRASH_AT": f"{name}:{k}"})
+            assert killed.returncode == -signal.SIGKILL, (name, k, killed.stderr[-2000:])
+            _resume_in_process(out, TINY)
+            assert_same_tables(reference, out)
 
 
 def test_several_crashes_in_a_row(reference, tmp_path):
@@ -63,8 +95,8 @@ def test_several_crashes_in_a_row(reference, tmp_path):
     assert_same_tables(reference, out)
 
 
-def _start(out, args):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def _start(out, args, env=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "overparam.sweep", *args, f"--out={out}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -75,7 +107,7 @@ def _wait_for_parts(out, count=2, timeout=120):
     while time.monotonic() < deadline:
         if len(list((out / "steps").glob("part-*.parquet"))) >= count:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("the sweep wrote no parts")
 
 
@@ -101,19 +133,93 @@ def test_signal_stops_at_a_chunk_boundary_and_says_how_to_resume(long_reference,
     assert "resume with the same command" in stderr and "Traceback" not in stderr
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     assert not list(out.rglob(".*.tmp"))
-    resumed = _cli(out, args=LONG)
-    assert resumed.returncode == 0 and "resuming" in resumed.stdout
+    # The printed command resumes the sweep as it is, pasted into a shell.
+    command = stderr.strip().splitlines()[-1].strip()
+    resumed = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-2000:]
     assert_same_tables(long_reference, out)
 
 
-def test_external_sigkill_at_any_moment(long_reference, tmp_path):
-    out = tmp_path / "r"
-    proc = _start(out, LONG)
-    _wait_for_parts(out, count=5)
-    proc.kill()
-    proc.communicate(timeout=60)
+def test_twenty_external_sigkills_at_random_moments_then_one_resume(long_reference, tmp_path):
+    out, rng = tmp_path / "r", random.Random(0)
+    for i in range(20):
+        proc = _start(out, LONG)
+        if i % 2:  # anywhere: start-up, compiling, planning, the first writes
+            time.sleep(rng.uniform(0.0, 4.0))
+        else:      # while training and writing
+            _wait_for_parts(out, count=1)
+            time.sleep(rng.uniform(0.0, 1.0))
+        proc.kill()
+        proc.communicate(timeout=60)
     assert _cli(out, args=LONG).returncode == 0
     assert_same_tables(long_reference, out)
+
+
+def test_a_signal_during_start_up_is_a_clean_stop_that_writes_nothing(tmp_path):
+    for point, sig in (("import:1", "SIGINT"), ("compile:1", "SIGTERM")):
+        out = tmp_path / point.split(":")[0]
+        proc = _cli(out, env={"OVERPARAM_CRASH_AT": point, "OVERPARAM_CRASH_SIGNAL": sig})
+        assert proc.returncode == 128 + signal.Signals[sig], proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and "resume with the same command" in proc.stderr
+        assert not out.exists()
+
+
+def test_a_signal_while_a_resume_starts_leaves_it_interrupted(reference, tmp_path):
+    out = tmp_path / "r"
+    assert _cli(out, env={"OVERPARAM_CRASH_AT": "chunk:2"}).returncode == -signal.SIGKILL
+    # The resume compiles its programs lazily, after it marked the manifest running.
+    for point in ("write:1", "compile:1"):
+        proc = _cli(out, env={"OVERPARAM_CRASH_AT": point, "OVERPARAM_CRASH_SIGNAL": "SIGTERM"})
+        assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+    assert _cli(out).returncode == 0
+    assert_same_tables(reference, out)
+
+
+def _checkpoint(out):
+    (path,) = sorted((out / ".state").glob("b*.npz"))[:1]
+    return path
+
+
+def test_an_unreadable_checkpoint_is_reported_and_its_batch_recomputed(reference, tmp_path):
+    out = tmp_path / "r"
+    assert _cli(out, env={"OVERPARAM_CRASH_AT": "chunk:3"}).returncode == -signal.SIGKILL
+    path = _checkpoint(out)
+    path.write_bytes(path.read_bytes()[:100])   # truncated
+    resumed = _cli(out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{path} is unreadable" in resumed.stdout and "recomputing batch 0" in resumed.stdout
+    assert_same_tables(reference, out)
+
+
+def test_a_checkpoint_whose_count_does_not_match_its_state_is_recomputed(reference, tmp_path):
+    out = tmp_path / "r"
+    assert _cli(out, env={"OVERPARAM_CRASH_AT": "chunk:3"}).returncode == -signal.SIGKILL
+    path = _checkpoint(out)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["chunks_done"] += 1                        # a raised count, as if edited
+    arrays["meta"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    resumed = _cli(out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "do not match" in resumed.stdout and "recomputing batch 0" in resumed.stdout
+    assert_same_tables(reference, out)
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_the_sweep_resumes(reference, tmp_path):
+    out = tmp_path / "r"
+    proc = _cli(out, env={"OVERPARAM_FAIL_AT": "write:6"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "No space left on device" in line and f"cannot write {out}/" in line
+    assert "overparam.sweep" in line   # how to resume
+    assert _cli(out).returncode == 0
+    assert_same_tables(reference, out)
 
 
 def test_finished_sweep_is_left_alone_and_overwrite_recomputes(reference, tmp_path):
@@ -141,12 +247,13 @@ def test_a_different_sweep_in_the_same_directory_is_refused(reference, tmp_path)
 
 
 def test_a_foreign_directory_is_refused_and_left_alone(tmp_path):
-    out = tmp_path / "mine"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me")
-    proc = _cli(out)
-    assert proc.returncode == 2 and "holds no overparam sweep" in proc.stderr
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    for name in ("notes.txt", ".notes.tmp"):   # only overparam's own temporaries are its own
+        out = tmp_path / name.strip(".")
+        out.mkdir()
+        (out / name).write_text("keep me")
+        proc = _cli(out)
+        assert proc.returncode == 2 and "holds no overparam sweep" in proc.stderr
+        assert [p.name for p in out.iterdir()] == [name]
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):

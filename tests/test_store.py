@@ -136,12 +136,14 @@ def test_dataset_round_trips_exactly(tmp_path, dtype, n, d):
 def test_load_sorts_tables_and_reads_manifest(tmp_path):
     steps = pd.DataFrame({"run_id": ["b", "a", "b", "a"], "step": [1, 1, 0, 0],
                           "loss": [0.1, 0.2, 0.3, 0.4]})
-    store.write_parquet(steps.iloc[:2], tmp_path / store.STEPS / store.part_name(0, 1))
-    store.write_parquet(steps.iloc[2:], tmp_path / store.STEPS / store.part_name(0, 0))
-    store.write_parquet(pd.DataFrame({"run_id": ["a", "b"]}), tmp_path / store.RUNS)
     layers = pd.DataFrame({"run_id": ["b", "a"], "step": [0, 0], "layer": [1, 1]})
-    store.write_parquet(layers, tmp_path / store.LAYERS / store.part_name(0, 0))
-    store.write_json({"status": "complete", "config": {"name": "x"}},
+    files = {}
+    for rel, table in ((f"{store.STEPS}/{store.part_name(0, 1)}", steps.iloc[:2]),
+                       (f"{store.STEPS}/{store.part_name(0, 0)}", steps.iloc[2:]),
+                       (store.RUNS, pd.DataFrame({"run_id": ["a", "b"]})),
+                       (f"{store.LAYERS}/{store.part_name(0, 0)}", layers)):
+        files[rel] = store.write_parquet(table, tmp_path / rel).to_dict()
+    store.write_json({"status": "complete", "config": {"name": "x"}, "files": files},
                      tmp_path / store.MANIFEST)
     r = overparam.load(str(tmp_path))
     assert isinstance(r, overparam.Results)

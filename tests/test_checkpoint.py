@@ -1,0 +1,69 @@
+"""Batch checkpoints: one file holds the chunk count, the parts and the state, and a
+count that does not match is refused."""
+
+import numpy as np
+import pytest
+
+from overparam import checkpoint, store
+
+
+def _parts(batch, chunks):
+    return {f"{t}/{store.part_name(batch, c)}": {"rows": 1, "sha256": "0"}
+            for t in (store.STEPS, store.LAYERS) for c in range(chunks)}
+
+
+def test_a_batch_not_started_has_no_chunks_done(tmp_path):
+    assert checkpoint.load(tmp_path, 3) == {"chunks_done": 0, "step": 0, "parts": {}}
+
+
+def test_meta_round_trips_in_one_file(tmp_path):
+    checkpoint.save(tmp_path, 2, chunks_done=3, step=30, parts=_parts(2, 3),
+                    diverged_step=[-1, 7])
+    assert [p.name for p in (tmp_path / checkpoint.STATE).iterdir()] == ["b00002.npz"]
+    meta = checkpoint.load(tmp_path, 2)
+    assert meta == {"chunks_done": 3, "step": 30, "parts": _parts(2, 3),
+                    "diverged_step": [-1, 7]}
+    checkpoint.check(meta, 2, steps_per_chunk=10, num_chunks=3)
+
+
+@pytest.mark.parametrize("meta, words", [
+    ({"chunks_done": 2, "step": 30, "parts": _parts(0, 2)}, "do not match"),
+    ({"chunks_done": 4, "step": 40, "parts": _parts(0, 4)}, "do not match"),   # > num_chunks
+    ({"chunks_done": 2, "step": 20, "parts": _parts(0, 1)}, "lists 2 parts"),
+    ({"chunks_done": 3, "step": 30, "parts": _parts(0, 3)}, "diverged steps"),
+])
+def test_an_inconsistent_checkpoint_is_refused(meta, words):
+    with pytest.raises(checkpoint.CheckpointError, match=words):
+        checkpoint.check(meta, 0, steps_per_chunk=10, num_chunks=3)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 not a zip", b"x" * 1000])
+def test_an_unreadable_checkpoint_is_a_checkpoint_error(tmp_path, garbage):
+    checkpoint.save(tmp_path, 0, chunks_done=1, step=10, parts=_parts(0, 1))
+    path = tmp_path / checkpoint.STATE / "b00000.npz"
+    path.write_bytes(garbage)
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
+        checkpoint.load(tmp_path, 0)
+
+
+def test_leftovers_are_only_overparams_own_temporaries(tmp_path):
+    store.write_json({"a": 1}, tmp_path / "m.json")
+    own = tmp_path / "steps" / f".part.parquet.0123abcd{store.TEMP_SUFFIX}"
+    own.parent.mkdir()
+    own.write_bytes(b"half")
+    theirs = [tmp_path / ".notes.tmp", tmp_path / "steps" / ".x.deadbeef.tmp"]
+    for p in theirs:
+        p.write_text("keep")
+    assert checkpoint.clean_leftovers(tmp_path) == 1
+    assert not own.exists() and all(p.exists() for p in theirs)
+
+
+def test_clear_keeps_only_the_lock(tmp_path):
+    lock = checkpoint.Lock(tmp_path)
+    lock.acquire()
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "part").write_bytes(np.zeros(3).tobytes())
+    (tmp_path / "manifest.json").write_text("{}")
+    checkpoint.clear(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.LOCK]
+    lock.release()
