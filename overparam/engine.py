@@ -518,15 +518,18 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan | None,
                                      programs, stop, writer, pending, progress, log_fn)
                 for f in pending:
                     f.result()
-        timings["train_and_write"] = time.perf_counter() - t0
-        signums = [s for s in multihost.gather(stop.signum or 0) if s]
-        if signums:
-            raise Interrupted(stop.signum or signums[0])
-        summary = Summary(out=out, num_runs=len(runs), num_diverged=0,
-                          num_compiles=programs.num_compiled,
-                          network_steps=sum(multihost.gather(total - done)), timings=timings)
-        if leader:
-            _finish_sweep(sweep, out, runs, datasets, plan, eigenvalues, manifest, summary, t0)
+            timings["train_and_write"] = time.perf_counter() - t0
+            signums = [s for s in multihost.gather(stop.signum or 0) if s]
+            if signums:
+                raise Interrupted(stop.signum or signums[0])
+            # From here on the sweep finishes: a signal now is too late to stop it.
+            summary = Summary(out=out, num_runs=len(runs), num_diverged=0,
+                              num_compiles=programs.num_compiled,
+                              network_steps=sum(multihost.gather(total - done)),
+                              timings=timings)
+            if leader:
+                _finish_sweep(sweep, out, runs, datasets, plan, eigenvalues, manifest,
+                              summary, t0)
     except Interrupted:
         if manifest is not None:
             manifest["status"] = "interrupted"

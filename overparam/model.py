@@ -84,18 +84,24 @@ def apply(net: Net, X: jax.Array, *, param: str, precision=jax.lax.Precision.HIG
           ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Forward pass on a batch.
 
-    X: (n, d). Returns f: (n,) and the pre-activations (z_1, ..., z_L), each (n, m).
-    taps: optional (n, m) arrays added to the pre-activations (zeros give the
+    X: (n, d). Returns f: (n,) and the pre-activations (z_1, ..., z_L), each
+    (m, n): neuron by example, the transpose of the (n, m) of `X @ W.T`.
+    Computed so, as z_l = c_l W_l h_{l-1} with h_0 = X^T, the weight gradient
+    of backpropagation, G_l h_{l-1}^T, has W_l's own (m, fan_in) layout; under
+    vmap XLA:CPU runs a training step 2-2.5x faster than with (n, m)
+    activations, whose weight gradient it computes in a slow transposed layout
+    (BENCHMARKS.md, "Layout").
+    taps: optional (m, n) arrays added to the pre-activations (zeros give the
     same f; the gradient with respect to them is df/dz_l).
     """
     width, depth = net.out.shape[0], len(net.hidden)
     scales, out_scale = forward_scales(param, d=X.shape[-1], width=width, depth=depth)
-    h, pre = X, []
+    h, pre = X.T, []
     for layer, (W, c) in enumerate(zip(net.hidden, scales)):
-        z = c * jnp.matmul(h, W.T, precision=precision)
+        z = c * jnp.matmul(W, h, precision=precision)
         if taps is not None:
             z = z + taps[layer]
         pre.append(z)
         h = jax.nn.relu(z)
-    f = out_scale * jnp.matmul(h, net.out, precision=precision)
+    f = out_scale * jnp.matmul(net.out, h, precision=precision)
     return f, tuple(pre)

@@ -79,7 +79,7 @@ class State(NamedTuple):
     delta: model.Net          # W - W(0); delta.out stays 0 unless train_output
     opt_state: Any
     v: tuple[jax.Array, ...]  # per layer (fan_in, b): warm start of the power iteration
-    pattern0: tuple[jax.Array, ...]  # per layer (n, m) bool: 1{z_l > 0} at step 0
+    pattern0: tuple[jax.Array, ...]  # per layer (m, n) bool: 1{z_l > 0} at step 0
     batch_key: jax.Array
     power_key: jax.Array
     alive: jax.Array          # (), bool
@@ -88,8 +88,6 @@ class State(NamedTuple):
     gram0: jax.Array          # (n, n): H(0), the NTK Gram at initialization ((0, 0) if unused)
     gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
 
-
-POWER_BLOCK = 4  # vectors in the warm-started block power iteration (metrics.spectral_norm)
 
 INIT_POWER_ITERS, INIT_POWER_TOL = 1000, 1e-7  # ||W(0)||_2: a cold start, once per network
 
@@ -134,8 +132,8 @@ def init_single(static: Static, hyper: Hyper, X: jax.Array,
     opt_state = _optimizer(static, hyper.lr).init(_trainable(static, delta))
     precision = PRECISIONS[static.precision]
     init_spectral = jnp.stack([
-        metrics.spectral_norm(W, b, tol=INIT_POWER_TOL, max_iters=INIT_POWER_ITERS,
-                              precision=precision)[0]
+        metrics.layer_spectral_norm(W, b, tol=INIT_POWER_TOL, max_iters=INIT_POWER_ITERS,
+                                    precision=precision)[0]
         for W, b in zip(net0.hidden, _power_block(power_key, net0, -jnp.ones((), jnp.int32)))])
     gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
     if static.gram_every:
@@ -172,13 +170,14 @@ def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dic
 
 
 def _power_block(power_key: jax.Array, net0: model.Net, step: jax.Array,
-                 columns: int = POWER_BLOCK):
-    """Random (fan_in, columns) blocks of every layer for `step` (at most fan_in columns)."""
-    fan_ins = [W.shape[1] for W in net0.hidden]
-    block = min(columns, *fan_ins)
+                 columns: int | None = None):
+    """Random (fan_in, b) blocks of every layer for `step`: b = metrics.block_size(fan_in),
+    or `columns`. One draw for all layers (fewer PRNG calls compile faster)."""
+    shapes = [(W.shape[1], columns or metrics.block_size(W.shape[1])) for W in net0.hidden]
     key = jax.random.fold_in(power_key, step)
-    z = jax.random.normal(key, (sum(fan_ins), block), net0.out.dtype)
-    return tuple(jnp.split(z, np.cumsum(fan_ins)[:-1]))
+    z = jax.random.normal(key, (sum(k * b for k, b in shapes),), net0.out.dtype)
+    pieces = jnp.split(z, np.cumsum([k * b for k, b in shapes])[:-1])
+    return tuple(p.reshape(shape) for p, shape in zip(pieces, shapes))
 
 
 def _batch_loss(static: Static, net0: model.Net, delta: model.Net, trained, X, y):
@@ -224,9 +223,9 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_st
     precision = PRECISIONS[static.precision]
     spectral, vs = [], []
     for D, v, r in zip(state.delta.hidden, state.v, fresh):
-        v = v.at[:, -1].set(r[:, 0])
-        sigma, v = metrics.spectral_norm(D, v, tol=static.power_tol,
-                                         max_iters=static.power_max_iters, precision=precision)
+        sigma, v = metrics.layer_spectral_norm(D, v, r, tol=static.power_tol,
+                                               max_iters=static.power_max_iters,
+                                               precision=precision)
         spectral.append(sigma)
         vs.append(v)
     if static.sign_labels:

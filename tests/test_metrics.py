@@ -1,8 +1,9 @@
 """Tests of overparam.metrics against NumPy and explicit loops.
 
-spectral_norm is checked against np.linalg.norm(D, 2) (an SVD) on matrices that
-are hard for power iteration (rank-deficient, rank-1, a near-tie of the top two
-singular values) and for its warm start; the other metrics against loops over
+spectral_norm (and the Gram route of layer_spectral_norm, for small fan-ins) is
+checked against np.linalg.norm(D, 2) (an SVD) on matrices that are hard for power
+iteration (rank-deficient, rank-1, a near-tie of the top two singular values) and
+for its warm start; the other metrics against loops over
 rows, examples and neurons. float64 runs under `jax.enable_x64(True)`.
 """
 
@@ -181,6 +182,84 @@ def test_spectral_norm_block_follows_a_swap_of_the_top_two_directions():
     _, V1 = _spectral64(D, rng.standard_normal((k, 1)), tol=1e-15, max_iters=10000)
     one_short = _spectral64(D2, V1, tol=tol, max_iters=3)
     assert one_short[0] < 2.0 * (1 - 1e-6)
+
+
+# ------------------------------------------------------ the Gram route (small fan-in)
+
+_layer_jit = jax.jit(lambda D, V, tol, max_iters: metrics.layer_spectral_norm(
+    D, V, tol=tol, max_iters=max_iters))
+
+
+def _layer64(D, V, tol, max_iters):
+    with jax.enable_x64(True):
+        sigma, V_out = _layer_jit(jnp.asarray(D, jnp.float64), jnp.asarray(V, jnp.float64),
+                                  jnp.asarray(tol, jnp.float64),
+                                  jnp.asarray(max_iters, jnp.int32))
+        return float(sigma), np.asarray(V_out)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gram_route_matches_svd(kind):
+    """Every KINDS matrix has fan-in <= GRAM_MAX_FAN_IN: ||D||_2 through D^T D."""
+    rng = np.random.default_rng(200 + KINDS.index(kind))
+    D = _matrix(kind, rng)
+    k = D.shape[1]
+    assert metrics.block_size(k) == 2
+    sigma, V = _layer64(D, rng.standard_normal((k, 2)), tol=1e-13, max_iters=5000)
+    want = np.linalg.norm(D, 2)
+    assert abs(sigma - want) <= 1e-6 * want, (sigma, want)
+    assert sigma <= want * (1 + 1e-12)
+    assert V.shape == (k, 2)
+    np.testing.assert_allclose(V.T @ V, np.eye(2), atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(D @ V[:, 0]), sigma, rtol=1e-6)
+
+
+def test_gram_route_float32_to_1e6():
+    rng = np.random.default_rng(27)
+    for shape, scale in [((1024, 32), 1.0), ((64, 32), 1.0), ((300, 64), 1.0), ((5, 40), 1.0),
+                         ((64, 16), 1e12), ((64, 16), 1e-12)]:  # (D^T D)^2 over/underflows
+        D = scale * rng.standard_normal(shape).astype(np.float32)
+        D[:, 0] *= 3.0  # a clear top direction, as a training run has
+        V0 = jnp.asarray(rng.standard_normal((shape[1], 2)), jnp.float32)
+        sigma, V = metrics.layer_spectral_norm(jnp.asarray(D), V0, tol=1e-7, max_iters=500)
+        assert sigma.dtype == jnp.float32 and V.shape == (shape[1], 2)
+        np.testing.assert_allclose(float(sigma), np.linalg.norm(D.astype(np.float64), 2),
+                                   rtol=1e-6)
+
+
+def test_gram_route_of_zero_is_zero_and_keeps_v():
+    V0 = np.random.default_rng(28).standard_normal((3, 2))
+    sigma, V = _layer64(np.zeros((7, 3)), V0, tol=1e-10, max_iters=50)
+    assert sigma == 0.0
+    np.testing.assert_array_equal(V, V0)
+
+
+def test_gram_route_warm_start_and_a_swap_of_the_top_two_directions():
+    """Warm-started from its own Ritz vectors on a slightly moved D, 2 iterations give
+    the converged result; after the top two directions swap (2, 1.9) -> (1.9, 2) the
+    block of two holds both and finds ||D2||_2 within 3 iterations."""
+    rng = np.random.default_rng(29)
+    m, k = 40, 12
+    U, _ = np.linalg.qr(rng.standard_normal((m, 4)))
+    P, _ = np.linalg.qr(rng.standard_normal((k, 4)))
+    s = np.array([2.0, 1.9, 0.5, 0.2])
+    D, D2 = (U * s) @ P.T, (U * s[[1, 0, 2, 3]]) @ P.T
+    _, V = _layer64(D, rng.standard_normal((k, 2)), tol=1e-15, max_iters=10000)
+    moved = D + 1e-6 * rng.standard_normal(D.shape)
+    assert _layer64(moved, V, 1e-10, 2)[0] == _layer64(moved, V, 1e-10, 10000)[0]
+    short, long = _layer64(D2, V, 1e-12, 3), _layer64(D2, V, 1e-12, 10000)
+    assert short[0] == long[0]
+    np.testing.assert_allclose(short[0], 2.0, rtol=1e-12)
+    assert abs(abs(short[1][:, 0] @ P[:, 1]) - 1.0) < 1e-6
+
+
+def test_a_wide_fan_in_takes_the_block_power_iteration():
+    k = metrics.GRAM_MAX_FAN_IN + 1
+    rng = np.random.default_rng(30)
+    D = rng.standard_normal((20, k))
+    V0 = rng.standard_normal((k, metrics.block_size(k)))
+    assert metrics.block_size(k) == metrics.POWER_BLOCK
+    assert _layer64(D, V0, 1e-12, 1000)[0] == _spectral64(D, V0, 1e-12, 1000)[0]
 
 
 @pytest.mark.parametrize("b,k", [(1, 5), (4, 9), (4, 4)])

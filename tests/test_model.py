@@ -170,8 +170,8 @@ def test_apply_matches_numpy_forward_float64(param, depth):
     assert f.shape == (n,)
     assert len(pre) == depth
     for z, z_ref in zip(pre, pre_ref, strict=True):
-        assert z.shape == (n, m)
-        np.testing.assert_allclose(z, z_ref, rtol=1e-6, atol=1e-12 * np.abs(z_ref).max())
+        assert z.shape == (m, n)   # neuron by example
+        np.testing.assert_allclose(z, z_ref.T, rtol=1e-6, atol=1e-12 * np.abs(z_ref).max())
     np.testing.assert_allclose(f, f_ref, rtol=1e-6, atol=1e-12 * np.abs(f_ref).max())
     if depth == 1:
         f_loop = _np_forward_two_layer_loop(hidden[0], out, Xn, param)
@@ -285,7 +285,7 @@ def test_forward_scale_is_width_stable(param, depth):
         for k in jax.random.split(jax.random.PRNGKey(m + depth), num_nets):
             net = model.init(k, d=d, width=m, depth=depth, param=param)
             f, pre = model.apply(net, X, param=param)
-            assert all(z.shape == (n, m) for z in pre)
+            assert all(z.shape == (m, n) for z in pre)
             fs.append(np.asarray(f, np.float64))
         second_moment[m] = float(np.mean(np.square(fs)))
     ratio = second_moment[1024] / second_moment[64]
