@@ -31,7 +31,7 @@ def time_chunk(static, M):
                         jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32))
     program = train.make_program(static)
     H = jnp.zeros((M, static.n, static.n), jnp.float32) if static.gram_every else None
-    state = program.init(hyper, X, H)
+    state = program.init(train.batch_keys(hyper), X, H)
     state, rec = program.chunk(state, hyper, X, y, jnp.int32(0))
     jax.block_until_ready(rec)
     best = float("inf")

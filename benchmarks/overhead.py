@@ -80,7 +80,7 @@ def time_case(width, depth, n, d, M):
     hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
                         jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32))
     program = train.make_program(static)
-    state = program.init(hyper, X, None)
+    state = program.init(train.batch_keys(hyper), X, None)
     full = _best(lambda: program.chunk(state, hyper, X, y, jnp.int32(0))) / K
     plain = loss_only_chunk(static)
     lean = _best(lambda: plain(state.net0.hidden, X, y, state.net0.out, hyper.lr)) / K

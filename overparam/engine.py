@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import os
@@ -26,12 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from absl import logging
 
 from overparam import checkpoint, interrupt, multihost, store, theory, train
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
 from overparam import progress as progress_lib
+from overparam.cli import one_line
 
 BACKENDS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
 PACKAGES = ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "ml_collections", "absl-py")
@@ -121,7 +124,7 @@ def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, st
                  progress: progress_lib.Progress) -> dict[str, dict]:
     """Moves one chunk's records to the host and writes its steps/ and layers/ parts;
     returns their manifest entries ({relative path: {rows, sha256}})."""
-    records = jax.device_get(records)
+    records = train.columns(jax.device_get(records))
     real = batch.num_real
     step = records["step"][:real]                          # (real, K)
     valid = step <= steps
@@ -161,19 +164,20 @@ def _finish_chunk(out: Path, plan: plan_lib.Plan, batch: plan_lib.Batch, chunk: 
 
 def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype,
                  gram_inf: dict):
-    """Per-network arrays of a batch: Hyper, X, y and H^inf / s (None without Gram tracking)."""
+    """Per-network arrays of a batch: Keys, Hyper, X, y and H^inf / s (None without Gram
+    tracking)."""
     hyper = train.Hyper(
-        seed=jnp.asarray([r.seed for r in batch.runs], jnp.uint32),
-        init_tag=jnp.asarray([r.init_tag for r in batch.runs], jnp.uint32),
-        batch_tag=jnp.asarray([r.batch_tag for r in batch.runs], jnp.uint32),
-        lr=jnp.asarray([r.lr for r in batch.runs], dtype))
-    X = jnp.asarray(np.stack([datasets[r.dataset_id].X for r in batch.runs]))
-    y = jnp.asarray(np.stack([datasets[r.dataset_id].y for r in batch.runs]))
+        seed=np.asarray([r.seed for r in batch.runs], np.uint32),
+        init_tag=np.asarray([r.init_tag for r in batch.runs], np.uint32),
+        batch_tag=np.asarray([r.batch_tag for r in batch.runs], np.uint32),
+        lr=np.asarray([r.lr for r in batch.runs], dtype))
+    X = np.stack([datasets[r.dataset_id].X for r in batch.runs])
+    y = np.stack([datasets[r.dataset_id].y for r in batch.runs])
     H = None
     if batch.static.gram_every:
         keys = [kernel_key(r, batch.static.train_output) for r in batch.runs]
-        H = jnp.asarray(np.stack([gram_inf[k] for k in keys]), dtype)
-    return hyper, X, y, H
+        H = np.stack([gram_inf[k] for k in keys]).astype(dtype)
+    return train.batch_keys(hyper), hyper, X, y, H
 
 
 def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
@@ -353,6 +357,39 @@ def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
 
 
+_CPU_OPTIONS = {
+    # LLVM's optimization level 1 instead of 3: compiles in 20-25% less time,
+    # runs as fast (level 0 would halve the compile time but run 2-2.5x slower).
+    "xla_backend_optimization_level": 1,
+    # XLA:CPU's older loop emitters instead of the MLIR fusion emitters: compiles
+    # in 35-40% less time, runs as fast (interleaved A/B, BENCHMARKS.md "Compile").
+    "xla_cpu_use_fusion_emitters": False,
+    # The LLVM module in 4 parts per core rather than 32 (each part pays its own
+    # pass pipeline): 10-20% less compile time on 2 cores.
+    "xla_cpu_parallel_codegen_split_count": min(32, 4 * (os.cpu_count() or 1)),
+}
+
+
+@functools.cache
+def compiler_options() -> dict[str, Any]:
+    """XLA options of overparam's programs on this backend (CPU: `_CPU_OPTIONS`).
+
+    They only trade compile time for nothing measurable at run time; one this
+    XLA does not know any more is left out (logged), never an error.
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    probe = jax.jit(lambda x: x + 1).lower(jnp.zeros(()))
+    known = {}
+    for name, value in _CPU_OPTIONS.items():
+        try:
+            probe.compile(compiler_options={name: value})
+            known[name] = value
+        except Exception as e:  # noqa: BLE001 - XLA raises its own runtime error type
+            logging.info("XLA option %s not used: %s", name, one_line(e))
+    return known
+
+
 class Programs:
     """The compiled init and chunk programs of each (shape, batch size), compiled once.
 
@@ -364,33 +401,40 @@ class Programs:
     def __init__(self, timings: dict[str, float]):
         self.timings = timings
         self._compiled: dict[tuple[train.Static, int], tuple[Any, Any, int]] = {}
+        self._inits: dict[tuple[train.Static, int], tuple[Any, Any]] = {}
 
     def _abstract(self, static: train.Static, size: int):
         sharding = models_sharding(size)
         dtype = jnp.dtype(static.dtype)
         spec = lambda *shape, dt=dtype: jax.ShapeDtypeStruct((size, *shape), dt,
                                                               sharding=sharding)
+        keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
         hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
                             spec())
         H = spec(static.n, static.n) if static.gram_every else None
-        return hyper, spec(static.n, static.d), spec(static.n), H, sharding
+        return keys, hyper, spec(static.n, static.d), spec(static.n), H, sharding
 
     def get(self, static: train.Static, size: int) -> tuple[Any, Any]:
-        """(init, chunk): executables called as init(hyper, X, H) and
-        chunk(state, hyper, X, y, start)."""
+        """(init, chunk): executables called as init(keys, X, H) and
+        chunk(state, hyper, X, y, start). Shapes with the same `train.init_static`
+        share their init executable."""
         key = (static, size)
         if key not in self._compiled:
             store.crash_point("compile")
             program = train.make_program(static)
-            hyper, X, y, H, sharding = self._abstract(static, size)
+            keys, hyper, X, y, H, sharding = self._abstract(static, size)
             t = time.perf_counter()
-            lowered = program.init.lower(hyper, X, H)
-            init = lowered.compile()
+            init_key = (train.init_static(static), size)
+            if init_key not in self._inits:
+                lowered = program.init.lower(keys, X, H)
+                self._inits[init_key] = (lowered.compile(compiler_options=compiler_options()),
+                                         lowered.out_info)
+            init, out_info = self._inits[init_key]
             state = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
-                lowered.out_info)
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), out_info)
             chunk = program.chunk.lower(state, hyper, X, y,
-                                        jax.ShapeDtypeStruct((), jnp.int32)).compile()
+                                        jax.ShapeDtypeStruct((), jnp.int32)
+                                        ).compile(compiler_options=compiler_options())
             self.timings["compile"] += time.perf_counter() - t
             state_bytes = sum(a.size * a.dtype.itemsize
                               for a in jax.tree_util.tree_leaves(state))
@@ -440,8 +484,8 @@ def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch, m
     """
     init, chunk = programs.get(batch.static, batch.size)
     sharding = models_sharding(batch.size)
-    hyper, X, y, H = jax.device_put(arrays, sharding) if sharding else arrays
-    state = init(hyper, X, H)
+    keys, hyper, X, y, H = jax.device_put(arrays, sharding)
+    state = init(keys, X, H)
     first_chunk, parts = meta["chunks_done"], dict(meta["parts"])
     if first_chunk:
         try:

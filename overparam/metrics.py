@@ -12,167 +12,124 @@ import jax.numpy as jnp
 
 from overparam import model
 
+GRAM_MAX_FAN_IN = 64  # layers with at most this fan-in iterate on D's Gram matrix
+INIT_POWER_ITERS, INIT_POWER_TOL = 1000, 1e-7  # ||W(0)||_2 of a wide layer: a cold start
 
-def orthonormalize(W: jax.Array) -> jax.Array:
-    """Orthonormal rows spanning W's, by Gram-Schmidt applied twice (CGS2). W: (b, k).
 
-    For the few vectors of the power iteration this is plain vector arithmetic,
-    which XLA fuses; LAPACK's QR in a vmapped while loop cost more than the
-    rest of the metrics together on the CPU (BENCHMARKS.md). A row in the span
-    of the previous ones (or zero) comes out as rounding noise, normalized.
+def _rows(first: jax.Array, second: jax.Array) -> jax.Array:
+    """The (2, k) matrix with these rows, as a broadcast select: under vmap a stack
+    would add a transposing copy, a kernel of its own, for every use."""
+    return jnp.where(jnp.arange(2)[:, None] == 0, first[None, :], second[None, :])
+
+
+def orthonormal_pair(Q: jax.Array) -> jax.Array:
+    """Orthonormal rows spanning Q's two rows, by Gram-Schmidt applied twice. Q: (2, k).
+
+    Plain vector arithmetic that XLA fuses (LAPACK's QR in a vmapped loop cost
+    more than the rest of the metrics together). A second row in the span of
+    the first (or zero) comes out as rounding noise, normalized.
     """
-    rows = []
-    for j in range(W.shape[0]):
-        w = W[j]
-        for _ in range(2):
-            for q in rows:
-                w = w - jnp.dot(q, w) * q
-        rows.append(w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(W.dtype).tiny))
-    return jnp.stack(rows)
+    tiny = jnp.finfo(Q.dtype).tiny
+    q1 = Q[0] / jnp.maximum(jnp.linalg.norm(Q[0]), tiny)
+    w = Q[1]
+    for _ in range(2):
+        w = w - jnp.dot(q1, w) * q1
+    return _rows(q1, w / jnp.maximum(jnp.linalg.norm(w), tiny))
+
+
+def top_ritz_pair(Q: jax.Array, QA: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The larger eigenvalue of R = Q A Q^T (2 x 2) and its unit eigenvector (y0, y1), in
+    closed form.
+
+    Q: (2, k) orthonormal rows; QA = Q A (2, k) for a symmetric A. With R =
+    [[a, b], [b, c]]: lambda = (a + c)/2 + sqrt(((a - c)/2)^2 + b^2), eigenvector
+    (b, lambda - a) or (lambda - c, b), whichever is longer (exact when b = 0).
+    """
+    R = jnp.einsum("bk,ck->bc", Q, QA, precision=jax.lax.Precision.HIGHEST)
+    a, b, c = R[0, 0], 0.5 * (R[0, 1] + R[1, 0]), R[1, 1]
+    lam = 0.5 * (a + c) + jnp.sqrt(0.25 * (a - c) ** 2 + b * b)
+    n1, n2 = jnp.sqrt(b * b + (lam - a) ** 2), jnp.sqrt((lam - c) ** 2 + b * b)
+    tiny = jnp.finfo(Q.dtype).tiny
+    first = n1 > n2
+    y0 = jnp.where(first, b / jnp.maximum(n1, tiny),
+                   jnp.where(n2 > 0, (lam - c) / jnp.maximum(n2, tiny), 1.0))
+    y1 = jnp.where(first, (lam - a) / jnp.maximum(n1, tiny),
+                   jnp.where(n2 > 0, b / jnp.maximum(n2, tiny), 0.0))
+    return lam, y0, y1
 
 
 def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
                   precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
-    """||D||_2 by block power iteration with Rayleigh-Ritz, warm-started from `V`.
+    """||D||_2 by block power iteration on A = D^T D with a block of two vectors.
 
-    D: (m, k); V: (k, b) with b small (the previous step's Ritz vectors, best
-    first; the engine puts a fresh random vector in the last column each step).
-    The estimate sigma = sqrt(top Ritz value of D^T D on span(Q)) starts from
-    Q = orth(V); each iteration sets Q <- orth(D^T D Q). sigma only grows and
-    never exceeds ||D||_2; it stops once sigma changes by at most tol * sigma,
-    or after max_iters iterations. A warm start usually stops after one
-    iteration: two passes over D, plus one for the start. A block converges at
-    the rate sigma_{b+1}/sigma_1 rather than sigma_2/sigma_1 and follows a
-    change of the top direction among its b vectors; the random column makes a
-    start orthogonal to the top direction improbable.
-    Returns (sigma, Ritz vectors (k, b), best first). For D = 0: (0, V).
-    """
-    # The block is kept as rows, Q: (b, k), and the passes over D are written so
-    # that D^T P comes out as (b, k): vmapped, XLA:CPU computes it as (k, b)
-    # about 8x slower (width 1024), which made that pass the main cost of the
-    # metrics at depth 3 (benchmarks/overhead.py).
-    ein = functools.partial(jnp.einsum, precision=precision)
-
-    def top_ritz(DQ):  # DQ: (m, b)
-        return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(ein("mb,mc->bc", DQ, DQ))[-1], 0.0))
-
-    def body(carry):
-        Q, DQ, sigma, _, i = carry
-        Q = orthonormalize(ein("mk,mb->bk", D, DQ))
-        DQ = ein("mk,bk->mb", D, Q)
-        new_sigma = top_ritz(DQ)
-        converged = jnp.abs(new_sigma - sigma) <= tol * new_sigma
-        return Q, DQ, new_sigma, converged, i + 1
-
-    def cond(carry):
-        *_, converged, i = carry
-        return (i < max_iters) & ~converged
-
-    Q = orthonormalize(V.T)
-    DQ = ein("mk,bk->mb", D, Q)
-    sigma = top_ritz(DQ)
-    init = (Q, DQ, sigma, sigma == 0, jnp.zeros((), jnp.int32))
-    Q, DQ, sigma, _, _ = jax.lax.while_loop(cond, body, init)
-    _, rot = jnp.linalg.eigh(ein("mb,mc->bc", DQ, DQ))
-    return sigma, jnp.where(sigma > 0, ein("bk,bc->kc", Q, rot[:, ::-1]), V)
-
-
-GRAM_MAX_FAN_IN = 64  # layers with at most this fan-in: ||D||_2 through D's Gram matrix
-POWER_BLOCK = 4       # vectors of the block power iteration on D itself (larger fan-ins)
-
-
-def block_size(fan_in: int) -> int:
-    """Vectors that warm-start the spectral norm of a layer with this fan-in."""
-    return 2 if fan_in <= GRAM_MAX_FAN_IN else min(POWER_BLOCK, fan_in)
-
-
-def layer_spectral_norm(D: jax.Array, V: jax.Array, fresh: jax.Array | None = None, *,
-                        tol: float, max_iters: int, precision=jax.lax.Precision.HIGHEST
-                        ) -> tuple[jax.Array, jax.Array]:
-    """||D||_2 of a layer's D (m, k), warm-started from V (k, block_size(k)), the Ritz
-    vectors this returned for the previous step.
-
-    For k <= GRAM_MAX_FAN_IN (a first layer's input dimension, narrow hidden
-    layers): `gram_spectral_norm` of the k x k Gram matrix D^T D, one pass over
-    D and then only k x k arithmetic, no LAPACK call; its block keeps both
-    previous Ritz vectors, so a swap of the top two directions is followed at
-    once. Otherwise `spectral_norm`, the block power iteration on D, with the
-    random vector `fresh` (k, 1) in place of the last of its four. Either way the
-    estimate stops changing by more than tol relative, or max_iters is reached.
-    """
-    if D.shape[1] <= GRAM_MAX_FAN_IN:
-        A = jnp.einsum("mk,mj->kj", D, D, precision=precision)
-        return gram_spectral_norm(A, V, tol=tol, max_iters=max_iters, precision=precision)
-    if fresh is not None:
-        V = V.at[:, -1].set(fresh[:, 0])
-    return spectral_norm(D, V, tol=tol, max_iters=max_iters, precision=precision)
-
-
-def _orthonormal_pair(V: jax.Array) -> jax.Array:
-    """Orthonormal columns spanning V's two columns, by Gram-Schmidt applied twice.
-    V: (k, 2). A second column in the span of the first comes out as rounding noise."""
-    tiny = jnp.finfo(V.dtype).tiny
-    q1 = V[:, 0] / jnp.maximum(jnp.linalg.norm(V[:, 0]), tiny)
-    w = V[:, 1]
-    for _ in range(2):
-        w = w - jnp.dot(q1, w) * q1
-    return jnp.stack([q1, w / jnp.maximum(jnp.linalg.norm(w), tiny)], axis=1)
-
-
-def _ritz_pair(A: jax.Array, Q: jax.Array, precision) -> tuple[jax.Array, jax.Array]:
-    """The larger eigenvalue of the 2 x 2 matrix R = Q^T A Q and its unit eigenvector,
-    in closed form: lambda = (a + c)/2 + sqrt(((a - c)/2)^2 + b^2) for R = [[a, b],
-    [b, c]], eigenvector (b, lambda - a) or (lambda - c, b), whichever is longer.
-    A: (k, k) symmetric; Q: (k, 2) orthonormal."""
-    R = jnp.matmul(Q.T, jnp.matmul(A, Q, precision=precision), precision=precision)
-    a, b, c = R[0, 0], 0.5 * (R[0, 1] + R[1, 0]), R[1, 1]
-    lam = 0.5 * (a + c) + jnp.sqrt(0.25 * (a - c) ** 2 + b * b)
-    y1, y2 = jnp.stack([b, lam - a]), jnp.stack([lam - c, b])
-    n1, n2 = jnp.linalg.norm(y1), jnp.linalg.norm(y2)
-    tiny = jnp.finfo(A.dtype).tiny
-    y = jnp.where(n1 > n2, y1 / jnp.maximum(n1, tiny),
-                  jnp.where(n2 > 0, y2 / jnp.maximum(n2, tiny), jnp.eye(2, dtype=A.dtype)[0]))
-    return lam, y
-
-
-def gram_spectral_norm(A: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
-                       precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
-    """sqrt(lambda_max(A)) of a Gram matrix A = D^T D (k, k): ||D||_2.
-
-    Block power iteration with a block of two, V (k, 2) (the engine passes the
-    previous step's two Ritz vectors), on A^2, with
-    Rayleigh-Ritz on A in closed form (`_ritz_pair`): each iteration costs a
-    few k x k x 2 products. sigma = sqrt(top Ritz value) never exceeds
+    D: (m, k); V: (2, k), the start as rows: the engine passes the two Ritz
+    vectors this returned for the previous step, so that a swap of the top two
+    directions is followed at once (a random vector in place of the second lost
+    the top direction when it swapped with the second: 8e-4 error, measured).
+    A is scaled by its trace, ||D||_F^2 >= lambda_max(A), so nothing over- or
+    underflows. Each iteration sets Q <- orth(Q A) (rows) and takes the top
+    Ritz value of A on span(Q) in closed form (`top_ritz_pair`): no LAPACK
+    call. For k <= GRAM_MAX_FAN_IN, A (k x k) is formed once (one pass over D)
+    and each iteration multiplies by A^2; otherwise each iteration is two
+    passes over D, Q D^T and then (Q D^T) D, written so that every product
+    has its contraction on an operand's last axis or its rhs's first (the
+    forms XLA:CPU gives to YNNPACK). sigma = sqrt(top Ritz value) never exceeds
     ||D||_2; it stops once sigma changes by at most tol * sigma, or after
-    max_iters iterations. lambda_max of A is as accurate in float32 as
-    sigma_max of D is (relative rounding of A's entries is of the order of
-    ||A|| eps), so nothing is lost by squaring for the top singular value.
-    A is scaled by its trace first (to lambda_max in [1/k, 1]), so that A^2 V
-    neither overflows nor underflows for any ||D||_2 that float32 can square.
-    Returns (sigma, the two Ritz vectors (k, 2), best first). For A = 0: (0, V).
+    max_iters iterations. lambda_max(A) is as accurate in float32 as
+    sigma_max(D) is: squaring loses nothing for the top singular value.
+    Returns (sigma, the two Ritz vectors as rows (2, k), best first). For
+    D = 0: (0, V).
     """
-    scale = jnp.maximum(jnp.trace(A), jnp.finfo(A.dtype).tiny)
-    A = A / scale
-    B = jnp.matmul(A, A, precision=precision)
-    Q = _orthonormal_pair(V)
-    lam, y = _ritz_pair(A, Q, precision)
+    ein = functools.partial(jnp.einsum, precision=precision)
+    if D.shape[1] <= GRAM_MAX_FAN_IN:
+        A = ein("mk,mj->kj", D, D)
+        scale = jnp.maximum(jnp.trace(A), jnp.finfo(D.dtype).tiny)
+        A = A / scale
+        A2 = ein("kj,jl->kl", A, A)
+        times_a = lambda Q: ein("bk,kj->bj", Q, A)
+        power_step = lambda Q, QA: orthonormal_pair(ein("bk,kj->bj", Q, A2))
+    else:
+        scale = jnp.maximum(jnp.sum(D * D), jnp.finfo(D.dtype).tiny)
+        times_a = lambda Q: ein("bm,mk->bk", ein("bk,mk->bm", Q, D), D) / scale
+        power_step = lambda Q, QA: orthonormal_pair(QA)
 
     def body(carry):
-        Q, lam, _, _, i = carry
-        Q = _orthonormal_pair(jnp.matmul(B, Q, precision=precision))
-        new, y = _ritz_pair(A, Q, precision)
-        old_sigma, sigma = jnp.sqrt(jnp.maximum(lam, 0.0)), jnp.sqrt(jnp.maximum(new, 0.0))
-        return Q, new, y, jnp.abs(sigma - old_sigma) <= tol * sigma, i + 1
+        Q, QA, lam, _, _, _, i = carry
+        Q = power_step(Q, QA)
+        QA = times_a(Q)
+        new, y0, y1 = top_ritz_pair(Q, QA)
+        sigma, old = jnp.sqrt(jnp.maximum(new, 0.0)), jnp.sqrt(jnp.maximum(lam, 0.0))
+        return Q, QA, new, y0, y1, jnp.abs(sigma - old) <= tol * sigma, i + 1
 
     def cond(carry):
         *_, converged, i = carry
         return (i < max_iters) & ~converged
 
-    init = (Q, lam, y, lam <= 0, jnp.zeros((), jnp.int32))
-    Q, lam, y, _, _ = jax.lax.while_loop(cond, body, init)
+    Q = orthonormal_pair(V)
+    QA = times_a(Q)
+    lam, y0, y1 = top_ritz_pair(Q, QA)
+    init = (Q, QA, lam, y0, y1, lam <= 0, jnp.zeros((), jnp.int32))
+    Q, _, lam, y0, y1, _, _ = jax.lax.while_loop(cond, body, init)
     sigma = jnp.sqrt(jnp.maximum(lam, 0.0) * scale)
-    ritz = jnp.matmul(Q, jnp.stack([y, jnp.stack([-y[1], y[0]])], axis=1), precision=precision)
+    ritz = _rows(y0 * Q[0] + y1 * Q[1], y0 * Q[1] - y1 * Q[0])
     return sigma, jnp.where(sigma > 0, ritz, V)
+
+
+def initial_spectral_norm(W: jax.Array, V: jax.Array, *,
+                          precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    """||W||_2 of a layer at initialization, once per network. W: (m, k); V: (2, k), a
+    random start for the block power iteration of a wide layer.
+
+    For k <= GRAM_MAX_FAN_IN, the square root of the top eigenvalue of W^T W by
+    LAPACK (exact to rounding, and one precompiled call instead of a loop the
+    compiler would have to build); otherwise `spectral_norm` from V, cold, to a
+    relative change of INIT_POWER_TOL.
+    """
+    if W.shape[1] <= GRAM_MAX_FAN_IN:
+        A = jnp.einsum("mk,mj->kj", W, W, precision=precision)
+        return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(A)[-1], 0.0))
+    return spectral_norm(W, V, tol=INIT_POWER_TOL, max_iters=INIT_POWER_ITERS,
+                         precision=precision)[0]
 
 
 def symmetric_norm(S: jax.Array) -> jax.Array:

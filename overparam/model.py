@@ -63,6 +63,13 @@ def init(key: jax.Array, *, d: int, width: int, depth: int, param: str,
          dtype=jnp.float32) -> Net:
     """Draws a network at initialization; see the module docstring for the laws."""
     hidden_key, out_key = jax.random.split(key)
+    return init_from_keys(hidden_key, out_key, d=d, width=width, depth=depth, param=param,
+                          dtype=dtype)
+
+
+def init_from_keys(hidden_key: jax.Array, out_key: jax.Array, *, d: int, width: int,
+                   depth: int, param: str, dtype=jnp.float32) -> Net:
+    """`init` from the two keys it splits its key into (hidden weights, output weights)."""
     fan_ins = (d,) + (width,) * (depth - 1)
     # One draw for all hidden layers: fewer PRNG calls compile much faster on CPU.
     z = jax.random.normal(hidden_key, (width * sum(fan_ins),), dtype)

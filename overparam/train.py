@@ -3,9 +3,10 @@
 `make_program(static)` returns two jitted functions vmapped over networks:
 
   init(hyper, X)           -> State        draws each network from its own key
-  chunk(state, hyper, X, y) -> (State, records)
-                           one lax.scan over `static.chunk_records` records;
-                           each measures the current weights, then takes
+  chunk(state, hyper, X, y, start) -> (State, Records)
+                           one lax.scan over `static.chunk_records` records,
+                           its body vmapped over networks; each record
+                           measures the current weights, then takes
                            `record_every` optimizer steps.
 
 A network is a function of its `Hyper` row (seed, key tags, lr) and its data,
@@ -78,10 +79,9 @@ class State(NamedTuple):
     net0: model.Net           # weights at initialization, fixed
     delta: model.Net          # W - W(0); delta.out stays 0 unless train_output
     opt_state: Any
-    v: tuple[jax.Array, ...]  # per layer (fan_in, b): warm start of the power iteration
+    v: tuple[jax.Array, ...]  # per layer (2, fan_in): warm start of the power iteration
     pattern0: tuple[jax.Array, ...]  # per layer (m, n) bool: 1{z_l > 0} at step 0
     batch_key: jax.Array
-    power_key: jax.Array
     alive: jax.Array          # (), bool
     diverged_step: jax.Array  # (), int32: first non-finite step, -1 if none
     init_spectral: jax.Array  # (L,): ||W_l(0)||_2
@@ -89,17 +89,50 @@ class State(NamedTuple):
     gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
 
 
-INIT_POWER_ITERS, INIT_POWER_TOL = 1000, 1e-7  # ||W(0)||_2: a cold start, once per network
-
 STEP_FIELDS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output",
                "gram_lambda_min", "gram_change", "gram_init_error")
 LAYER_FIELDS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac",
                 "init_spectral")
 
 
-def _keys(hyper: Hyper):
+class Keys(NamedTuple):
+    """A network's random keys, (2,) uint32 each: its initial hidden and output weights,
+    the start of its spectral-norm iterations, its SGD batches."""
+
+    hidden: jax.Array
+    out: jax.Array
+    power: jax.Array
+    batch: jax.Array
+
+
+def derive_keys(hyper: Hyper) -> Keys:
+    """The keys of one network from its identity (config.Run documents the derivation):
+    init = fold_in(PRNGKey(seed), init_tag), split into the network's key and the
+    power key, the network's key split into hidden and output keys as `model.init`
+    does; batch = fold_in(PRNGKey(seed), batch_tag)."""
     base = jax.random.PRNGKey(hyper.seed)
-    return jax.random.fold_in(base, hyper.init_tag), jax.random.fold_in(base, hyper.batch_tag)
+    net_key, power_key = jax.random.split(jax.random.fold_in(base, hyper.init_tag))
+    hidden_key, out_key = jax.random.split(net_key)
+    return Keys(hidden_key, out_key, power_key, jax.random.fold_in(base, hyper.batch_tag))
+
+
+KEY_BLOCK = 64  # keys are derived in blocks of this many networks: one compile per process
+_derive_batch = jax.jit(jax.vmap(derive_keys))
+
+
+def batch_keys(hyper: Hyper) -> Keys:
+    """derive_keys of every network of a batch (arrays with a networks axis), on the host.
+
+    A separate small program, padded to a multiple of KEY_BLOCK so that it
+    compiles once whatever the batch sizes: the init programs then hold no key
+    derivation (each PRNG call costs its program about a dozen kernels to compile).
+    """
+    hyper = jax.tree_util.tree_map(np.asarray, hyper)
+    size = len(hyper.seed)
+    padded = -(-size // KEY_BLOCK) * KEY_BLOCK
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], padded - size, axis=0)])
+    keys = _derive_batch(jax.tree_util.tree_map(pad, hyper))
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:size], keys)
 
 
 def _optimizer(static: Static, lr: jax.Array) -> optax.GradientTransformation:
@@ -121,20 +154,22 @@ def _weights(net0: model.Net, delta: model.Net) -> model.Net:
 def init_single(static: Static, hyper: Hyper, X: jax.Array,
                 gram_inf: jax.Array | None = None) -> State:
     """State at step 0 of one network. X: (n, d); gram_inf: (n, n) H^inf / s, or None."""
-    init_key, batch_key = _keys(hyper)
-    net_key, power_key = jax.random.split(init_key)
+    return init_from_keys(static, derive_keys(hyper), X, gram_inf)
+
+
+def init_from_keys(static: Static, keys: Keys, X: jax.Array,
+                   gram_inf: jax.Array | None = None) -> State:
+    """`init_single` from the network's derived keys (what the init program runs)."""
     dtype = jnp.dtype(static.dtype)
-    net0 = model.init(net_key, d=static.d, width=static.width, depth=static.depth,
-                      param=static.param, dtype=dtype)
+    net0 = model.init_from_keys(keys.hidden, keys.out, d=static.d, width=static.width,
+                                depth=static.depth, param=static.param, dtype=dtype)
     delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
     _, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
-    v = _power_block(power_key, net0, jnp.zeros((), jnp.int32))
-    opt_state = _optimizer(static, hyper.lr).init(_trainable(static, delta))
+    v = _power_block(keys.power, net0)
+    opt_state = _optimizer(static, 1.0).init(_trainable(static, delta))  # no lr in it
     precision = PRECISIONS[static.precision]
-    init_spectral = jnp.stack([
-        metrics.layer_spectral_norm(W, b, tol=INIT_POWER_TOL, max_iters=INIT_POWER_ITERS,
-                                    precision=precision)[0]
-        for W, b in zip(net0.hidden, _power_block(power_key, net0, -jnp.ones((), jnp.int32)))])
+    init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
+                               for W, b in zip(net0.hidden, v)])
     gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
     if static.gram_every:
         gram0 = _gram(static, net0, X)
@@ -143,8 +178,8 @@ def init_single(static: Static, hyper: Hyper, X: jax.Array,
                                       train_output=static.train_output)
             gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
     return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
-                 v=v, pattern0=tuple(z > 0 for z in pre), batch_key=batch_key,
-                 power_key=power_key, alive=jnp.ones((), bool),
+                 v=v, pattern0=tuple(z > 0 for z in pre), batch_key=keys.batch,
+                 alive=jnp.ones((), bool),
                  diverged_step=-jnp.ones((), jnp.int32), init_spectral=init_spectral,
                  gram0=gram0, gram_init_error=gram_err)
 
@@ -169,15 +204,12 @@ def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dic
     return dict(gram_lambda_min=lam, gram_change=change, gram_init_error=err)
 
 
-def _power_block(power_key: jax.Array, net0: model.Net, step: jax.Array,
-                 columns: int | None = None):
-    """Random (fan_in, b) blocks of every layer for `step`: b = metrics.block_size(fan_in),
-    or `columns`. One draw for all layers (fewer PRNG calls compile faster)."""
-    shapes = [(W.shape[1], columns or metrics.block_size(W.shape[1])) for W in net0.hidden]
-    key = jax.random.fold_in(power_key, step)
-    z = jax.random.normal(key, (sum(k * b for k, b in shapes),), net0.out.dtype)
-    pieces = jnp.split(z, np.cumsum([k * b for k, b in shapes])[:-1])
-    return tuple(p.reshape(shape) for p, shape in zip(pieces, shapes))
+def _power_block(power_key: jax.Array, net0: model.Net):
+    """Random (2, fan_in) starts of every layer's spectral-norm iteration (one draw for
+    all layers: fewer PRNG calls compile faster)."""
+    fan_ins = [W.shape[1] for W in net0.hidden]
+    z = jax.random.normal(power_key, (2, sum(fan_ins)), net0.out.dtype)
+    return tuple(jnp.split(z, np.cumsum(fan_ins)[:-1], axis=1))
 
 
 def _batch_loss(static: Static, net0: model.Net, delta: model.Net, trained, X, y):
@@ -215,17 +247,13 @@ def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
         diverged_step=jnp.where(died, state.step, state.diverged_step))
 
 
-def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_step, fresh):
-    """Step and layer records of the current weights, and the new power vectors.
-
-    fresh: per layer (fan_in, 1), this step's random vector for the power iteration.
-    """
+def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_step):
+    """Step and layer records of the current weights, and the new power vectors."""
     precision = PRECISIONS[static.precision]
     spectral, vs = [], []
-    for D, v, r in zip(state.delta.hidden, state.v, fresh):
-        sigma, v = metrics.layer_spectral_norm(D, v, r, tol=static.power_tol,
-                                               max_iters=static.power_max_iters,
-                                               precision=precision)
+    for D, v in zip(state.delta.hidden, state.v):
+        sigma, v = metrics.spectral_norm(D, v, tol=static.power_tol,
+                                         max_iters=static.power_max_iters, precision=precision)
         spectral.append(sigma)
         vs.append(v)
     if static.sign_labels:
@@ -247,27 +275,50 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_st
     return step_rec, layer_rec, tuple(vs)
 
 
-def _record_then_train(static: Static, hyper: Hyper, X, y, start, state: State, xs):
-    """Measures the weights at state.step, then takes record_every steps.
+class Records(NamedTuple):
+    """One chunk's records. Batched (the `chunk` program): step (K,), steps (K, B, F),
+    layers (K, B, L, G); for one network (`chunk_single`): steps (K, F), layers
+    (K, L, G). F indexes STEP_FIELDS, G LAYER_FIELDS: two stacked arrays rather than
+    one per field keep the compiled program small; `columns` unpacks them."""
 
-    xs: (i, fresh). start + i * record_every is the step, as an unbatched value,
-    so that the Gram matrix is computed (lax.cond) only on Gram steps, also
-    under vmap; fresh: the power iteration's random vectors for that step.
+    step: jax.Array
+    steps: jax.Array
+    layers: jax.Array
+
+
+def columns(records: Records) -> dict[str, np.ndarray]:
+    """{field: array} of (device-fetched) records: 'step' and each STEP_FIELDS field
+    (B, K) ((K,) for one network), each LAYER_FIELDS field (B, K, L) ((K, L))."""
+    steps, layers = np.asarray(records.steps), np.asarray(records.layers)
+    if steps.ndim == 3:  # (K, B, ...) -> (B, K, ...)
+        steps, layers = steps.swapaxes(0, 1), layers.swapaxes(0, 1)
+        step = np.broadcast_to(np.asarray(records.step), steps.shape[:2])
+    else:
+        step = np.asarray(records.step)
+    out = {"step": step}
+    out.update({name: steps[..., j] for j, name in enumerate(STEP_FIELDS)})
+    out.update({name: layers[..., j] for j, name in enumerate(LAYER_FIELDS)})
+    return out
+
+
+def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, step):
+    """Measures the weights at state.step (= `step`), then takes record_every steps.
+
+    step is an unbatched value, so that the Gram matrix is computed (lax.cond)
+    only on Gram steps, also under vmap. Returns the new state and this record's
+    (STEP_FIELDS values (F,), LAYER_FIELDS values (L, G)).
     """
-    i, fresh = xs
-    step = start + i * static.record_every
     is_gram_step = (step % static.gram_every == 0) if static.gram_every else False
     batch_loss, (f, pre), grads = _gradient(static, state, X, y)
     loss = batch_loss
     if static.optimizer == "sgd":  # metrics are over the full training set
         loss, (f, pre) = _batch_loss(static, state.net0, state.delta,
                                      _trainable(static, state.delta), X, y)
-    step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads, is_gram_step,
-                                      fresh)
+    step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads, is_gram_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
-    nan_if_dead = lambda x: jnp.where(alive, x, jnp.nan)
-    record = dict(step=state.step, **jax.tree_util.tree_map(nan_if_dead, step_rec),
-                  **jax.tree_util.tree_map(nan_if_dead, layer_rec))
+    step_values = jnp.stack([step_rec[name] for name in STEP_FIELDS])
+    layer_values = jnp.stack([layer_rec[name] for name in LAYER_FIELDS], axis=-1)
+    record = (jnp.where(alive, step_values, jnp.nan), jnp.where(alive, layer_values, jnp.nan))
     state = state._replace(v=jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b),
                                                     v, state.v))
     state = _update(static, hyper, state, batch_loss, grads)
@@ -280,28 +331,58 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, start, state: State, 
     return state, record
 
 
+def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array,
+                start: jax.Array) -> tuple[State, Records]:
+    """`static.chunk_records` records of a batch of networks from step `start`
+    (= state.step, unbatched). Every argument but `start` has a leading networks
+    axis (B); X: (B, n, d), y: (B, n).
+
+    One lax.scan over records whose body is vmapped over networks: the records
+    come out (K, B, ...) as the scan stacks them, with no transposing copy.
+    """
+    steps = start + jnp.arange(static.chunk_records, dtype=jnp.int32) * static.record_every
+    record = jax.vmap(functools.partial(_record_then_train, static),
+                      in_axes=(0, 0, 0, 0, None))
+
+    def body(state, step):
+        return record(hyper, X, y, state, step)
+
+    state, (step_values, layer_values) = jax.lax.scan(body, state, steps)
+    return state, Records(step=steps, steps=step_values, layers=layer_values)
+
+
 def chunk_single(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array,
-                 start: jax.Array):
-    """`static.chunk_records` records of one network from step `start` (= state.step,
-    unbatched). X: (n, d), y: (n,)."""
-    body = functools.partial(_record_then_train, static, hyper, X, y, start)
-    i = jnp.arange(static.chunk_records, dtype=jnp.int32)
-    # The random vectors of all the chunk's records at once: drawn step by step
-    # inside the scan they cost about a tenth of the metrics at width 256.
-    fresh = jax.vmap(lambda step: _power_block(state.power_key, state.net0, step, columns=1))(
-        start + i * static.record_every)
-    return jax.lax.scan(body, state, (i, fresh))
+                 start: jax.Array) -> tuple[State, Records]:
+    """`chunk_batch` for one network (no networks axis). X: (n, d), y: (n,)."""
+    add = lambda tree: jax.tree_util.tree_map(lambda a: a[None], tree)
+    state, records = chunk_batch(static, add(state), add(hyper), X[None], y[None], start)
+    return (jax.tree_util.tree_map(lambda a: a[0], state),
+            records._replace(steps=records.steps[:, 0], layers=records.layers[:, 0]))
 
 
 class Program(NamedTuple):
-    init: Any
-    chunk: Any
+    init: Any   # init(keys, X, H) -> State, every argument with a networks axis
+    chunk: Any  # chunk(state, hyper, X, y, start) -> (State, Records)
+
+
+def init_static(static: Static) -> Static:
+    """`static` with every field that the init program does not read set to one value:
+    shapes that differ only in those (GD and SGD, losses, schedules) share one init
+    program. tests/test_train.py checks that init does not read them."""
+    return dataclasses.replace(static, batch_size=static.n, loss="squared", optimizer="gd",
+                               reduction="sum", sign_labels=False, steps=1, record_every=1,
+                               chunk_records=1, power_tol=1.0, power_max_iters=1,
+                               regression_tol=1.0, momentum=float(bool(static.momentum)),
+                               gram_every=int(bool(static.gram_every)))
+
+
+@functools.cache
+def _init_program(static: Static):
+    return jax.jit(jax.vmap(functools.partial(init_from_keys, static)))
 
 
 @functools.cache
 def make_program(static: Static) -> Program:
-    """The jitted, vmapped (over networks) init and chunk functions of one shape."""
-    init = jax.jit(jax.vmap(functools.partial(init_single, static)))
-    chunk = jax.jit(jax.vmap(functools.partial(chunk_single, static),
-                             in_axes=(0, 0, 0, 0, None)))
-    return Program(init=init, chunk=chunk)
+    """The jitted init (vmapped over networks) and chunk functions of one shape."""
+    chunk = jax.jit(functools.partial(chunk_batch, static))
+    return Program(init=_init_program(init_static(static)), chunk=chunk)

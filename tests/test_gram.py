@@ -122,7 +122,7 @@ def test_long_chunks_with_gram_tracking_do_not_deadlock():
             "X = jax.random.normal(jax.random.PRNGKey(0), (M, n, 16)) / 4.0\n"
             "h = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),"
             " jnp.zeros(M, jnp.uint32), jnp.full(M, 0.1))\n"
-            "s = p.init(h, X, jnp.zeros((M, n, n)))\n"
+            "s = p.init(train.batch_keys(h), X, jnp.zeros((M, n, n)))\n"
             "s, r = p.chunk(s, h, X, X[..., 0], jnp.int32(0))\n"
             "jax.block_until_ready(r)\n")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

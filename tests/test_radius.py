@@ -48,6 +48,7 @@ def test_radii_match_numpy_at_every_step(param, depth, optimizer, loss, lr):
     for t in range(steps + 1):
         deltas = [np.asarray(D, np.float64) for D in state.delta.hidden]
         state, rec = chunk(state, hyper, X, y, jnp.int32(t))
+        rec = train.columns(rec)
         for layer, D in enumerate(deltas):
             ref = np.linalg.norm(D, 2)
             got = rec["radius_spectral"][0, layer]

@@ -1,5 +1,6 @@
 """Identities of the compiled program: batching, chunking, scanning, compiling, divergence."""
 
+import dataclasses
 import functools
 
 import jax
@@ -37,12 +38,12 @@ def _hyper(seeds, lrs):
 def _run_all(static, hyper, X, y, num_chunks):
     """Records of every chunk, concatenated along the record axis."""
     program = train.make_program(static)
-    state = program.init(hyper, X)
+    state = program.init(train.batch_keys(hyper), X)
     out = []
     for c in range(num_chunks):
         start = jnp.int32(c * static.chunk_records * static.record_every)
         state, rec = program.chunk(state, hyper, X, y, start)
-        out.append(jax.device_get(rec))
+        out.append(train.columns(jax.device_get(rec)))
     return state, {k: np.concatenate([r[k] for r in out], axis=1) for k in out[0]}
 
 
@@ -97,6 +98,7 @@ def test_gd_step_is_minus_lr_times_gradient():
 
     grad = jax.grad(loss_fn)(state.net0.hidden[0])
     state, rec = chunk(state, hyper, X, y, jnp.int32(0))
+    rec = train.columns(rec)
     np.testing.assert_allclose(state.delta.hidden[0], -lr * grad, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(rec["grad_norm"][0], np.linalg.norm(grad), rtol=1e-5)
     assert rec["radius_spectral"][0, 0] == 0 and rec["flip_frac"][0, 0] == 0
@@ -108,7 +110,7 @@ def test_chunk_does_not_recompile_on_second_call():
     program = train.make_program(static)
     hyper = _hyper([0, 1, 2], [0.1] * 3)
     Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
-    state = program.init(hyper, Xs)
+    state = program.init(train.batch_keys(hyper), Xs)
     state, _ = program.chunk(state, hyper, Xs, ys, jnp.int32(0))
     state, _ = program.chunk(state, hyper, Xs, ys, jnp.int32(static.chunk_records))
     assert program.chunk._cache_size() == 1
@@ -192,13 +194,13 @@ def test_a_run_alone_matches_the_same_run_in_a_big_sweep(tmp_path):
 
 def test_sweep_compiles_once_per_shape(tmp_path, monkeypatch):
     traces = []
-    original = train.chunk_single
+    original = train.chunk_batch
 
     def counting(*args, **kw):
         traces.append(args[0])
         return original(*args, **kw)
 
-    monkeypatch.setattr(train, "chunk_single", counting)
+    monkeypatch.setattr(train, "chunk_batch", counting)
     train.make_program.cache_clear()
     sweep = _sweep(widths=(8, 16, 24), num_seeds=4, lr=(0.1, 0.05, 0.02), steps=12,
                    chunk_steps=4)
@@ -238,3 +240,34 @@ def test_float64_sweep_runs_in_float64(tmp_path):
     X, _ = r.dataset(r.runs.dataset_id[0])
     assert X.dtype == np.float64 and r.manifest["config"]["dtype"] == "float64"
     assert jnp.zeros(1).dtype == jnp.float32  # the global flag is untouched
+
+
+def test_init_reads_none_of_the_fields_init_static_resets():
+    """Shapes with one init_static share an init program, so init must give the same
+    state for every value of the fields init_static sets to one value."""
+    X, _ = _data()
+    keys = train.batch_keys(_hyper([0, 1], [0.1, 0.2]))
+    Xs = jnp.stack([X, X])
+    base = _static(momentum=0.9, gram_every=2)
+    other = dataclasses.replace(base, batch_size=4, loss="logistic", optimizer="sgd",
+                                reduction="mean", sign_labels=True, steps=77, record_every=7,
+                                chunk_records=3, power_tol=1e-3, power_max_iters=5,
+                                regression_tol=0.5, momentum=0.5, gram_every=7)
+    assert train.init_static(base) == train.init_static(other)
+    a = jax.vmap(functools.partial(train.init_from_keys, base))(keys, Xs)
+    b = jax.vmap(functools.partial(train.init_from_keys, other))(keys, Xs)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_batch_keys_are_each_networks_own_keys():
+    """Derived in padded blocks on the host, the keys are those of each network alone."""
+    seeds = list(range(train.KEY_BLOCK + 3))   # more than one block, padded
+    hyper = _hyper(seeds, [0.1] * len(seeds))
+    keys = train.batch_keys(hyper)
+    for i in (0, train.KEY_BLOCK - 1, train.KEY_BLOCK + 2):
+        alone = train.derive_keys(jax.tree_util.tree_map(lambda a, i=i: a[i], hyper))
+        for got, want in zip(keys, alone, strict=True):
+            np.testing.assert_array_equal(got[i], want)
+    base = jax.random.PRNGKey(seeds[5])
+    np.testing.assert_array_equal(keys.batch[5], jax.random.fold_in(base, 5))
