@@ -48,7 +48,7 @@ def main():
     print(f"{'case':34s} {'step (ms)':>10s} {'+Gram (ms)':>10s} {'ratio':>6s}")
     for param, width, depth, n, d, M in CASES:
         base = dict(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
-                    optimizer="gd", param=param, steps=10_000, chunk_records=K)
+                    optimizer="gd", param=param, chunk_records=K)
         off = time_chunk(train.Static(**base), M)
         on = time_chunk(train.Static(**base, gram_every=1), M)
         name = f"{param} m={width} L={depth} n={n} x{M}"

@@ -72,7 +72,7 @@ def loss_only_chunk(static: train.Static):
 
 def time_case(width, depth, n, d, M):
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
-                          optimizer="gd", param="du", steps=100_000, chunk_records=K)
+                          optimizer="gd", param="du", chunk_records=K)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((M, n, d))
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)

@@ -159,7 +159,10 @@ def _finish_chunk(out: Path, plan: plan_lib.Plan, batch: plan_lib.Batch, chunk: 
         checkpoint.save(out, batch.index, state=state, **kwargs)
     else:
         diverged = np.asarray(jax.device_get(state.diverged_step))[: batch.num_real]
-        checkpoint.save(out, batch.index, diverged_step=[int(x) for x in diverged], **kwargs)
+        # A network that diverged only past the last step (in the last chunk's
+        # dropped records) has every recorded step finite.
+        diverged = [int(x) if x <= steps else -1 for x in diverged]
+        checkpoint.save(out, batch.index, diverged_step=diverged, **kwargs)
 
 
 def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype,

@@ -83,7 +83,7 @@ def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int)
         width=run.width, depth=run.depth, n=run.n, d=run.d, batch_size=run.batch_size,
         loss=run.loss, optimizer=run.optimizer, param=run.param, reduction=sweep.reduction,
         momentum=sweep.momentum, train_output=sweep.train_output,
-        sign_labels=sweep.sign_labels, steps=sweep.steps, record_every=sweep.record_every,
+        sign_labels=sweep.sign_labels, record_every=sweep.record_every,
         chunk_records=chunk_records, precision=sweep.precision, dtype=sweep.dtype,
         power_tol=sweep.power_tol, power_max_iters=sweep.power_max_iters,
         regression_tol=sweep.regression_tol, gram_every=sweep.gram_every)

@@ -1,8 +1,8 @@
 """The compiled program: K recorded steps of many networks of one shape.
 
-`make_program(static)` returns two jitted functions vmapped over networks:
+`make_program(static)` returns two jitted functions over a batch of networks:
 
-  init(hyper, X)           -> State        draws each network from its own key
+  init(keys, X, H)         -> State        draws each network from its own keys
   chunk(state, hyper, X, y, start) -> (State, Records)
                            one lax.scan over `static.chunk_records` records,
                            its body vmapped over networks; each record
@@ -10,13 +10,16 @@
                            `record_every` optimizer steps.
 
 A network is a function of its `Hyper` row (seed, key tags, lr) and its data,
-never of its position in the batch. Records at steps past `static.steps` are
-computed on frozen weights and dropped by the host, so every chunk of a sweep
-has the same length and the program compiles once per shape.
+never of its position in the batch. The number of steps of the sweep is not
+part of a program: every chunk has the same length, the last one's records
+past the sweep's last step are dropped by the host, so a shape compiles once
+whatever the number of steps (and a sweep of another length finds its
+programs in the persistent compilation cache).
 
 A network whose loss or gradient stops being finite is frozen at its last
 finite weights; its records from then on are NaN and `diverged_step` says
-when it happened. Its neighbours in the batch are unaffected.
+when it happened (the host ignores a divergence past the last step). Its
+neighbours in the batch are unaffected.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ class Static:
     momentum: float = 0.0
     train_output: bool = False
     sign_labels: bool = False
-    steps: int = 100
     record_every: int = 1
     chunk_records: int = 50
     precision: str = "highest"
@@ -233,12 +235,12 @@ def _gradient(static: Static, state: State, X: jax.Array, y: jax.Array):
 
 
 def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
-    """One optimizer step; frozen if not finite or past the last step."""
+    """One optimizer step; frozen from the first step whose loss or gradient is not finite."""
     ok = jnp.isfinite(loss) & jnp.isfinite(metrics.global_norm(grads))
     trained = _trainable(static, state.delta)
     updates, opt_state = _optimizer(static, hyper.lr).update(grads, state.opt_state, trained)
     new_delta = _with_trainable(static, state.delta, optax.apply_updates(trained, updates))
-    active = state.alive & ok & (state.step < static.steps)
+    active = state.alive & ok
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, old)
     died = state.alive & ~ok
     return state._replace(
@@ -370,7 +372,7 @@ def init_static(static: Static) -> Static:
     shapes that differ only in those (GD and SGD, losses, schedules) share one init
     program. tests/test_train.py checks that init does not read them."""
     return dataclasses.replace(static, batch_size=static.n, loss="squared", optimizer="gd",
-                               reduction="sum", sign_labels=False, steps=1, record_every=1,
+                               reduction="sum", sign_labels=False, record_every=1,
                                chunk_records=1, power_tol=1.0, power_max_iters=1,
                                regression_tol=1.0, momentum=float(bool(static.momentum)),
                                gram_every=int(bool(static.gram_every)))

@@ -117,7 +117,7 @@ def test_long_chunks_with_gram_tracking_do_not_deadlock():
             "from overparam import train\n"
             "M, n = 16, 64\n"
             "st = train.Static(width=256, depth=1, n=n, d=16, batch_size=n, loss='squared',"
-            " optimizer='gd', param='du', steps=200, chunk_records=67, gram_every=10)\n"
+            " optimizer='gd', param='du', chunk_records=67, gram_every=10)\n"
             "p = train.make_program(st)\n"
             "X = jax.random.normal(jax.random.PRNGKey(0), (M, n, 16)) / 4.0\n"
             "h = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),"

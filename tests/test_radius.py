@@ -35,7 +35,7 @@ def test_radii_match_numpy_at_every_step(param, depth, optimizer, loss, lr):
     sign = loss != "squared"
     static = train.Static(width=32, depth=depth, n=n, d=d,
                           batch_size=n if optimizer == "gd" else 4, loss=loss,
-                          optimizer=optimizer, param=param, steps=steps, chunk_records=1,
+                          optimizer=optimizer, param=param, chunk_records=1,
                           sign_labels=sign)
     ds = data.make_dataset(dict(dataset="sphere", labels="random_sign" if sign else "gaussian",
                                 n=n, d=d, seed=0, dtype="float32"))

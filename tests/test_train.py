@@ -17,7 +17,7 @@ N, D = 12, 6
 
 def _static(**kw):
     base = dict(width=16, depth=2, n=N, d=D, batch_size=N, loss="squared", optimizer="gd",
-                param="du", steps=8, chunk_records=3)
+                param="du", chunk_records=3)
     return train.Static(**{**base, **kw})
 
 
@@ -138,7 +138,7 @@ def test_momentum_differs_from_plain_gd_after_the_first_step():
 def test_divergent_network_is_frozen_and_leaves_its_neighbours_alone():
     X, y = _data()
     Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
-    static = _static(steps=8, chunk_records=9)
+    static = _static(chunk_records=9)
     state, rec = _run_all(static, _hyper([0, 1, 2], [0.1, 1e4, 0.05]), Xs, ys, 1)
     d = int(state.diverged_step[1])
     assert d >= 0 and state.diverged_step[0] == -1 and state.diverged_step[2] == -1
@@ -250,7 +250,7 @@ def test_init_reads_none_of_the_fields_init_static_resets():
     Xs = jnp.stack([X, X])
     base = _static(momentum=0.9, gram_every=2)
     other = dataclasses.replace(base, batch_size=4, loss="logistic", optimizer="sgd",
-                                reduction="mean", sign_labels=True, steps=77, record_every=7,
+                                reduction="mean", sign_labels=True, record_every=7,
                                 chunk_records=3, power_tol=1e-3, power_max_iters=5,
                                 regression_tol=0.5, momentum=0.5, gram_every=7)
     assert train.init_static(base) == train.init_static(other)
