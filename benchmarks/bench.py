@@ -1,31 +1,40 @@
 """make bench: overparam against the loops a researcher would write by hand.
 
-    python benchmarks/bench.py [--quick] [--seq_networks=2]
+    python benchmarks/bench.py [--rounds=3] [--quick] [--seq_networks=2] [--no_compile]
 
-Reference sweep R (issue 6): du, widths (64, 256, 1024), depth 1, 64 seeds
-each, n = 128, d = 32, squared loss, 300 GD steps (eta = 0.1), every metric
-every step. Four ways, on the same machine, in one invocation:
+Reference sweep R: du, widths (64, 256, 1024), depth 1, 64 seeds each,
+n = 128, d = 32, squared loss, 300 GD steps (eta = 0.1), every metric every
+step. Each method runs in its own process, and the methods are interleaved:
+every round runs them all once, in this order, and the ratios are taken per
+round (so that both sides of a ratio saw the same machine), then reported as
+the median with their range over the rounds:
 
-  overparam    the real command line (plan, compile, train, write Parquet), cold
-               compilation cache; throughput includes start-up, compile and writing
-  jax-seq      one network at a time, metrics pulled to the host every step
-  torch-seq    the same in PyTorch (CPU build)
-  torch-func   a PyTorch ensemble: all seeds of one width at once through
-               torch.func (vmap of grad over stack_module_state), the metrics of
-               all networks pulled to the host as one batch per step
+  gemm           NumPy's and XLA's float32 2048^3 GEMM (benchmarks/gemm.py)
+  overparam      the real command line (plan, compile, train, write Parquet)
+                 with an empty persistent compilation cache: the whole process,
+                 start-up included
+  overparam-warm the same again with --overwrite and the cache the cold run filled
+  jax-seq        one network at a time, metrics pulled to the host every step
+  torch-seq      the same in PyTorch (CPU build)
+  torch-func     a PyTorch ensemble: all seeds of one width at once through
+                 torch.func (vmap of grad over stack_module_state), the metrics of
+                 all networks pulled to the host as one batch per step
+  overhead       benchmarks/overhead.py: overparam's step with every metric against
+                 loss-only training, and its FLOP rate against the best GEMM
 
 (the peers are in benchmarks/peers.py; the torch ones are skipped if torch is
 missing). All compute the same metrics (loss, error, grad norm, spectral /
 Frobenius / row-max radius, flips over the training set), and every peer is
 checked against overparam's records, all seven metrics, on the first networks
 of each width (shared seeds and initializations) before anything is timed.
+The sequential loops are timed on `seq_networks` networks per width and their
+rate is extrapolated; peer times include compilation but not the imports or
+process start-up. Each method's peak RSS is its process's ru_maxrss.
 
-Each method runs in its own process; its peak RSS is that process's
-ru_maxrss (Linux), read by a small launcher process (LAUNCHER). The
-sequential loops are timed on `seq_networks` networks per width and their rate
-is extrapolated (they hold one network at a time, so their RSS does not grow
-with the number of networks); torch-func and overparam train the whole sweep.
-Peer times include compilation but not the imports or process start-up.
+Then, unless --no_compile, the compile share of two first sweeps on an empty
+cache, the default sweep and sweeps/zou2018.py:quick (the command line's
+own compile timing against its wall time), and for the default sweep the
+seconds of every program and XLA's phases (benchmarks/compile_cost.py).
 """
 
 from __future__ import annotations
@@ -72,15 +81,26 @@ def run_child(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return float(wall), int(maxrss_kib) / 1024
 
 
-def run_overparam(spec: dict, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of the real CLI on sweep `spec` (cold cache)."""
+def run_overparam(spec: dict, out: Path, cache: Path, *extra: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of the real CLI on sweep `spec`, with the
+    persistent compilation cache in `cache`."""
     args = [f"--config.widths={tuple(spec['widths'])}", f"--config.num_seeds={spec['num_seeds']}",
             f"--config.n=({spec['n']},)", f"--config.d={spec['d']}",
             f"--config.steps={spec['steps']}", f"--config.lr=({spec['lr']},)",
             "--config.gram_every=0", "--config.chunk_steps=100", "--progress=false",
-            "--compilation_cache=", f"--out={out}"]
+            f"--compilation_cache={cache}", f"--out={out}", *extra]
     return run_child([sys.executable, "-m", "overparam.sweep", "--config=sweeps/default.py",
                       *args], env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def run_json(script: str, *args: str) -> dict:
+    """The JSON a benchmarks/ script prints with --json, run in its own process."""
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), "--json",
+                          *args], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if out.returncode:
+        sys.exit(f"{script} failed:\n{out.stderr}")
+    return json.loads(out.stdout)
 
 
 def initial_networks(runs: list[config_lib.Run], datasets: dict) -> list[np.ndarray]:
@@ -144,14 +164,30 @@ def time_peer(name, spec, runs, datasets, per_width, tmp: Path) -> tuple[float, 
     return timing["network_steps"] / timing["seconds"], rss, sum(map(len, groups))
 
 
+def _spread(values: list[float]) -> str:
+    return f"{np.median(values):.1f}x [{min(values):.1f}, {max(values):.1f}]"
+
+
+def compile_share(config: str, tmp: Path) -> tuple[float, float]:
+    """(compile seconds, wall seconds) of a first run of `config`, empty cache."""
+    out = tmp / f"compile-{Path(config.split(':')[0]).stem}"
+    wall, _ = run_child([sys.executable, "-m", "overparam.sweep", f"--config={config}",
+                         "--progress=false", f"--compilation_cache={out}-cache",
+                         f"--out={out}"], env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    return overparam.load(out).manifest["timings"]["compile"], wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="8 seeds, 100 steps")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3)")
     parser.add_argument("--seq_networks", type=int, default=2,
                         help="networks per width timed in each sequential loop")
+    parser.add_argument("--no_compile", action="store_true", help="skip the compile section")
     opts = parser.parse_args()
     spec = QUICK if opts.quick else R
-    print(f"machine: {jax.devices()[0].device_kind}, {os.cpu_count()} cores; sweep {spec}")
+    print(f"machine: {jax.devices()[0].device_kind}, {os.cpu_count()} cores; sweep {spec}; "
+          f"{opts.rounds} interleaved rounds")
     names = ["jax-seq"]
     try:
         import torch
@@ -161,27 +197,81 @@ def main() -> None:
     except ImportError:
         print("  torch not installed: torch-seq and torch-func skipped "
               "(pip install -e '.[bench]')")
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        wall, rss = run_overparam(spec, tmp / "r")
-        results = overparam.load(tmp / "r")
-        t, groups = results.manifest["timings"], results.manifest["groups"]
-        print(f"  overparam: {wall:.1f} s wall, of which compile {t['compile']:.1f} s "
-              f"({results.manifest['num_compiles']} programs, cold cache); largest batch "
-              f"{max(g['memory_bytes'] for g in groups) / 2**20:,.0f} MiB by XLA's memory "
-              "analysis")
-        runs = config_lib.expand(config_lib.validate(results.manifest["config"]))
-        datasets = {r.dataset_id: results.dataset(r.dataset_id) for r in runs}
-        check_agreement(results, spec, runs, datasets, names)
-        rows = {"overparam": (len(runs) * spec["steps"] / wall, rss, len(runs))}
-        for name in names:
-            per_width = opts.seq_networks if peers.PEERS[name].sequential else spec["num_seeds"]
-            rows[name] = time_peer(name, spec, runs, datasets, per_width, tmp)
-    print(f"\n{'method':12s} {'networks timed':>15s} {'network-steps/s':>16s} "
-          f"{'overparam is':>13s} {'peak RSS (MiB)':>15s}")
-    for name, (rate, rss, networks) in rows.items():
-        print(f"{name:12s} {networks:15d} {rate:16,.0f} {rows['overparam'][0] / rate:12.1f}x "
-              f"{rss:15,.0f}")
+        for k in range(opts.rounds):
+            row = {"gemm": run_json("gemm.py")}
+            out, cache = tmp / f"r{k}", tmp / f"cache{k}"
+            wall, rss = run_overparam(spec, out, cache)
+            results = overparam.load(out)
+            runs = config_lib.expand(config_lib.validate(results.manifest["config"]))
+            steps = len(runs) * spec["steps"]
+            row["overparam"] = (steps / wall, rss, len(runs))
+            row["compile"] = results.manifest["timings"]["compile"]
+            wall, rss = run_overparam(spec, out, cache, "--overwrite")
+            row["overparam-warm"] = (steps / wall, rss, len(runs))
+            row["compile-warm"] = overparam.load(out).manifest["timings"]["compile"]
+            datasets = {r.dataset_id: results.dataset(r.dataset_id) for r in runs}
+            if k == 0:
+                check_agreement(results, spec, runs, datasets, names)
+            for name in names:
+                per_width = (opts.seq_networks if peers.PEERS[name].sequential
+                             else spec["num_seeds"])
+                row[name] = time_peer(name, spec, runs, datasets, per_width, tmp)
+            row["overhead"] = run_json("overhead.py")
+            rounds.append(row)
+            print(f"  round {k + 1}: " + ", ".join(
+                f"{m} {row[m][0]:,.0f}" for m in ("overparam", "overparam-warm", *names))
+                + " network-steps/s")
+        if not opts.no_compile:
+            shares = {c: compile_share(c, tmp) for c in ("sweeps/default.py",
+                                                         "sweeps/zou2018.py:quick")}
+            costs = run_json("compile_cost.py", "--config=sweeps/default.py")
+    report(rounds, names, None if opts.no_compile else (shares, costs))
+
+
+def report(rounds: list[dict], names: list[str], compile_section) -> None:
+    methods = ["overparam", "overparam-warm", *names]
+    print(f"\n{'method':15s} {'networks':>9s} {'network-steps/s':>16s} {'peak RSS':>9s}   "
+          f"overparam (cold) is   overparam (warm) is")
+    for m in methods:
+        rate = np.median([r[m][0] for r in rounds])
+        rss = np.median([r[m][1] for r in rounds])
+        cold = [r["overparam"][0] / r[m][0] for r in rounds]
+        warm = [r["overparam-warm"][0] / r[m][0] for r in rounds]
+        print(f"{m:15s} {rounds[0][m][2]:9d} {rate:16,.0f} {rss:7,.0f}MiB   "
+              f"{_spread(cold):>19s}   {_spread(warm):>19s}")
+    compile_s = [r["compile"] for r in rounds]
+    print(f"overparam compile (cold): {np.median(compile_s):.1f} s "
+          f"[{min(compile_s):.1f}, {max(compile_s):.1f}] of the cold wall time; warm "
+          f"{np.median([r['compile-warm'] for r in rounds]):.1f} s")
+    gemm = {k: np.median([r["gemm"][k] for r in rounds]) for k in ("numpy", "xla")}
+    print(f"\nfloat32 GEMM 2048^3 (median of rounds): NumPy {gemm['numpy']:.0f}, XLA "
+          f"{gemm['xla']:.0f} GFLOP/s")
+    print(f"{'step (overhead.py)':18s} {'loss only':>10s} {'overparam':>10s} "
+          f"{'metrics overhead':>22s} {'GFLOP/s':>8s} {'of best GEMM':>18s}")
+    for i, case in enumerate(rounds[0]["overhead"]["cases"]):
+        cs = [r["overhead"]["cases"][i] for r in rounds]
+        over = [c["overhead"] for c in cs]
+        frac = [c["of_best_gemm"] for c in cs]
+        print(f"{case['case']:18s} {np.median([c['loss_only_ms'] for c in cs]):8.2f}ms "
+              f"{np.median([c['overparam_ms'] for c in cs]):8.2f}ms "
+              f"{np.median(over):10.0%} [{min(over):.0%}, {max(over):.0%}] "
+              f"{np.median([c['gflops'] for c in cs]):8.1f} "
+              f"{np.median(frac):8.0%} [{min(frac):.0%}, {max(frac):.0%}]")
+    if compile_section:
+        shares, costs = compile_section
+        print("\ncompile share of a first sweep (empty cache):")
+        for config, (c, wall) in shares.items():
+            print(f"  {config}: compile {c:.1f} s of {wall:.1f} s wall ({c / wall:.0%})")
+        print("  sweeps/default.py per program (trace / lower / XLA compile, s):")
+        for r in costs["programs"]:
+            init = (f"init {r['init_trace']:.2f}/{r['init_lower']:.2f}/{r['init_compile']:.2f}"
+                    if "init_compile" in r else "init shared")
+            print(f"    width={r['width']} depth={r['depth']}: {init}, chunk "
+                  f"{r['chunk_trace']:.2f}/{r['chunk_lower']:.2f}/{r['chunk_compile']:.2f}")
+        print("  XLA phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in costs["phases"].items()))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,31 @@
-"""The cost of overparam's metrics, and its FLOP rate against the machine's matmul rate.
+"""The cost of overparam's metrics, and its FLOP rate against the machine's best GEMM.
 
-    python benchmarks/overhead.py
+    python benchmarks/overhead.py [--json] [--reps=5]
 
 For sweep R's widths and the deep sweep R3 (width 1024, depth 3, n = 256,
-16 networks), times per step:
+16 networks), times per step of a compiled chunk of K records:
 
   loss only    jit(vmap(scan)) of plain GD steps recording the loss (the same
                model and loss code, nothing else)
   overparam    the engine's compiled chunk: every metric every step
 
-and reports the metrics' overhead, the achieved FLOP/s of the training
-arithmetic (6 n (d m + (L - 1) m^2) per network-step: forward, and backward to
-weights and activations) and that as a fraction of a large float32 matmul
-('highest') measured in the same run.
+the two alternating in this process, best of `reps` each. It reports the
+metrics' overhead, the achieved FLOP rate of overparam's step counting the
+training arithmetic only, 4 n d m + 6 n (L - 1) m^2 per network-step
+(forward and weight gradient of every layer, and the input gradient of
+layers 2..L), and that as a fraction of the better of NumPy's and XLA's
+float32 GEMM measured in the same run (benchmarks/gemm.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,21 +42,9 @@ CASES = [  # name, width, depth, n, d, networks
 ]
 
 
-def _best(fn, reps=3):
-    out = fn()
-    jax.block_until_ready(out)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def matmul_rate(size=2048) -> float:
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size))
-    f = jax.jit(lambda a: jnp.matmul(a, a, precision=jax.lax.Precision.HIGHEST))
-    return 2 * size**3 / _best(lambda: f(a))
+def step_flops(width: int, depth: int, n: int, d: int) -> int:
+    """Training FLOPs of one network-step (see the module docstring)."""
+    return 4 * n * d * width + 6 * n * (depth - 1) * width**2
 
 
 def loss_only_chunk(static: train.Static):
@@ -70,34 +65,64 @@ def loss_only_chunk(static: train.Static):
     return jax.jit(jax.vmap(chunk))
 
 
-def time_case(width, depth, n, d, M):
+def time_case(width, depth, n, d, M, reps):
+    """(loss-only seconds per step, overparam seconds per step), interleaved, best of reps."""
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="du", chunk_records=K)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((M, n, d))
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
     y = jnp.asarray(rng.standard_normal((M, n)), jnp.float32)
-    hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
-                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32))
+    hyper = train.Hyper(np.arange(M, dtype=np.uint32), np.zeros(M, np.uint32),
+                        np.zeros(M, np.uint32), np.full(M, 1e-3, np.float32))
     program = train.make_program(static)
     state = program.init(train.batch_keys(hyper), X, None)
-    full = _best(lambda: program.chunk(state, hyper, X, y, jnp.int32(0))) / K
     plain = loss_only_chunk(static)
-    lean = _best(lambda: plain(state.net0.hidden, X, y, state.net0.out, hyper.lr)) / K
-    flops = 6 * n * (d * width + (depth - 1) * width**2) * M
-    return lean, full, flops
+    lr = jnp.asarray(hyper.lr)
+    runs = [lambda: plain(state.net0.hidden, X, y, state.net0.out, lr),
+            lambda: program.chunk(state, hyper, X, y, jnp.int32(0))]
+    best = [float("inf")] * 2
+    for fn in runs:
+        jax.block_until_ready(fn())
+    for _ in range(reps):
+        for i, fn in enumerate(runs):
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best[0] / K, best[1] / K
+
+
+def measure(reps: int = 5) -> dict:
+    """GEMM rates (a process of their own, before JAX loads here) and every case."""
+    gemm = json.loads(subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("gemm.py")), "--json"],
+        capture_output=True, text=True, check=True).stdout)
+    best = max(gemm.values())
+    cases = []
+    for name, width, depth, n, d, M in CASES:
+        lean, full = time_case(width, depth, n, d, M, reps)
+        rate = M * step_flops(width, depth, n, d) / full / 1e9
+        cases.append(dict(case=name, loss_only_ms=1e3 * lean, overparam_ms=1e3 * full,
+                          overhead=full / lean - 1, gflops=rate, of_best_gemm=rate / best))
+    return {"gemm": gemm, "cases": cases}
 
 
 def main() -> None:
-    rate = matmul_rate()
-    print(f"device: {jax.devices()[0].device_kind}; float32 matmul ('highest'): "
-          f"{rate / 1e9:.1f} GFLOP/s")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--reps", type=int, default=5)
+    opts = parser.parse_args()
+    result = measure(opts.reps)
+    if opts.json:
+        json.dump(result, sys.stdout)
+        return
+    g = result["gemm"]
+    print(f"float32 GEMM 2048^3: NumPy {g['numpy']:.1f}, XLA {g['xla']:.1f} GFLOP/s")
     print(f"{'case':16s} {'loss only':>10s} {'overparam':>10s} {'overhead':>9s} "
-          f"{'GFLOP/s':>8s} {'of matmul':>9s}")
-    for name, width, depth, n, d, M in CASES:
-        lean, full, flops = time_case(width, depth, n, d, M)
-        print(f"{name:16s} {1e3 * lean:8.2f}ms {1e3 * full:8.2f}ms {full / lean - 1:8.0%} "
-              f"{flops / full / 1e9:8.1f} {flops / full / rate:9.0%}")
+          f"{'GFLOP/s':>8s} {'of best GEMM':>12s}")
+    for c in result["cases"]:
+        print(f"{c['case']:16s} {c['loss_only_ms']:8.2f}ms {c['overparam_ms']:8.2f}ms "
+              f"{c['overhead']:8.0%} {c['gflops']:8.1f} {c['of_best_gemm']:12.0%}")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ set, half the gradient-descent stability limit of the infinite-width kernel,
   steps, record_every, chunk_steps                             schedule
   precision, dtype, power_tol, power_max_iters, regression_tol numerics
   gram_every             NTK Gram statistics every this many steps (0: off)
-  memory_budget_mb, name                                       engine
-                         (memory_budget_mb = 0: a share of the device's free memory)
+  memory_budget_mb, checkpoint_seconds, name                   engine
+                         (memory_budget_mb = 0: a share of the device's free memory;
+                         checkpoint_seconds: see overparam.checkpoint.Cadence)
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ DTYPES = ("float32", "float64")
 
 # Fields that change what is recorded or how the work is split, not what is trained.
 NOT_IDENTITY = ("name", "num_seeds", "seed", "record_every", "chunk_steps", "memory_budget_mb",
-                "power_tol", "power_max_iters", "regression_tol", "gram_every")
+                "checkpoint_seconds", "power_tol", "power_max_iters", "regression_tol",
+                "gram_every")
 SWEPT = ("widths", "depths", "n", "lr", "batch_size", "loss", "optimizer", "param")
 
 DEFAULTS: dict[str, Any] = dict(
@@ -87,6 +89,7 @@ DEFAULTS: dict[str, Any] = dict(
     power_max_iters=100,
     regression_tol=1e-2,
     memory_budget_mb=0.0,
+    checkpoint_seconds=60.0,
     gram_every=0,
 )
 
@@ -140,6 +143,7 @@ class Sweep:
     power_max_iters: int
     regression_tol: float
     memory_budget_mb: float
+    checkpoint_seconds: float
     gram_every: int
 
     @property
@@ -289,6 +293,7 @@ def validate(config: Mapping[str, Any]) -> Sweep:
         power_max_iters=_int("power_max_iters", c["power_max_iters"]),
         regression_tol=_float("regression_tol", c["regression_tol"], low=0.0, open_low=True),
         memory_budget_mb=_float("memory_budget_mb", c["memory_budget_mb"], low=0.0),
+        checkpoint_seconds=_float("checkpoint_seconds", c["checkpoint_seconds"], low=0.0),
         gram_every=_int("gram_every", c["gram_every"], low=0),
     )
     _check_consistency(s)

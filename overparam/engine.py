@@ -131,13 +131,13 @@ def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, st
     run_ids = np.array([r.run_id for r in batch.runs[:real]])
     ids = np.broadcast_to(run_ids[:, None], step.shape)[valid]
     cols = {"run_id": ids, "step": step[valid].astype(np.int64)}
-    for name in train.STEP_FIELDS:
-        cols[name] = records[name][:real][valid].astype(np.float64)
+    for name in train.STEP_FIELDS:  # in the sweep's dtype: float32 values cost 4 bytes
+        cols[name] = records[name][:real][valid]
     L = batch.static.depth
     layer_cols = {"run_id": np.repeat(ids, L), "step": np.repeat(cols["step"], L),
                   "layer": np.tile(np.arange(1, L + 1, dtype=np.int64), len(ids))}
     for name in train.LAYER_FIELDS:
-        layer_cols[name] = records[name][:real][valid].reshape(-1).astype(np.float64)
+        layer_cols[name] = records[name][:real][valid].reshape(-1)
     entries = {}
     for table, columns in ((store.STEPS, cols), (store.LAYERS, layer_cols)):
         rel = f"{table}/{store.part_name(batch.index, chunk)}"
@@ -147,22 +147,27 @@ def _write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: dict, st
 
 
 def _finish_chunk(out: Path, plan: plan_lib.Plan, batch: plan_lib.Batch, chunk: int, records,
-                  state: train.State, steps: int, parts: dict,
+                  state: train.State, steps: int, parts: dict, cadence: checkpoint.Cadence,
                   progress: progress_lib.Progress) -> None:
-    """Writes a chunk's parts, then the batch's checkpoint: the state after the chunk
-    and every part so far, in one file (for the last chunk, the diverged steps)."""
+    """Writes a chunk's parts, then, when `cadence` says so, the batch's checkpoint: the
+    state after the chunk and every part so far, in one file. After the last chunk,
+    the batch's final record (diverged steps, checkpoint costs) in its place."""
     parts.update(_write_chunk(out, batch, chunk, records, steps, progress))
     store.crash_point("chunk")
     done = chunk + 1
     kwargs = dict(chunks_done=done, step=done * plan.steps_per_chunk, parts=dict(parts))
     if done < plan.num_chunks:
-        checkpoint.save(out, batch.index, state=state, **kwargs)
+        if cadence.due():
+            t = time.perf_counter()
+            nbytes = checkpoint.save(out, batch.index, state=state, **kwargs)
+            cadence.record(time.perf_counter() - t, nbytes)
     else:
         diverged = np.asarray(jax.device_get(state.diverged_step))[: batch.num_real]
         # A network that diverged only past the last step (in the last chunk's
         # dropped records) has every recorded step finite.
         diverged = [int(x) if x <= steps else -1 for x in diverged]
-        checkpoint.save(out, batch.index, diverged_step=diverged, **kwargs)
+        checkpoint.save(out, batch.index, diverged_step=diverged, checkpoints=cadence.stats(),
+                        **kwargs)
 
 
 def _stack_batch(batch: plan_lib.Batch, datasets: dict[str, data_lib.Dataset], dtype,
@@ -191,15 +196,28 @@ def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
 def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
                                                             dict[tuple, np.ndarray]]:
     """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
-    and architecture, and its ascending eigenvalues (computed in float64)."""
-    H_inf, eigenvalues = {}, {}
+    and architecture, kept only where Gram tracking compares against it, and its
+    ascending eigenvalues (computed in float64; the runs table records the smallest,
+    lr='theory' uses the largest).
+
+    One task per kernel on a thread pool as wide as the host: LAPACK releases
+    the GIL, and each task runs on one BLAS thread (overparam/__init__.py), so
+    a sweep of many training sets uses every core.
+    """
+    todo = {}
     for r in runs:
-        key = kernel_key(r, sweep.train_output)
-        if key not in H_inf:
-            X = datasets[r.dataset_id].X.astype(np.float64)
-            H = theory.gram_inf(X, param=r.param, depth=r.depth, train_output=sweep.train_output)
-            eigenvalues[key] = theory.eigenvalues(H)
-            H_inf[key] = H.astype(sweep.dtype)
+        todo.setdefault(kernel_key(r, sweep.train_output), r)
+
+    def one(run):
+        X = datasets[run.dataset_id].X.astype(np.float64)
+        H = theory.gram_inf(X, param=run.param, depth=run.depth,
+                            train_output=sweep.train_output)
+        return theory.eigenvalues(H), H.astype(sweep.dtype) if sweep.gram_every else None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        done = dict(zip(todo, pool.map(one, todo.values())))
+    eigenvalues = {key: e for key, (e, _) in done.items()}
+    H_inf = {key: H for key, (_, H) in done.items() if H is not None}
     return H_inf, eigenvalues
 
 
@@ -498,12 +516,13 @@ def _train_batch(out: Path, sweep, plan: plan_lib.Plan, batch: plan_lib.Batch, m
             checkpoint.discard(out, batch.index)
             first_chunk, parts = 0, {}
     state = jax.device_put(state, sharding) if sharding else state  # as `chunk` was compiled
+    cadence = checkpoint.Cadence(sweep.checkpoint_seconds)
     for c in range(first_chunk, plan.num_chunks):
         if stop.signum is not None:
             return
         state, records = chunk(state, hyper, X, y, jnp.int32(c * plan.steps_per_chunk))
         pending.append(writer.submit(_finish_chunk, out, plan, batch, c, records, state,
-                                     sweep.steps, parts, progress))
+                                     sweep.steps, parts, cadence, progress))
         if len(pending) >= 2:
             pending[-2].result()
 
@@ -632,9 +651,12 @@ def _finish_sweep(sweep, out: Path, runs, datasets, plan: plan_lib.Plan, eigenva
     (the leader, once every process has written its batches), and counts the
     diverged networks into `summary`."""
     diverged, files = {}, dict(manifest["files"])
+    costs = {"count": 0, "seconds": 0.0, "bytes": 0}
     for b in plan.batches:
         meta = checkpoint.load(out, b.index)
         files.update(meta["parts"])
+        for k, v in (meta.get("checkpoints") or {}).items():
+            costs[k] += v
         diverged.update({r.run_id: s for r, s in zip(b.runs[: b.num_real],
                                                      meta["diverged_step"]) if s >= 0})
     table = _runs_table(sweep, runs, datasets, out, diverged)
@@ -644,6 +666,7 @@ def _finish_sweep(sweep, out: Path, runs, datasets, plan: plan_lib.Plan, eigenva
     summary.num_diverged = len(diverged)
     summary.timings["total"] = time.perf_counter() - t0
     manifest.update(status="complete", timings=summary.timings, files=files,
+                    checkpoints={**costs, "every_seconds": sweep.checkpoint_seconds},
                     num_diverged=summary.num_diverged, num_compiles=summary.num_compiles,
                     throughput_network_steps_per_s=summary.throughput,
                     processes=multihost.count())

@@ -67,3 +67,31 @@ def test_clear_keeps_only_the_lock(tmp_path):
     checkpoint.clear(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.LOCK]
     lock.release()
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_cadence_checkpoints_every_chunk_at_interval_zero():
+    cadence = checkpoint.Cadence(0, clock=_Clock())
+    assert all(cadence.due() for _ in range(3))
+
+
+def test_cadence_waits_for_its_interval_and_twenty_times_the_last_checkpoint():
+    clock = _Clock()
+    cadence = checkpoint.Cadence(60, clock=clock)
+    clock.t = 59.0
+    assert not cadence.due()
+    clock.t = 60.0
+    assert cadence.due()
+    cadence.record(seconds=10.0, nbytes=5 * 2**30)   # a slow checkpoint: wait 200 s now
+    clock.t = 60.0 + 199.0
+    assert not cadence.due()
+    clock.t = 60.0 + 200.0
+    assert cadence.due()
+    assert cadence.stats() == {"count": 1, "seconds": 10.0, "bytes": 5 * 2**30}

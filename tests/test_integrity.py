@@ -162,5 +162,8 @@ def test_the_manifest_lists_every_file_with_rows_and_hash(reference):
     for rel, entry in files.items():
         assert entry["sha256"] == store.sha256(reference / rel)
     r = overparam.load(reference)
+    # A sweep of seconds takes no state checkpoint at the default cadence (60 s).
+    assert manifest["checkpoints"] == {"count": 0, "seconds": 0.0, "bytes": 0,
+                                       "every_seconds": 60.0}
     assert sum(e["rows"] for k, e in files.items() if k.startswith("steps/")) == len(r.steps)
     assert sum(e["rows"] for k, e in files.items() if k.startswith("layers/")) == len(r.layers)

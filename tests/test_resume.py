@@ -24,11 +24,14 @@ from overparam import config as config_lib
 from overparam import engine
 
 ROOT = Path(__file__).resolve().parents[1]
+# A checkpoint after every chunk (checkpoint_seconds=0), so that crashes land between
+# all kinds of writes and a count of writes does not depend on timing.
 ARGS = ["--config=sweeps/default.py", "--config.widths=(8,16)", "--config.num_seeds=2",
-        "--config.steps=20", "--config.chunk_steps=5", "--progress=false"]
+        "--config.steps=20", "--config.chunk_steps=5", "--config.checkpoint_seconds=0",
+        "--progress=false"]
 # One batch of two chunks: every kind of write (a checkpoint with a state and the
 # finished batch's), few of them.
-TINY = {"widths": (8,), "num_seeds": 1, "steps": 6, "chunk_steps": 4}
+TINY = {"widths": (8,), "num_seeds": 1, "steps": 6, "chunk_steps": 4, "checkpoint_seconds": 0}
 TINY_ARGS = ["--config=sweeps/default.py", "--progress=false",
              *(f"--config.{k}={v}".replace(" ", "") for k, v in TINY.items())]
 
@@ -111,7 +114,8 @@ def _wait_for_parts(out, count=2, timeout=120):
     raise AssertionError("the sweep wrote no parts")
 
 
-LONG = [*ARGS[:-3], "--config.steps=600", "--config.chunk_steps=5", "--progress=false"]
+LONG = [*ARGS[:-4], "--config.steps=600", "--config.chunk_steps=5",
+        "--config.checkpoint_seconds=0", "--progress=false"]
 
 
 @pytest.fixture(scope="module")

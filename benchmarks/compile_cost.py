@@ -1,0 +1,112 @@
+"""Where a cold sweep's compile time goes: per program, per phase.
+
+    python benchmarks/compile_cost.py [--config=sweeps/default.py] [--json]
+
+Plans the sweep as the engine does (measuring memory compiles its programs),
+timing for every shape JAX's tracing, its lowering to StableHLO and XLA's
+compile of the init and chunk programs separately, with the compile options
+the engine uses and no persistent cache. XLA's own phases come from a
+jax.profiler trace of all the compiles: HLO optimization passes, LLVM code
+generation, and the thunk emitter. Shapes that share an init program (see
+`train.init_static`) compile it once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import runpy
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.profiler import ProfileData
+
+from overparam import config as config_lib
+from overparam import engine, train
+from overparam import plan as plan_lib
+
+PHASES = {  # profiler event name -> phase
+    "HLO passes through layout assignment": "HLO passes",
+    "HLO passes after layout assignment": "HLO passes",
+    "JitCompiler::Compile": "LLVM codegen",
+    "ThunkEmitter::EmitEntryComputation": "thunk emitter",
+    "PjRtCpuClient::Compile": "XLA compile (all)",
+}
+
+
+def load_sweep(spec: str) -> config_lib.Sweep:
+    path, _, arg = spec.partition(":")
+    return config_lib.validate(runpy.run_path(path)["get_config"](arg or None))
+
+
+def program_costs(sweep: config_lib.Sweep) -> dict:
+    runs = config_lib.expand(sweep)
+    plan = plan_lib.make_plan(sweep, runs, budget_mb=1e6)
+    options = engine.compiler_options()
+    rows, inits = [], {}
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for batch in {b.static: b for b in plan.batches}.values():
+                static, size = batch.static, batch.size
+                program = train.make_program(static)
+                keys, hyper, X, y, H, _ = engine.Programs(timings={})._abstract(static, size)
+                row = dict(width=static.width, depth=static.depth, n=static.n,
+                           optimizer=static.optimizer, batch=size)
+                init_key = (train.init_static(static), size)
+                if init_key not in inits:
+                    t = time.perf_counter()
+                    traced = program.init.trace(keys, X, H)
+                    t1 = time.perf_counter()
+                    lowered = traced.lower()
+                    t2 = time.perf_counter()
+                    lowered.compile(compiler_options=options)
+                    t3 = time.perf_counter()
+                    inits[init_key] = lowered.out_info
+                    row.update(init_trace=t1 - t, init_lower=t2 - t1, init_compile=t3 - t2)
+                state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                               inits[init_key])
+                t = time.perf_counter()
+                traced = program.chunk.trace(state, hyper, X, y,
+                                             jax.ShapeDtypeStruct((), jnp.int32))
+                t1 = time.perf_counter()
+                lowered = traced.lower()
+                t2 = time.perf_counter()
+                lowered.compile(compiler_options=options)
+                t3 = time.perf_counter()
+                row.update(chunk_trace=t1 - t, chunk_lower=t2 - t1, chunk_compile=t3 - t2)
+                rows.append(row)
+        phases = collections.Counter()
+        for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
+            for plane in ProfileData.from_file(path).planes:
+                for line in plane.lines:
+                    for event in line.events:
+                        if event.name in PHASES:
+                            phases[PHASES[event.name]] += event.duration_ns / 1e9
+    return {"programs": rows, "phases": dict(phases)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="sweeps/default.py")
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args()
+    result = program_costs(load_sweep(opts.config))
+    if opts.json:
+        json.dump(result, sys.stdout)
+        return
+    print(f"{opts.config}: seconds per program (trace / lower / XLA compile)")
+    for r in result["programs"]:
+        init = (f"init {r['init_trace']:.2f}/{r['init_lower']:.2f}/{r['init_compile']:.2f}"
+                if "init_compile" in r else "init shared")
+        print(f"  width={r['width']} depth={r['depth']} n={r['n']} {r['optimizer']}: {init}, "
+              f"chunk {r['chunk_trace']:.2f}/{r['chunk_lower']:.2f}/{r['chunk_compile']:.2f}")
+    print("  XLA phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["phases"].items()))
+
+
+if __name__ == "__main__":
+    main()
