@@ -197,8 +197,8 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
                                                             dict[tuple, np.ndarray]]:
     """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
     and architecture, kept only where Gram tracking compares against it, and its
-    ascending eigenvalues (computed in float64; the runs table records the smallest,
-    lr='theory' uses the largest).
+    extreme eigenvalues [lambda_min, lambda_max] (float64; the runs table records
+    lambda_min, lr='theory' uses lambda_max).
 
     One task per kernel on a thread pool as wide as the host: LAPACK releases
     the GIL, and each task runs on one BLAS thread (overparam/__init__.py), so
@@ -212,7 +212,7 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
         X = datasets[run.dataset_id].X.astype(np.float64)
         H = theory.gram_inf(X, param=run.param, depth=run.depth,
                             train_output=sweep.train_output)
-        return theory.eigenvalues(H), H.astype(sweep.dtype) if sweep.gram_every else None
+        return theory.extreme_eigenvalues(H), H.astype(sweep.dtype) if sweep.gram_every else None
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         done = dict(zip(todo, pool.map(one, todo.values())))
@@ -224,7 +224,7 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
 def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config_lib.Run]:
     """Runs with lr 'theory' get 1 / lambda_max(s H^inf) (x n for the mean reduction).
 
-    eigenvalues: ascending eigenvalues of each H^inf, keyed as `kernels`.
+    eigenvalues: [lambda_min, lambda_max] of each H^inf, keyed as `kernels`.
     """
     resolved = []
     for r in runs:

@@ -27,21 +27,22 @@ L = 1, T_1 = H^inf and T_out = G^inf of Du et al. 2018 (THEORY.md section 1).
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from overparam import data as data_lib
 
 PARAMS = ("du", "zou", "ntk", "standard")
 
 
-def eigenvalues(H) -> np.ndarray:
-    """Ascending eigenvalues of the symmetric matrix H, in float64.
+def extreme_eigenvalues(H) -> np.ndarray:
+    """[lambda_min, lambda_max] of the symmetric matrix H, in float64.
 
-    LAPACK's divide and conquer through SciPy: NumPy's eigvalsh took 1.3-6.8 s
-    for n = 1000 on a busy 2-core CPU against 0.06-0.13 s here (its OpenBLAS
-    threads wait on each other), and a sweep needs one per training set.
+    NumPy's eigvalsh (LAPACK's divide and conquer) on one BLAS thread
+    (overparam/__init__.py): 0.06 s for n = 1000, and it releases the GIL, so
+    the engine computes many at once on a thread pool (SciPy's LAPACK wrappers
+    hold the GIL: no faster on 2 threads than on one).
     """
-    return scipy.linalg.eigvalsh(np.asarray(H, np.float64), driver="evd")
+    e = np.linalg.eigvalsh(np.asarray(H, np.float64))
+    return np.array([e[0], e[-1]])
 
 
 def _arccos_kernels(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +168,7 @@ def gram_inf(X: np.ndarray, *, param: str, depth: int, train_output: bool = Fals
 
 def lambda_0(H: np.ndarray) -> float:
     """The smallest eigenvalue of a symmetric H: (n, n) (Du et al.'s lambda_0 for H^inf)."""
-    return float(eigenvalues(H)[0])
+    return float(extreme_eigenvalues(H)[0])
 
 
 def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
@@ -179,7 +180,7 @@ def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
     divided by n, the map is I - eta H / n, and the limit is 2 n / lambda_max(H).
     H: (n, n).
     """
-    lam_max = float(eigenvalues(H)[-1])
+    lam_max = float(extreme_eigenvalues(H)[-1])
     factor = {"sum": 1.0, "mean": float(np.shape(H)[0])}[reduction]
     return 2.0 * factor / lam_max
 

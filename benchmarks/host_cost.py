@@ -1,0 +1,131 @@
+"""The host's work at the size of the GPU plan, measured on this machine.
+
+    python benchmarks/host_cost.py [--json]
+
+The plan: sweeps/du2018.py with widths (4096,), 1000 seeds (n = d = 1000,
+Gram statistics every 10 steps, 100 steps, chunks of 50): 1,000 networks in 3
+batches of 334 on an 80 GB GPU. For it, this measures on the CPU:
+
+  kernels      H^inf and its eigenvalues for training sets of n = 1000 (the
+               engine's `kernels`, on its thread pool), per training set, and
+               extrapolated to the plan's 1,000 on this host's cores
+  records      one chunk's records of one batch (334 networks x 50 records) to
+               its two Parquet parts (the engine's `_write_chunk`)
+  checkpoint   the write rate of `checkpoint.save` (a batch's state scaled
+               down to 512 MiB), extrapolated to the plan's 5.5 GB state
+
+beside the device's seconds per chunk estimated as the chunk's training
+FLOPs (4 n d m per network-step, and the Gram matrix 2 n^2 m every 10 steps)
+over a float32 rate given on the command line (--gpu_tflops, default 60: an
+H100/H200 SXM's FP32 FMA rate, which precision 'highest' runs at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from overparam import checkpoint, engine, progress, train
+from overparam import config as config_lib
+from overparam import plan as plan_lib
+
+NETWORKS, BATCH, WIDTH, N, D, STEPS, CHUNK, GRAM_EVERY = 1000, 334, 4096, 1000, 1000, 100, 50, 10
+
+
+def measure_kernels(num: int) -> float:
+    """Seconds per training set of n = d = N: data, H^inf and eigenvalues (thread pool)."""
+    c = runpy.run_path("sweeps/du2018.py")["get_config"]()
+    c.widths, c.num_seeds = (WIDTH,), num
+    sweep = config_lib.validate(c)
+    runs = config_lib.expand(sweep)
+    datasets, _ = engine.make_datasets(sweep)
+    engine.kernels(sweep, runs[:1], datasets)  # warm-up: the first LAPACK call, the pool
+    t = time.perf_counter()
+    datasets, _ = engine.make_datasets(sweep)
+    engine.kernels(sweep, runs, datasets)
+    return (time.perf_counter() - t) / num
+
+
+def measure_records(tmp: Path) -> float:
+    """Seconds to write one chunk's records of a batch of BATCH networks (depth 1)."""
+    c = runpy.run_path("sweeps/du2018.py")["get_config"]()
+    c.widths, c.num_seeds, c.steps, c.chunk_steps = (WIDTH,), BATCH, STEPS, CHUNK
+    sweep = config_lib.validate(c)
+    plan = plan_lib.make_plan(sweep, budget_mb=1e9)
+    batch = plan.batches[0]
+    K = plan.chunk_records
+    rng = np.random.default_rng(0)
+    records = train.Records(step=np.arange(K, dtype=np.int32),
+                            steps=rng.random((K, BATCH, len(train.STEP_FIELDS)), np.float32),
+                            layers=rng.random((K, BATCH, 1, len(train.LAYER_FIELDS)),
+                                              np.float32))
+    bar = progress.Progress(1, enabled=False)
+    t = time.perf_counter()
+    engine._write_chunk(tmp, batch, 0, records, STEPS, bar)
+    return time.perf_counter() - t
+
+
+def measure_checkpoint(tmp: Path, nbytes: int = 512 * 2**20) -> float:
+    """checkpoint.save's write rate in bytes per second, on a state of `nbytes`."""
+    rng = np.random.default_rng(0)
+    delta = rng.random(nbytes // 4, np.float32)
+    state = train.State(step=np.zeros(1, np.int32), net0=None,
+                        delta=(delta,), opt_state=(), v=(), pattern0=(), batch_key=None,
+                        alive=np.ones(1, bool), diverged_step=np.zeros(1, np.int32),
+                        init_spectral=None, gram0=None, gram_init_error=None)
+    t = time.perf_counter()
+    size = checkpoint.save(tmp, 0, chunks_done=1, step=CHUNK, parts={}, state=state)
+    return size / (time.perf_counter() - t)
+
+
+def device_seconds_per_chunk(tflops: float) -> float:
+    flops = 4 * N * D * WIDTH * CHUNK + 2 * N * N * WIDTH * (CHUNK // GRAM_EVERY)
+    return BATCH * flops / (tflops * 1e12)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--gpu_tflops", type=float, default=60.0)
+    parser.add_argument("--kernels", type=int, default=8, help="training sets timed")
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        per_kernel = measure_kernels(opts.kernels)
+        records = measure_records(tmp)
+        rate = measure_checkpoint(tmp)
+    state_bytes = BATCH * (WIDTH * D * 4 + 64)   # D (float32), and small per-network leaves
+    result = dict(
+        cores=os.cpu_count(), kernel_seconds_each=per_kernel,
+        kernels_total_this_host=per_kernel * NETWORKS,
+        kernels_total_16_cores=per_kernel * NETWORKS * (os.cpu_count() or 1) / 16,
+        records_seconds_per_chunk=records, checkpoint_bytes_per_second=rate,
+        checkpoint_seconds=state_bytes / rate, checkpoint_bytes=state_bytes,
+        device_seconds_per_chunk=device_seconds_per_chunk(opts.gpu_tflops),
+        gpu_tflops=opts.gpu_tflops, device=str(jax.devices()[0].device_kind))
+    if opts.json:
+        json.dump(result, sys.stdout)
+        return
+    r = result
+    print(f"host: {r['cores']} cores ({r['device']})")
+    print(f"  kernels: {r['kernel_seconds_each']:.3f} s per training set (n = d = {N}, "
+          f"thread pool): {r['kernels_total_this_host']:.0f} s for {NETWORKS} here, "
+          f"~{r['kernels_total_16_cores']:.0f} s on 16 cores")
+    print(f"  records: {r['records_seconds_per_chunk']:.2f} s per chunk of a batch of {BATCH}")
+    print(f"  checkpoint: {r['checkpoint_bytes_per_second'] / 2**20:,.0f} MiB/s, so "
+          f"{r['checkpoint_seconds']:.1f} s for a batch's {r['checkpoint_bytes'] / 2**30:.1f} GiB")
+    print(f"  device (estimated at {r['gpu_tflops']:.0f} TFLOP/s): "
+          f"{r['device_seconds_per_chunk']:.2f} s per chunk")
+
+
+if __name__ == "__main__":
+    main()
