@@ -22,21 +22,24 @@ H100/H200 SXM's FP32 FMA rate, which precision 'highest' runs at).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import runpy
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import jax
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the command line has it
 
-from overparam import checkpoint, engine, progress, train
-from overparam import config as config_lib
-from overparam import plan as plan_lib
+import argparse  # noqa: E402
+import json  # noqa: E402
+import runpy  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from overparam import checkpoint, engine, progress, train  # noqa: E402
+from overparam import config as config_lib  # noqa: E402
+from overparam import plan as plan_lib  # noqa: E402
 
 NETWORKS, BATCH, WIDTH, N, D, STEPS, CHUNK, GRAM_EVERY = 1000, 334, 4096, 1000, 1000, 100, 50, 10
 
