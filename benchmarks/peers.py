@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
+
+# The torch peers run on this device (benchmarks/gpu_check.py sets "cuda"), in full
+# float32 (no TF32), as overparam's 'highest' precision does.
+TORCH_DEVICE = os.environ.get("OVERPARAM_TORCH_DEVICE", "cpu")
 
 METRICS = ("loss", "train_error", "grad_norm", "radius_spectral", "radius_frobenius",
            "radius_rowmax", "flip_frac")
@@ -74,8 +79,10 @@ def torch_sequential(W0, a, X, y, steps, lr, tol=1e-2) -> np.ndarray:
     """The same as jax_sequential in eager PyTorch."""
     import torch
 
+    torch.set_float32_matmul_precision("highest")
     m = W0.shape[0]
-    W0, a, X, y = (torch.tensor(v, dtype=torch.float32) for v in (W0, a, X, y))
+    W0, a, X, y = (torch.tensor(v, dtype=torch.float32, device=TORCH_DEVICE)
+                   for v in (W0, a, X, y))
     W = W0.clone().requires_grad_(True)
     pattern0 = (X @ W0.T) > 0
     rows = []
@@ -112,7 +119,9 @@ def torch_func_ensemble(W0, a, X, y, steps, lr, tol=1e-2) -> np.ndarray:
             z = X @ self.W.T
             return torch.relu(z) @ self.a / self.W.shape[0] ** 0.5, z
 
-    W0, a, X, y = (torch.tensor(v, dtype=torch.float32) for v in (W0, a, X, y))
+    torch.set_float32_matmul_precision("highest")
+    W0, a, X, y = (torch.tensor(v, dtype=torch.float32, device=TORCH_DEVICE)
+                   for v in (W0, a, X, y))
     params, buffers = stack_module_state([Net(w, b) for w, b in zip(W0, a)])
     base = Net(W0[0], a[0]).to("meta")
 
@@ -135,7 +144,7 @@ def torch_func_ensemble(W0, a, X, y, steps, lr, tol=1e-2) -> np.ndarray:
                                      torch.linalg.matrix_norm(D, ord=2),
                                      torch.linalg.matrix_norm(D),
                                      torch.linalg.vector_norm(D, dim=2).amax(1),
-                                     ((z > 0) != pattern0).float().mean((1, 2))], 1).numpy()
+                                     ((z > 0) != pattern0).float().mean((1, 2))], 1).cpu().numpy()
             params = {"W": params["W"] - lr * g["W"]}
     return out
 
