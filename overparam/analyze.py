@@ -344,7 +344,7 @@ def _tail_rates(steps: pd.DataFrame, loss0: pd.Series, tail_fraction: float,
     keep = ((steps.step >= hi - tail_fraction * (hi - lo)) & np.isfinite(steps.loss)
             & (steps.loss > rate_floor * loss0) & (steps.loss > 0))
     t = steps.step[keep].astype(float)
-    v = np.log(steps.loss[keep])
+    v = np.log(steps.loss[keep].astype(float))
     frame = pd.DataFrame({"run_id": steps.run_id[keep], "t": t, "v": v, "tt": t * t,
                           "tv": t * v, "one": 1.0})
     s = frame.groupby("run_id")[["one", "t", "v", "tt", "tv"]].sum()

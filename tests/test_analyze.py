@@ -167,14 +167,15 @@ def test_analysis_writes_report_tables_and_every_linked_figure(du_analysis):
 def test_fit_matches_a_direct_pandas_computation(du, du_analysis):
     _, fits = du_analysis
     runs = du.runs[du.runs.lr == 0.1].set_index("run_id")
-    rowmax = du.layers.groupby("run_id").radius_rowmax.max().loc[runs.index]
+    rowmax = du.layers.groupby("run_id").radius_rowmax.max().astype(float).loc[runs.index]
     fit = _fit(fits, "max_radius_rowmax", lr_config="0.1", layer=1)
     slope = np.polyfit(np.log(runs.width), np.log(rowmax), 1)[0]
     assert abs(fit.exponent - slope) < 1e-10
     assert (fit.n_runs, fit.n_seeds, fit.n_diverged) == (len(WIDTHS) * SEEDS, SEEDS, 0)
     assert fit.predicted == "-1/2" and fit.ci_low < fit.exponent < fit.ci_high
 
-    flips = du.layers[du.layers.step == STEPS].set_index("run_id").flip_frac.loc[runs.index]
+    flips = du.layers[du.layers.step == STEPS].set_index("run_id").flip_frac.astype(float)
+    flips = flips.loc[runs.index]
     fit = _fit(fits, "final_flip_frac", lr_config="0.1", layer=1)
     assert abs(fit.exponent - np.polyfit(np.log(runs.width), np.log(flips), 1)[0]) < 1e-10
     assert fit.predicted == "[-1/2, -1/3]"
@@ -186,7 +187,7 @@ def test_per_run_quantities_match_their_definitions(du):
     steps = du.steps[du.steps.run_id.isin(du.runs.run_id[du.runs.status == "ok"])]
     for run_id, s in steps.groupby("run_id"):
         tail = s[s.step >= STEPS / 2]
-        rate = -np.polyfit(tail.step, np.log(tail.loss), 1)[0]
+        rate = -np.polyfit(tail.step, np.log(tail.loss.astype(float)), 1)[0]
         assert value["convergence_rate", run_id] == pytest.approx(rate, rel=1e-9)
         below = s.step[s.loss <= 0.5 * s.loss.iloc[0]]
         expected = below.min() if len(below) else np.nan
@@ -217,7 +218,7 @@ def test_diverged_runs_are_left_out_of_fits_and_counted(du, du_analysis):
     fits = analyze.fit_table(analyze.per_run_quantities(marked), n_boot=100)
     fit = _fit(fits, "max_radius_rowmax", lr_config="0.1", layer=1)
     ok = runs[(runs.lr == 0.1) & (runs.status == "ok")].set_index("run_id")
-    rowmax = du.layers.groupby("run_id").radius_rowmax.max().loc[ok.index]
+    rowmax = du.layers.groupby("run_id").radius_rowmax.max().astype(float).loc[ok.index]
     assert (fit.n_runs, fit.n_diverged) == (len(WIDTHS) * SEEDS - 1, 1)
     assert abs(fit.exponent - np.polyfit(np.log(ok.width), np.log(rowmax), 1)[0]) < 1e-10
     table = analyze.format_table(fits)
@@ -270,7 +271,7 @@ def test_deep_sweep_fits_against_depth_per_layer(deep):
     row = _fit(fits, "max_radius_spectral", x="depth", layer=1)
     spectral = deep.layers[deep.layers.layer == 1].groupby("run_id").radius_spectral.max()
     runs = deep.runs.set_index("run_id")
-    slope = np.polyfit(np.log(runs.depth), np.log(spectral.loc[runs.index]), 1)[0]
+    slope = np.polyfit(np.log(runs.depth), np.log(spectral.loc[runs.index].astype(float)), 1)[0]
     assert abs(row.exponent - slope) < 1e-10
     assert (row.group, row.n_runs, row.n_seeds, row.predicted) == ("layer=1", 2 * SEEDS,
                                                                    SEEDS, "")

@@ -17,12 +17,13 @@ def test_a_batch_not_started_has_no_chunks_done(tmp_path):
 
 
 def test_meta_round_trips_in_one_file(tmp_path):
+    stats = {"count": 2, "seconds": 0.5, "bytes": 4096, "every_seconds": 60.0}
     checkpoint.save(tmp_path, 2, chunks_done=3, step=30, parts=_parts(2, 3),
-                    diverged_step=[-1, 7])
+                    diverged_step=[-1, 7], checkpoints=stats)
     assert [p.name for p in (tmp_path / checkpoint.STATE).iterdir()] == ["b00002.npz"]
     meta = checkpoint.load(tmp_path, 2)
     assert meta == {"chunks_done": 3, "step": 30, "parts": _parts(2, 3),
-                    "diverged_step": [-1, 7]}
+                    "diverged_step": [-1, 7], "checkpoints": stats}
     checkpoint.check(meta, 2, steps_per_chunk=10, num_chunks=3)
 
 
