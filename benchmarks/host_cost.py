@@ -3,13 +3,14 @@
     python benchmarks/host_cost.py [--json]
 
 The plan: sweeps/du2018.py with widths (4096,), 1000 seeds (n = d = 1000,
-Gram statistics every 10 steps, 100 steps, chunks of 50): 1,000 networks in 3
-batches of 334 on an 80 GB GPU. For it, this measures on the CPU:
+Gram statistics every 10 steps, 100 steps, chunk_steps 50, so 3 chunks of 34
+records): 1,000 networks in 3 batches of 334 on an 80 GB GPU. For it, this
+measures on the CPU:
 
   kernels      H^inf and its eigenvalues for training sets of n = 1000 (the
                engine's `kernels`, on its thread pool), per training set, and
                extrapolated to the plan's 1,000 on this host's cores
-  records      one chunk's records of one batch (334 networks x 50 records) to
+  records      one chunk's records of one batch (334 networks x 34 records) to
                its two Parquet parts (the engine's `_write_chunk`)
   checkpoint   the write rate of `checkpoint.save` (a batch's state scaled
                down to 512 MiB), extrapolated to the plan's 5.5 GB state
@@ -41,7 +42,9 @@ from overparam import checkpoint, engine, progress, train  # noqa: E402
 from overparam import config as config_lib  # noqa: E402
 from overparam import plan as plan_lib  # noqa: E402
 
-NETWORKS, BATCH, WIDTH, N, D, STEPS, CHUNK, GRAM_EVERY = 1000, 334, 4096, 1000, 1000, 100, 50, 10
+NETWORKS, BATCH, WIDTH, N, D, GRAM_EVERY = 1000, 334, 4096, 1000, 1000, 10
+STEPS, CHUNK_STEPS = 100, 50
+CHUNK = 34  # steps per chunk: 101 records (step 0 included) in 3 equal chunks
 
 
 def measure_kernels(num: int) -> float:
@@ -61,11 +64,12 @@ def measure_kernels(num: int) -> float:
 def measure_records(tmp: Path) -> float:
     """Seconds to write one chunk's records of a batch of BATCH networks (depth 1)."""
     c = runpy.run_path("sweeps/du2018.py")["get_config"]()
-    c.widths, c.num_seeds, c.steps, c.chunk_steps = (WIDTH,), BATCH, STEPS, CHUNK
+    c.widths, c.num_seeds, c.steps, c.chunk_steps = (WIDTH,), BATCH, STEPS, CHUNK_STEPS
     sweep = config_lib.validate(c)
     plan = plan_lib.make_plan(sweep, budget_mb=1e9)
     batch = plan.batches[0]
     K = plan.chunk_records
+    assert K == CHUNK, K
     rng = np.random.default_rng(0)
     records = train.Records(step=np.arange(K, dtype=np.int32),
                             steps=rng.random((K, BATCH, len(train.STEP_FIELDS)), np.float32),

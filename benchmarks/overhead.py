@@ -6,8 +6,9 @@ For sweep R's widths and the deep sweep R3 (width 1024, depth 3, n = 256,
 16 networks), times per step of a compiled chunk of K records:
 
   loss only    jit(vmap(scan)) of plain GD steps recording the loss (the same
-               model and loss code, nothing else)
-  overparam    the engine's compiled chunk: every metric every step
+               model and loss code, nothing else), in the same cache groups
+  overparam    the engine's compiled chunk: every metric every step, in the
+               cache groups the planner gives this batch on one CPU device
 
 the two alternating in this process, best of `reps` each. It reports the
 metrics' overhead, the achieved FLOP rate of overparam's step counting the
@@ -31,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import losses, model, train
+from overparam import engine, losses, model, train
+from overparam import plan as plan_lib
 
 K = 20  # recorded steps per timed chunk
 CASES = [  # name, width, depth, n, d, networks
@@ -47,8 +49,9 @@ def step_flops(width: int, depth: int, n: int, d: int) -> int:
     return 4 * n * d * width + 6 * n * (depth - 1) * width**2
 
 
-def loss_only_chunk(static: train.Static):
-    """K plain GD steps of one network, recording only the loss (vmapped, jitted)."""
+def loss_only_chunk(static: train.Static, networks: int):
+    """K plain GD steps of each network, recording only the loss (vmapped, jitted),
+    in groups of static.cache_group networks one after the other as overparam's."""
 
     def step(W, _, X, y, a, lr):
         def loss_fn(W):
@@ -62,13 +65,24 @@ def loss_only_chunk(static: train.Static):
     def chunk(W, X, y, a, lr):
         return jax.lax.scan(functools.partial(step, X=X, y=y, a=a, lr=lr), W, None, length=K)
 
-    return jax.jit(jax.vmap(chunk))
+    group = static.cache_group or networks
+
+    def grouped(*args):
+        split = jax.tree_util.tree_map(lambda a: a.reshape(networks // group, group,
+                                                           *a.shape[1:]), args)
+        W, loss = jax.lax.map(lambda a: jax.vmap(chunk)(*a), split)
+        merge = lambda a: a.reshape(networks, *a.shape[2:])
+        return jax.tree_util.tree_map(merge, W), merge(loss)
+
+    return jax.jit(grouped)
 
 
 def time_case(width, depth, n, d, M, reps):
     """(loss-only seconds per step, overparam seconds per step), interleaved, best of reps."""
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="du", chunk_records=K)
+    static = plan_lib.with_cache_group(
+        static, M, plan_lib.cache_group_size(static, engine.CPU_CACHE_BYTES))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((M, n, d))
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
@@ -77,7 +91,7 @@ def time_case(width, depth, n, d, M, reps):
                         np.zeros(M, np.uint32), np.full(M, 1e-3, np.float32))
     program = train.make_program(static)
     state = program.init(train.batch_keys(hyper), X, None)
-    plain = loss_only_chunk(static)
+    plain = loss_only_chunk(static, M)
     lr = jnp.asarray(hyper.lr)
     runs = [lambda: plain(state.net0.hidden, X, y, state.net0.out, lr),
             lambda: program.chunk(state, hyper, X, y, jnp.int32(0))]

@@ -52,6 +52,7 @@ class Plan:
     budget_mb: float    # device memory allowed per program
     multiple_of: int = 1  # batch sizes are multiples of it (the number of devices)
     record_every: int = 1
+    cache_bytes: int = 0  # the size of a group's activations (cache_group_size); 0: none
 
     @property
     def steps_per_chunk(self) -> int:
@@ -103,6 +104,17 @@ def bytes_per_network(static: train.Static) -> int:
 
 
 MAX_NETWORKS = 1_000_000  # per sweep: the host holds one Run and one runs.parquet row each
+
+
+def cache_group_size(static: train.Static, cache_bytes: int) -> int:
+    """Networks whose activations (one n x width array) fill `cache_bytes` (at least 1),
+    0 for none: a batch runs its chunk as groups of that many networks, one after
+    the other (train.chunk_batch), so that on a CPU a group's arrays stay in the
+    caches from step to step. benchmarks/cache_groups.py measured 4 MiB best."""
+    if not cache_bytes:
+        return 0
+    itemsize = 8 if static.dtype == "float64" else 4
+    return max(1, cache_bytes // (static.n * static.width * itemsize))
 
 
 def num_networks(sweep: config_lib.Sweep) -> int:
@@ -207,26 +219,34 @@ def _equal_batches(count: int, fit: int, multiple_of: int) -> int:
 
 
 def _fit_measured(static: train.Static, count: int, budget: int, multiple_of: int,
-                  measure: Measure) -> tuple[int, int]:
+                  measure: Measure, cap: int) -> tuple[int, int]:
     """(batch size, its measured bytes) for `count` networks of one shape.
 
     Starts from one batch of all of them and shrinks it, by the measured bytes
     per network, until it fits. Memory is close to linear in the batch size
     (everything but the step counter has a networks axis), so this takes one
-    measurement when the group fits and usually two when it is split.
+    measurement when the group fits and usually two when it is split. Each
+    size is measured with the program it runs (`with_cache_group`).
     """
     size = _round_up(count, multiple_of)
     while True:
-        need = measure(static, size)
+        need = measure(with_cache_group(static, size, cap), size)
         if need <= budget or size == multiple_of:
             return size, need
         new = _equal_batches(count, int(budget / (need / size)), multiple_of)
         size = min(new, size - multiple_of)
 
 
+def with_cache_group(static: train.Static, size: int, cap: int) -> train.Static:
+    """The program of a batch of `size`: in groups of `cap` where it has several."""
+    return dataclasses.replace(static, cache_group=cap) if cap and size > cap and size % cap == 0 \
+        else static
+
+
 def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
               *, multiple_of: int = 1, budget_mb: float | None = None,
-              measure: Measure | None = None, groups: Sequence[dict] | None = None) -> Plan:
+              measure: Measure | None = None, groups: Sequence[dict] | None = None,
+              cache_bytes: int = 0) -> Plan:
     """Groups `runs` (default: all of the sweep) into batches that fit the memory budget.
 
     budget_mb: device memory per program and device; default
@@ -236,7 +256,9 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
     estimate). groups: each shape group's batch size and memory, as
     `Plan.groups` gives them; set, they are used as they are (a resumed sweep).
     A batch of `multiple_of` networks is the smallest there is, even if it
-    needs more than the budget (`describe` says so).
+    needs more than the budget (`describe` says so). cache_bytes: where a shape
+    has more networks than `cache_group_size` gives, its batches are multiples of
+    that group (padded) and run group by group; 0 (the default): no groups.
     """
     runs = config_lib.expand(sweep) if runs is None else runs
     num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
@@ -250,14 +272,17 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
     budget = int(budget_mb * 2**20)
     batches = []
     for g, (static, group) in enumerate(by_shape.items()):
+        cap = cache_group_size(static, cache_bytes)
+        step = math.lcm(multiple_of, cap) if cap and len(group) > cap else multiple_of
         if groups is not None:
             size, need, measured = (groups[g][k] for k in ("size", "memory_bytes", "measured"))
         elif measure is not None:
-            size, need = _fit_measured(static, len(group), budget, multiple_of, measure)
+            size, need = _fit_measured(static, len(group), budget, step, measure, cap)
             measured = True
         else:
-            size = _equal_batches(len(group), budget // bytes_per_network(static), multiple_of)
+            size = _equal_batches(len(group), budget // bytes_per_network(static), step)
             need, measured = size * bytes_per_network(static), False
+        static = with_cache_group(static, size, cap)
         for start in range(0, len(group), size):
             real = tuple(group[start:start + size])
             padded = real + (real[-1],) * (size - len(real))
@@ -265,7 +290,7 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
                                  num_real=len(real), memory_bytes=need, measured=measured))
     return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
                 num_chunks=num_chunks, budget_mb=budget_mb, multiple_of=multiple_of,
-                record_every=sweep.record_every)
+                record_every=sweep.record_every, cache_bytes=cache_bytes)
 
 
 def describe(plan: Plan) -> str:
@@ -281,5 +306,6 @@ def describe(plan: Plan) -> str:
         lines.append(f"  batch {b.index}: {b.num_real} networks (+{b.size - b.num_real} pad) "
                      f"width={s.width} depth={s.depth} n={s.n} batch_size={s.batch_size} "
                      f"loss={s.loss} optimizer={s.optimizer} param={s.param} "
-                     f"{mb:,.1f} MiB ({how}){over}")
+                     f"{mb:,.1f} MiB ({how}){over}"
+                     + (f", in groups of {s.cache_group}" if s.cache_group else ""))
     return "\n".join(lines)

@@ -63,6 +63,7 @@ class Static:
     power_max_iters: int = 100
     regression_tol: float = 1e-2
     gram_every: int = 0   # record NTK Gram statistics every this many steps (0: never)
+    cache_group: int = 0  # networks trained together through a chunk (0: the whole batch)
 
 
 class Hyper(NamedTuple):
@@ -340,16 +341,34 @@ def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax
     axis (B); X: (B, n, d), y: (B, n).
 
     One lax.scan over records whose body is vmapped over networks: the records
-    come out (K, B, ...) as the scan stacks them, with no transposing copy.
+    come out (K, B, ...) as the scan stacks them, with no transposing copy. With
+    static.cache_group = g < B, the batch runs as B/g groups of g networks, one group
+    after the other through the whole chunk (lax.map), so that a group's
+    activations stay in the CPU's caches from step to step (g divides B: the
+    planner's job).
     """
     steps = start + jnp.arange(static.chunk_records, dtype=jnp.int32) * static.record_every
     record = jax.vmap(functools.partial(_record_then_train, static),
                       in_axes=(0, 0, 0, 0, None))
 
-    def body(state, step):
-        return record(hyper, X, y, state, step)
+    def run(args):
+        state, hyper, X, y = args
+        state, values = jax.lax.scan(lambda s, t: record(hyper, X, y, s, t), state, steps)
+        return state, values
 
-    state, (step_values, layer_values) = jax.lax.scan(body, state, steps)
+    B = X.shape[0]
+    g = static.cache_group or B
+    if g >= B:
+        state, (step_values, layer_values) = run((state, hyper, X, y))
+    else:
+        if B % g:
+            raise ValueError(f"group {g} does not divide the batch of {B} networks")
+        tree = jax.tree_util.tree_map
+        state, values = jax.lax.map(run, tree(lambda a: a.reshape(B // g, g, *a.shape[1:]),
+                                              (state, hyper, X, y)))
+        state = tree(lambda a: a.reshape(B, *a.shape[2:]), state)
+        step_values, layer_values = (  # (B/g, K, g, ...) -> (K, B, ...)
+            jnp.swapaxes(v, 0, 1).reshape(v.shape[1], B, *v.shape[3:]) for v in values)
     return state, Records(step=steps, steps=step_values, layers=layer_values)
 
 
@@ -375,7 +394,7 @@ def init_static(static: Static) -> Static:
                                reduction="sum", sign_labels=False, record_every=1,
                                chunk_records=1, power_tol=1.0, power_max_iters=1,
                                regression_tol=1.0, momentum=float(bool(static.momentum)),
-                               gram_every=int(bool(static.gram_every)))
+                               gram_every=int(bool(static.gram_every)), cache_group=0)
 
 
 @functools.cache

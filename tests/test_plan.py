@@ -73,7 +73,10 @@ def _check_plan(sweep, plan, runs=None):
         assert 1 <= b.num_real <= b.size
         # Every network in a batch, padding included, has the batch's shape.
         for r in b.runs:
-            assert plan_lib.static_for(sweep, r, plan.chunk_records) == b.static
+            assert plan_lib.static_for(sweep, r, plan.chunk_records) == dataclasses.replace(
+                b.static, cache_group=0)
+        group = b.static.cache_group
+        assert group == 0 or (group < b.size and b.size % group == 0)
         # Padding copies a real run of this batch.
         real_ids = {r.run_id for r in b.runs[:b.num_real]}
         assert all(r.run_id in real_ids for r in b.runs[b.num_real:])
@@ -265,3 +268,51 @@ def test_plan_rebuilt_from_its_groups_is_the_same_plan():
     assert rebuilt == plan
     with pytest.raises(ValueError, match="groups"):
         plan_lib.make_plan(sweep, groups=plan.groups[:1])
+
+
+# ---------------------------------------------------------------- cache groups
+
+def test_cache_group_size_fills_the_bytes_with_one_activation_per_network():
+    sweep = _sweep(widths=(1024,), n=(128,), d=32, num_seeds=1, lr=(0.1,))
+    static = plan_lib.static_for(sweep, config_lib.expand(sweep)[0], 4)
+    assert plan_lib.cache_group_size(static, 0) == 0
+    assert plan_lib.cache_group_size(static, 4 * 2**20) == 8      # 128 x 1024 x 4 B = 512 KiB
+    assert plan_lib.cache_group_size(static, 2**10) == 1           # at least one network
+    wide = dataclasses.replace(static, dtype="float64")
+    assert plan_lib.cache_group_size(wide, 4 * 2**20) == 4
+
+
+@pytest.mark.parametrize("measured", [False, True])
+def test_batches_larger_than_a_cache_group_run_in_groups_padded_to_a_multiple(measured):
+    # widths 64 and 1024 at n = 128 with 4 MiB: groups of 128 and of 8 networks.
+    sweep = _sweep(widths=(64, 1024), n=(128,), d=32, num_seeds=20, lr=(0.1,),
+                   memory_budget_mb=1e4)
+    measure = _Linear(0, 1000) if measured else None
+    plan = plan_lib.make_plan(sweep, measure=measure, cache_bytes=4 * 2**20)
+    _check_plan(sweep, plan)
+    narrow, wide = plan.batches
+    assert (narrow.size, narrow.static.cache_group) == (20, 0)     # one group: none
+    assert (wide.size, wide.num_real, wide.static.cache_group) == (24, 20, 8)
+    if measured:  # the program measured is the one that runs: 24 networks in groups of 8
+        assert measure.asked == [20, 24]
+    assert "in groups of 8" in plan_lib.describe(plan).splitlines()[2]
+    assert plan_lib.make_plan(sweep).batches[1].static.cache_group == 0  # no cache_bytes
+
+
+def test_cache_groups_with_a_split_batch_and_devices_and_rebuilt_from_groups():
+    sweep = _sweep(widths=(1024,), n=(128,), d=32, num_seeds=37, lr=(0.1,), memory_budget_mb=1)
+    plan = plan_lib.make_plan(sweep, measure=_Linear(0, 2**20 // 14), multiple_of=2,
+                              cache_bytes=4 * 2**20)
+    _check_plan(sweep, plan)
+    # 14 fit the budget: batches of 8 (multiples of lcm(2, 8)), each one group.
+    assert {b.size for b in plan.batches} == {8} and len(plan.batches) == 5
+    assert all(b.static.cache_group == 0 for b in plan.batches)
+    plan = plan_lib.make_plan(sweep, measure=_Linear(0, 2**20 // 40), cache_bytes=4 * 2**20)
+    assert [b.size for b in plan.batches] == [40] and plan.batches[0].static.cache_group == 8
+    rebuilt = plan_lib.make_plan(sweep, groups=plan.groups, budget_mb=plan.budget_mb,
+                                 cache_bytes=4 * 2**20)
+    assert rebuilt == plan
+    # A manifest whose batch is not a multiple of the group (an older plan): no groups.
+    old = [{**plan.groups[0], "size": 37}]
+    assert plan_lib.make_plan(sweep, groups=old, budget_mb=1,
+                              cache_bytes=4 * 2**20).batches[0].static.cache_group == 0

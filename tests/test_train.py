@@ -148,6 +148,36 @@ def test_divergent_network_is_frozen_and_leaves_its_neighbours_alone():
     _assert_records_close({k: v[[0, 2]] for k, v in rec.items()}, sane)
 
 
+@pytest.mark.parametrize("optimizer,loss,labels", [("gd", "squared", "gaussian"),
+                                                   ("sgd", "logistic", "random_sign")])
+def test_cache_groups_change_nothing(optimizer, loss, labels):
+    """A batch run as groups of networks (train.chunk_batch's lax.map) gives the
+    records and the state of the whole batch at once, to float32 rounding (the
+    products' batch dimension differs)."""
+    kw = dict(optimizer=optimizer, loss=loss, batch_size=4, sign_labels=labels != "gaussian")
+    X, y = _data(labels)
+    hyper = _hyper([3, 1, 4, 1, 5, 9], [0.05, 0.1, 0.02, 0.2, 0.1, 0.3])
+    Xs, ys = jnp.stack([X] * 6), jnp.stack([y] * 6)
+    state_a, whole = _run_all(_static(**kw), hyper, Xs, ys, 2)
+    for group in (1, 2, 3):
+        state_b, grouped = _run_all(_static(**kw, cache_group=group), hyper, Xs, ys, 2)
+        _assert_records_close(whole, grouped, rtol=1e-6, atol=0)
+        for a, b in zip(*(jax.tree_util.tree_leaves((s.delta, s.opt_state))
+                          for s in (state_a, state_b))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        for a, b in zip(state_a.v, state_b.v):  # Ritz vectors: as in the test above
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        for field in ("step", "alive", "diverged_step"):
+            np.testing.assert_array_equal(getattr(state_a, field), getattr(state_b, field))
+
+
+def test_a_cache_group_must_divide_the_batch():
+    X, y = _data()
+    hyper = _hyper([1, 2, 3], [0.1] * 3)
+    with pytest.raises(ValueError, match="group 2 does not divide the batch of 3"):
+        _run_all(_static(cache_group=2), hyper, jnp.stack([X] * 3), jnp.stack([y] * 3), 1)
+
+
 # ---------------------------------------------------------------- through the engine
 
 
@@ -177,6 +207,22 @@ def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
     a, b = (r.runs[cols].sort_values("run_id", ignore_index=True) for r in (ra, rb))
     assert a.run_id.tolist() == b.run_id.tolist() and a.status.tolist() == b.status.tolist()
     np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-5)
+
+
+def test_tables_do_not_depend_on_cache_groups(tmp_path, monkeypatch):
+    engine.run_sweep(_sweep(), tmp_path / "a", show_progress=False)
+    # 1536 B: groups of 4 networks of width 8 (6 padded to 8), of 2 of width 16 (N = 12).
+    monkeypatch.setattr(engine, "CPU_CACHE_BYTES", 2 * N * 16 * 4)
+    logs = []
+    engine.run_sweep(_sweep(), tmp_path / "b", show_progress=False, log_fn=logs.append)
+    assert "(+2 pad) width=8" in logs[0] and "in groups of 4" in logs[0], logs[0]
+    assert "in groups of 2" in logs[0]
+    _, sa, la = _tables(tmp_path / "a")
+    _, sb, lb = _tables(tmp_path / "b")
+    assert len(sb) == len(sa) == 12 * 11 and len(lb) == len(la)
+    for a, b in ((sa, sb), (la, lb)):
+        np.testing.assert_allclose(a.to_numpy(float), b.loc[a.index].to_numpy(float),
+                                   rtol=1e-5, atol=1e-7)
 
 
 def test_a_run_alone_matches_the_same_run_in_a_big_sweep(tmp_path):

@@ -1,0 +1,90 @@
+"""Cache groups: one batch's chunk run whole against the same batch run group by group.
+
+    python benchmarks/cache_groups.py [--reps=5] [--json]
+
+For each case (width, depth, n, d, networks) it times a compiled chunk of K
+records with every metric (train.chunk_batch), the batch vmapped whole
+(cache_group 0) and in groups of g networks one after the other (lax.map),
+for several g; the methods alternate in this process, best of `reps` each.
+The planner's choice on one CPU device (plan.cache_group_size with
+engine.CPU_CACHE_BYTES: one n x width activation per network, 4 MiB a group)
+is marked with *. The records of every grouping are checked against the
+whole batch's first (rtol 1e-5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overparam import engine, train
+from overparam import plan as plan_lib
+
+K = 20
+CASES = [  # width, depth, n, d, networks, groups to try
+    (256, 1, 128, 32, 64, (32, 16, 8)),
+    (1024, 1, 128, 32, 64, (16, 8, 4)),
+    (4096, 1, 128, 32, 16, (4, 2, 1)),
+    (256, 1, 512, 32, 64, (16, 8, 4)),
+    (1024, 3, 256, 32, 16, (8, 4, 2)),
+]
+
+
+def time_case(width, depth, n, d, M, groups, reps):
+    """{group: seconds per step}, 0 for the whole batch; the planner's group."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((M, n, d))
+    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((M, n)), jnp.float32)
+    hyper = train.Hyper(np.arange(M, dtype=np.uint32), np.zeros(M, np.uint32),
+                        np.zeros(M, np.uint32), np.full(M, 1e-3, np.float32))
+    base = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
+                        optimizer="gd", param="du", chunk_records=K)
+    chosen = plan_lib.with_cache_group(
+        base, M, plan_lib.cache_group_size(base, engine.CPU_CACHE_BYTES)).cache_group
+    runs, reference = {}, None
+    for g in (0, *groups):
+        program = train.make_program(train.Static(**{**vars(base), "cache_group": g}))
+        state = program.init(train.batch_keys(hyper), X, None)
+        runs[g] = functools.partial(program.chunk, state, hyper, X, y, jnp.int32(0))
+        records = jax.device_get(runs[g]()[1])
+        if reference is None:
+            reference = records
+        for a, b in ((reference.steps, records.steps), (reference.layers, records.layers)):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=f"group {g}")
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(reps):
+        for g, fn in runs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            best[g] = min(best[g], time.perf_counter() - t)
+    return {g: s / K for g, s in best.items()}, chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args()
+    results = []
+    for width, depth, n, d, M, groups in CASES:
+        times, chosen = time_case(width, depth, n, d, M, groups, opts.reps)
+        results.append(dict(width=width, depth=depth, n=n, d=d, networks=M, chosen=chosen,
+                            ms={g: 1e3 * t for g, t in times.items()}))
+        if not opts.json:
+            cells = "  ".join(f"g={g or 'all'}{'*' if g == chosen else ''}: {1e3 * t:.2f} ms"
+                              for g, t in times.items())
+            print(f"m={width} L={depth} n={n} x{M}: {cells}", flush=True)
+    if opts.json:
+        json.dump(results, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
