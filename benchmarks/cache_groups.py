@@ -23,6 +23,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import overhead
 
 from overparam import engine, train
 from overparam import plan as plan_lib
@@ -39,12 +40,7 @@ CASES = [  # width, depth, n, d, networks, groups to try
 
 def time_case(width, depth, n, d, M, groups, reps):
     """{group: seconds per step}, 0 for the whole batch; the planner's group."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((M, n, d))
-    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((M, n)), jnp.float32)
-    hyper = train.Hyper(np.arange(M, dtype=np.uint32), np.zeros(M, np.uint32),
-                        np.zeros(M, np.uint32), np.full(M, 1e-3, np.float32))
+    X, y, hyper = overhead.random_batch(M, n, d)
     base = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                         optimizer="gd", param="du", chunk_records=K)
     chosen = plan_lib.with_cache_group(

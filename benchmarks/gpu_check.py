@@ -64,7 +64,6 @@ def step_rate(width: int, depth: int, n: int, d: int, networks: int, records: in
     """(seconds per step, FLOP/s) of the engine's chunk with every metric."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import overhead
@@ -73,12 +72,7 @@ def step_rate(width: int, depth: int, n: int, d: int, networks: int, records: in
 
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="ntk", chunk_records=records)
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((networks, n, d))
-    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((networks, n)), jnp.float32)
-    hyper = train.Hyper(np.arange(networks, dtype=np.uint32), np.zeros(networks, np.uint32),
-                        np.zeros(networks, np.uint32), np.full(networks, 1e-3, np.float32))
+    X, y, hyper = overhead.random_batch(networks, n, d)
     program = train.make_program(static)
     state = program.init(train.batch_keys(hyper), X, None)
     run = lambda: program.chunk(state, hyper, X, y, jnp.int32(0))

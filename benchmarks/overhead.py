@@ -77,18 +77,25 @@ def loss_only_chunk(static: train.Static, networks: int):
     return jax.jit(grouped)
 
 
+def random_batch(networks: int, n: int, d: int):
+    """X (networks, n, d) on the unit sphere, Gaussian y (networks, n), and Hyper with
+    seeds 0..networks-1 and eta = 1e-3: the timed benchmarks' inputs."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((networks, n, d))
+    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((networks, n)), jnp.float32)
+    hyper = train.Hyper(np.arange(networks, dtype=np.uint32), np.zeros(networks, np.uint32),
+                        np.zeros(networks, np.uint32), np.full(networks, 1e-3, np.float32))
+    return X, y, hyper
+
+
 def time_case(width, depth, n, d, M, reps):
     """(loss-only seconds per step, overparam seconds per step), interleaved, best of reps."""
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="du", chunk_records=K)
     static = plan_lib.with_cache_group(
         static, M, plan_lib.cache_group_size(static, engine.CPU_CACHE_BYTES))
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((M, n, d))
-    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((M, n)), jnp.float32)
-    hyper = train.Hyper(np.arange(M, dtype=np.uint32), np.zeros(M, np.uint32),
-                        np.zeros(M, np.uint32), np.full(M, 1e-3, np.float32))
+    X, y, hyper = random_batch(M, n, d)
     program = train.make_program(static)
     state = program.init(train.batch_keys(hyper), X, None)
     plain = loss_only_chunk(static, M)
