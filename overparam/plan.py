@@ -52,7 +52,6 @@ class Plan:
     budget_mb: float    # device memory allowed per program
     multiple_of: int = 1  # batch sizes are multiples of it (the number of devices)
     record_every: int = 1
-    cache_bytes: int = 0  # the size of a group's activations (cache_group_size); 0: none
 
     @property
     def steps_per_chunk(self) -> int:
@@ -290,7 +289,7 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
                                  num_real=len(real), memory_bytes=need, measured=measured))
     return Plan(batches=tuple(batches), num_records=num_records, chunk_records=chunk_records,
                 num_chunks=num_chunks, budget_mb=budget_mb, multiple_of=multiple_of,
-                record_every=sweep.record_every, cache_bytes=cache_bytes)
+                record_every=sweep.record_every)
 
 
 def describe(plan: Plan) -> str:
