@@ -343,6 +343,14 @@ def _exclusive(out: Path):
         lock.release()
 
 
+def _plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.Plan:
+    """The plan a manifest was written with: its batch sizes and budget, whatever the
+    devices say now (a resumed sweep, and every process but the leader)."""
+    return plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
+                              multiple_of=manifest["batch_multiple_of"],
+                              groups=manifest.get("groups"), cache_bytes=cache_bytes())
+
+
 def _prepare(sweep: config_lib.Sweep, mode: str, manifest: dict, log_fn):
     """Runs, datasets, kernels and the plan (None on a process that reads the leader's)."""
     runs = config_lib.expand(sweep)
@@ -352,9 +360,7 @@ def _prepare(sweep: config_lib.Sweep, mode: str, manifest: dict, log_fn):
     programs = Programs(timings={"compile": 0.0})
     if mode in ("resume", "complete"):
         # A resumed sweep keeps its batches, whatever the devices say now.
-        plan = plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
-                                  multiple_of=manifest["batch_multiple_of"],
-                                  groups=manifest.get("groups"), cache_bytes=cache_bytes())
+        plan = _plan_of_manifest(sweep, runs, manifest)
     elif multihost.is_leader():
         plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
                                   measure=programs.memory, cache_bytes=cache_bytes())
@@ -578,10 +584,7 @@ def _run(sweep, out: Path, runs, datasets, idents, plan: plan_lib.Plan | None,
                                            resume=mode == "resume", log_fn=log_fn)
             multihost.barrier("started")  # the manifest and datasets are written
             if plan is None or not leader:
-                written = manifest_of(out)
-                plan = plan_lib.make_plan(sweep, runs, budget_mb=written["memory_budget_mb"],
-                                          multiple_of=written["batch_multiple_of"],
-                                          groups=written["groups"], cache_bytes=cache_bytes())
+                plan = _plan_of_manifest(sweep, runs, manifest_of(out))
             mine = [plan.batches[i] for i in multihost.share(
                 [b.size * plan_lib.step_flops(b.static) for b in plan.batches],
                 multihost.count(), multihost.index())]
