@@ -47,6 +47,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import compile_cost
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -270,12 +271,7 @@ def report(rounds: list[dict], names: list[str], compile_section) -> None:
         for config, (c, wall) in shares.items():
             print(f"  {config}: compile {c:.1f} s of {wall:.1f} s wall ({c / wall:.0%})")
         print("  sweeps/default.py per program (trace / lower / XLA compile, s):")
-        for r in costs["programs"]:
-            init = (f"init {r['init_trace']:.2f}/{r['init_lower']:.2f}/{r['init_compile']:.2f}"
-                    if "init_compile" in r else "init shared")
-            print(f"    width={r['width']} depth={r['depth']}: {init}, chunk "
-                  f"{r['chunk_trace']:.2f}/{r['chunk_lower']:.2f}/{r['chunk_compile']:.2f}")
-        print("  XLA phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in costs["phases"].items()))
+        print("\n".join("    " + line for line in compile_cost.describe(costs)))
 
 
 if __name__ == "__main__":

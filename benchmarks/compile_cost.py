@@ -46,7 +46,7 @@ def load_sweep(spec: str) -> config_lib.Sweep:
 
 def program_costs(sweep: config_lib.Sweep) -> dict:
     runs = config_lib.expand(sweep)
-    plan = plan_lib.make_plan(sweep, runs, budget_mb=1e6)
+    plan = plan_lib.make_plan(sweep, runs, budget_mb=1e6, cache_bytes=engine.cache_bytes())
     options = engine.compiler_options()
     rows, inits = [], {}
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -90,6 +90,20 @@ def program_costs(sweep: config_lib.Sweep) -> dict:
     return {"programs": rows, "phases": dict(phases)}
 
 
+def describe(result: dict) -> list[str]:
+    """`program_costs`' result as lines: one per shape, then XLA's phases."""
+    lines = []
+    for r in result["programs"]:
+        init = (f"init {r['init_trace']:.2f}/{r['init_lower']:.2f}/{r['init_compile']:.2f}"
+                if "init_compile" in r else "init shared")
+        lines.append(f"width={r['width']} depth={r['depth']} n={r['n']} {r['optimizer']}: "
+                     f"{init}, chunk {r['chunk_trace']:.2f}/{r['chunk_lower']:.2f}/"
+                     f"{r['chunk_compile']:.2f}")
+    lines.append("XLA phases: " + ", ".join(f"{k} {v:.2f} s"
+                                            for k, v in result["phases"].items()))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="sweeps/default.py")
@@ -100,12 +114,7 @@ def main() -> None:
         json.dump(result, sys.stdout)
         return
     print(f"{opts.config}: seconds per program (trace / lower / XLA compile)")
-    for r in result["programs"]:
-        init = (f"init {r['init_trace']:.2f}/{r['init_lower']:.2f}/{r['init_compile']:.2f}"
-                if "init_compile" in r else "init shared")
-        print(f"  width={r['width']} depth={r['depth']} n={r['n']} {r['optimizer']}: {init}, "
-              f"chunk {r['chunk_trace']:.2f}/{r['chunk_lower']:.2f}/{r['chunk_compile']:.2f}")
-    print("  XLA phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["phases"].items()))
+    print("\n".join("  " + line for line in describe(result)))
 
 
 if __name__ == "__main__":
