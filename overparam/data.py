@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from overparam import config as config_lib
+from overparam.theory import separation
 
 MAX_DRAWS_PER_POINT = 1000
 
@@ -67,15 +68,6 @@ def _label_fn(rng: np.random.Generator, ident: Mapping[str, Any]):
     if labels == "teacher":
         return lambda X, r: np.where(teacher(X) >= 0, 1.0, -1.0)
     return lambda X, r: teacher(X)
-
-
-def separation(X: np.ndarray, y: np.ndarray) -> float:
-    """min ||x_i - x_j|| over pairs with y_i != y_j (inf if there is one class)."""
-    diff = y[:, None] != y[None, :]
-    if not diff.any():
-        return float("inf")
-    sq = np.sum(X**2, 1)[:, None] + np.sum(X**2, 1)[None, :] - 2 * X @ X.T
-    return float(np.sqrt(max(np.min(sq[diff]), 0.0)))
 
 
 def _draw_separated(rng, label, ident) -> tuple[np.ndarray, np.ndarray]:

@@ -22,13 +22,15 @@ sigma_w^2 = 2, written in the normalization of `du` (S_1 = X X^T):
 
 (* is elementwise). T_l is the limit of layer l's share of H under `du`; for
 L = 1, T_1 = H^inf and T_out = G^inf of Du et al. 2018 (THEORY.md section 1).
+
+This module owns the theory's formulas (kernels, step sizes, rates, bounds)
+and imports nothing else of overparam: the engine, the analysis and the tests
+call it, never the other way round.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from overparam import data as data_lib
 
 PARAMS = ("du", "zou", "ntk", "standard")
 
@@ -92,7 +94,7 @@ def du_gram_inf(X: np.ndarray) -> np.ndarray:
 
 
 def du_output_gram_inf(X: np.ndarray) -> np.ndarray:
-    """G^inf_ij = (sin t + (pi - t) cos t) / (2 pi), t = arccos(x_i.x_j) (THEORY.md 1).
+    """G^inf_ij = (sin t + (pi - t) cos t) / (2 pi), t = arccos(x_i.x_j) (THEORY.md section 1).
 
     The limit of the output layer's Gram matrix under `du`: df/da_r = relu(w_r.x)
     / sqrt(m), so G_ij = (1/m) sum_r relu(w_r.x_i) relu(w_r.x_j) ->
@@ -171,34 +173,51 @@ def lambda_0(H: np.ndarray) -> float:
     return float(extreme_eigenvalues(H)[0])
 
 
-def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
-    """2 / lambda_max(H): the GD stability limit in function space (THEORY.md 1).
+def stability_limit(lam_max: float, *, scale: float = 1.0, reduction: str = "sum",
+                    n: int | None = None) -> float:
+    """2 / (s lambda_max): the GD stability limit in function space (THEORY.md section 1).
 
     Linearized GD on L = (1/2) sum_i (f_i - y_i)^2 maps the residual r to
     (I - eta H) r, stable iff eta < 2 / lambda_max(H) (Arora, Du, Hu, Li & Wang
-    2019, section 4; THEORY.md section 1). With reduction 'mean' the loss is
-    divided by n, the map is I - eta H / n, and the limit is 2 n / lambda_max(H).
-    H: (n, n).
+    2019, section 4; THEORY.md section 1). H = s H^inf with s = `gram_scale`
+    (lam_max: lambda_max(H^inf)). With reduction 'mean' the loss is divided by n,
+    the map is I - eta H / n, and the limit is 2 n / lambda_max(H).
     """
-    lam_max = float(extreme_eigenvalues(H)[-1])
-    factor = {"sum": 1.0, "mean": float(np.shape(H)[0])}[reduction]
-    return 2.0 * factor / lam_max
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown reduction {reduction!r}; allowed: sum, mean")
+    if reduction == "mean" and n is None:
+        raise ValueError("stability_limit: reduction 'mean' needs n=")
+    factor = float(n) if reduction == "mean" else 1.0
+    return 2.0 * factor / (scale * float(lam_max))
+
+
+def theory_step_size(lam_max: float, *, param: str, width: int, depth: int,
+                     train_output: bool = False, reduction: str = "sum",
+                     n: int | None = None) -> float:
+    """The step size of lr='theory': half the stability limit, 1 / lambda_max(s H^inf)
+    (x n for the mean reduction), s = gram_scale(param, width, ...).
+
+    Half of 2 / lambda_max leaves a margin for the finite-width fluctuation
+    ||H(0) - s H^inf||_2 = O(m^-1/2) and for H(t) drifting from H(0), so one step
+    size is stable for every width of a sweep; and with eta lambda_i <= 1 every
+    eigendirection of the residual contracts without oscillating, the slowest at
+    1 - eta lambda_0. lam_max: lambda_max(gram_inf(X, param, depth, train_output)).
+    """
+    scale = gram_scale(param, width, depth=depth, train_output=train_output)
+    return stability_limit(lam_max, scale=scale, reduction=reduction, n=n) / 2.0
+
+
+def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
+    """2 / lambda_max(H) (x n for the mean reduction): `stability_limit` of H: (n, n)."""
+    return stability_limit(extreme_eigenvalues(H)[-1], reduction=reduction, n=np.shape(H)[0])
 
 
 def du_theory_lr(X: np.ndarray, *, train_output: bool = False, reduction: str = "sum") -> float:
-    """The step size of lr='theory': 1 / lambda_max(H^inf), half the stability limit.
-
-    For `du`, depth 1 (Du et al. 2018). Half of 2 / lambda_max leaves a margin
-    for the finite-width fluctuation ||H(0) - H^inf||_2 = O(m^-1/2) and for
-    H(t) drifting from H(0), so one step size is stable for every width of a
-    sweep; and with eta lambda_i <= 1 every eigendirection of the residual
-    contracts without oscillating, the slowest at 1 - eta lambda_0. H^inf
-    (+ G^inf with train_output) from X: (n, d) unit rows.
-    """
-    H = du_gram_inf(X)
-    if train_output:
-        H = H + du_output_gram_inf(X)
-    return du_max_step_size(H, reduction=reduction) / 2.0
+    """`theory_step_size` for `du`, depth 1 (Du et al. 2018): 1 / lambda_max(H^inf)
+    (+ G^inf with train_output), from X: (n, d) unit rows."""
+    H = gram_inf(X, param="du", depth=1, train_output=train_output)
+    return theory_step_size(extreme_eigenvalues(H)[-1], param="du", width=1, depth=1,
+                            train_output=train_output, reduction=reduction, n=np.shape(X)[0])
 
 
 def du_linear_rate(eta: float, lam0: float, k: int | np.ndarray) -> float | np.ndarray:
@@ -221,8 +240,94 @@ def du_radius_bound(X: np.ndarray, y: np.ndarray, u0: np.ndarray, width: int) ->
 
 
 def separation(X: np.ndarray, y: np.ndarray) -> float:
-    """Zou et al. 2018, Assumption 3.2's phi: min ||x_i - x_j|| over y_i != y_j.
+    """Zou et al. 2018, Assumption 3.2's phi: min ||x_i - x_j|| over pairs with
+    y_i != y_j (inf if there is one class). X: (n, d); y: (n,). overparam.data
+    records it for every training set."""
+    X, y = np.asarray(X, np.float64), np.asarray(y)
+    diff = y[:, None] != y[None, :]
+    if not diff.any():
+        return float("inf")
+    sq = np.sum(X**2, 1)[:, None] + np.sum(X**2, 1)[None, :] - 2 * X @ X.T
+    return float(np.sqrt(max(np.min(sq[diff]), 0.0)))
 
-    X: (n, d); y: (n,). The same function as `overparam.data.separation`.
+
+# ------------------------------------------------------------------ the analysis's predictions
+#
+# What `overparam.analysis` compares its fits with (THEORY.md sections 1, 3 and 5). Each
+# `*_exponent` function gives the exponent alpha of a quantity ~ m^alpha in the width m,
+# as an interval (lo, hi) (lo == hi for a single value), or None where the theory gives
+# none; all take the run's parameterization, lr_scaling and depth (0: several depths).
+
+def width_stable(param: str, lr_scaling: str) -> bool:
+    """Whether the step size keeps training in the lazy regime as m grows (THEORY.md section 3):
+    a constant lr for du and ntk, lr / m (lr_scaling='inverse_width') for zou and standard."""
+    return lr_scaling == ("constant" if param in ("du", "ntk") else "inverse_width")
+
+
+_HALF = (-0.5, -0.5)
+
+
+def row_radius_exponent(param: str, *, lr_scaling: str, depth: int):
+    """max_t max_r ||w_r(t) - w_r(0)||_2 ~ m^-1/2: Du et al.'s R' (`du_radius_bound`), for
+    the two-layer du network (depth 1) with a width-stable lr."""
+    return _HALF if param == "du" and depth == 1 and width_stable(param, lr_scaling) else None
+
+
+def relative_radius_exponent(param: str, *, lr_scaling: str, depth: int):
+    """max_t ||W(t) - W(0)||_2 / ||W(0)||_2 ~ m^-1/2 for the two-layer du network with a
+    width-stable lr: the update is O(1) (`spectral_radius_exponent`) while ||W(0)||_2 grows
+    like sqrt(m) (THEORY.md section 3)."""
+    return _HALF if param == "du" and depth == 1 and width_stable(param, lr_scaling) else None
+
+
+def spectral_radius_exponent(param: str, *, lr_scaling: str, depth: int):
+    """max_t ||W_l(t) - W_l(0)||_2: O(1) (exponent 0) for du's first layer at depth 1 (the
+    update has rank <= n; THEORY.md section 3), ~ m^-1/2 for zou and ntk at any depth; width-stable
+    lr only."""
+    if not width_stable(param, lr_scaling):
+        return None
+    if param == "du":
+        return (0.0, 0.0) if depth == 1 else None
+    return _HALF if param in ("zou", "ntk") else None
+
+
+def flip_exponent(param: str, *, lr_scaling: str, depth: int):
+    """The fraction of flipped ReLU patterns, between m^-1/2 and m^-1/3 (Du et al.;
+    Allen-Zhu, Li & Song), every parameterization with a width-stable lr."""
+    return (-0.5, -1 / 3) if width_stable(param, lr_scaling) else None
+
+
+def gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
+    """max_t ||H(t) - H(0)||_2 ~ m^-1/2 where H is O(1) in m (du, ntk: `gram_scale` = 1),
+    with a width-stable lr."""
+    return _HALF if param in ("du", "ntk") and width_stable(param, lr_scaling) else None
+
+
+def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
+    """max_t ||H(t) - H(0)||_2 / lambda_min(H(0)) ~ m^-1/2, scale-free, so for every
+    parameterization with a width-stable lr."""
+    return _HALF if width_stable(param, lr_scaling) else None
+
+
+def gram_init_error_exponent(param: str, *, lr_scaling: str, depth: int):
+    """||H(0) / s - H^inf||_2 ~ m^-1/2 (`gram_inf`): a property of the initialization, for
+    every parameterization and step size."""
+    return _HALF
+
+
+def kernel_loss_rate(lr, lam0, *, reduction: str = "sum", n=None) -> np.ndarray:
+    """-2 ln(1 - eta lambda_0): the rate at which linearized GD's squared loss falls along the
+    slowest eigendirection of H^inf, loss(t) ~ exp(-rate t) (Arora et al. 2019;
+    THEORY.md section 1).
+
+    eta = lr for the sum reduction, lr / n for the mean (the map is I - eta H / n, as in
+    `stability_limit`). lr, lam0 (lambda_min(H^inf)) and n: scalars or arrays of one shape.
+    Returns float64 of that shape, NaN where 1 - eta lambda_0 <= 0 (no contraction).
     """
-    return data_lib.separation(np.asarray(X, np.float64), np.asarray(y))
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown reduction {reduction!r}; allowed: sum, mean")
+    if reduction == "mean" and n is None:
+        raise ValueError("kernel_loss_rate: reduction 'mean' needs n=")
+    eta = np.asarray(lr, np.float64) / (np.asarray(n) if reduction == "mean" else 1)
+    contraction = 1.0 - eta * np.asarray(lam0, np.float64)
+    return -2.0 * np.log(np.where(contraction > 0, contraction, np.nan))

@@ -171,3 +171,50 @@ def test_separation_is_the_data_separation():
     assert theory.separation(ds.X, ds.y) == ds.separation
     i, j = np.nonzero(ds.y[:, None] != ds.y[None, :])
     assert ds.separation == pytest.approx(np.min(np.linalg.norm(ds.X[i] - ds.X[j], axis=1)))
+
+
+def test_width_exponents_follow_theory_section_5():
+    half, stable = (-0.5, -0.5), dict(lr_scaling="constant", depth=1)
+    assert [theory.width_stable(p, "constant") for p in theory.PARAMS] == [True, False, True,
+                                                                           False]
+    assert [theory.width_stable(p, "inverse_width") for p in theory.PARAMS] == [False, True,
+                                                                                False, True]
+    assert theory.row_radius_exponent("du", **stable) == half
+    assert theory.row_radius_exponent("du", lr_scaling="constant", depth=2) is None
+    assert theory.row_radius_exponent("ntk", **stable) is None
+    assert theory.relative_radius_exponent("du", **stable) == half
+    assert theory.relative_radius_exponent("du", lr_scaling="inverse_width", depth=1) is None
+    assert theory.spectral_radius_exponent("du", **stable) == (0.0, 0.0)
+    assert theory.spectral_radius_exponent("du", lr_scaling="constant", depth=2) is None
+    assert theory.spectral_radius_exponent("ntk", lr_scaling="constant", depth=3) == half
+    assert theory.spectral_radius_exponent("zou", lr_scaling="inverse_width", depth=2) == half
+    assert theory.spectral_radius_exponent("zou", **stable) is None  # lr not width-stable
+    assert theory.spectral_radius_exponent("standard", lr_scaling="inverse_width",
+                                           depth=2) is None
+    assert theory.flip_exponent("standard", lr_scaling="inverse_width", depth=2) == (-0.5,
+                                                                                     -1 / 3)
+    assert theory.gram_change_exponent("ntk", **stable) == half
+    assert theory.gram_change_exponent("zou", lr_scaling="inverse_width", depth=1) is None
+    assert theory.relative_gram_change_exponent("zou", lr_scaling="inverse_width",
+                                                depth=1) == half
+    assert theory.gram_init_error_exponent("zou", **stable) == half  # any step size
+
+
+def test_kernel_loss_rate_is_linearized_gds_rate_along_the_slowest_direction():
+    X = _dataset(n=8).X
+    H, eta = theory.du_gram_inf(X), theory.du_theory_lr(X)
+    lam, V = np.linalg.eigh(H)
+    r = V[:, 0]  # the slowest eigendirection: r(k) = (1 - eta lambda_0)^k r(0)
+    losses = []
+    for _ in range(20):
+        losses.append(0.5 * r @ r)
+        r = r - eta * H @ r
+    rate = theory.kernel_loss_rate(eta, lam[0])
+    assert -np.polyfit(np.arange(20), np.log(losses), 1)[0] == pytest.approx(rate, rel=1e-9)
+    assert rate >= -np.log(theory.du_linear_rate(eta, lam[0], 1))  # Du et al.'s bound is weaker
+    assert theory.kernel_loss_rate(8 * eta, lam[0], reduction="mean", n=8) == pytest.approx(
+        rate, rel=1e-14)
+    both = theory.kernel_loss_rate(np.array([eta, 2 / lam[0]]), np.array([lam[0], lam[0]]))
+    assert both.shape == (2,) and both[0] == rate and np.isnan(both[1])  # no contraction
+    with pytest.raises(ValueError, match="needs n"):
+        theory.kernel_loss_rate(eta, lam[0], reduction="mean")
