@@ -6,13 +6,12 @@ turns it into a frozen `Sweep`, checking every field before anything runs, and
 its identity: `run_id` and the integer tags from which all of its random draws
 derive, so its result does not depend on which runs it is grouped with.
 
-Fields (a tuple in a swept field trains one network per element of the
-product of all swept fields):
-
-  widths, depths, n, lr, batch_size, loss, optimizer, param   swept
-  num_seeds, seed        seeds are seed, seed+1, ..., seed+num_seeds-1
-  d, dataset, labels, phi, mu, teacher_width                   training set
-  reduction, momentum, train_output, lr_scaling                objective, optimizer
+Every field is declared once, as a field of `Sweep`: its default, the check of
+its value, a one-line doc, whether it is swept and whether it is part of a
+run's identity. DEFAULTS, SWEPT, NOT_IDENTITY and `validate` derive from
+those declarations; the checks that involve several fields are in
+`_check_consistency`. A swept field holds a tuple, and the product of all
+swept fields is trained for every seed (seed, seed+1, ..., seed+num_seeds-1).
 
 The step size of a run is lr, or lr / width with lr_scaling='inverse_width'
 (the width-stable choice for the zou and standard parameterizations,
@@ -21,12 +20,6 @@ include 'theory' (squared loss only): the engine then uses, for each training
 set, half the gradient-descent stability limit of the infinite-width kernel,
 1 / lambda_max(s H^inf) (times n for the mean reduction); see
 `theory.gram_inf`.
-  steps, record_every, chunk_steps                             schedule
-  precision, dtype, power_tol, power_max_iters, regression_tol numerics
-  gram_every             NTK Gram statistics every this many steps (0: off)
-  memory_budget_mb, checkpoint_seconds, name                   engine
-                         (memory_budget_mb = 0: a share of the device's free memory;
-                         checkpoint_seconds: see overparam.checkpoint.Cadence)
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 PARAMS = ("du", "zou", "ntk", "standard")
@@ -52,54 +45,6 @@ LR_SCALINGS = ("constant", "inverse_width")
 PRECISIONS = ("highest", "high", "default")
 DTYPES = ("float32", "float64")
 
-# Fields that change what is recorded or how the work is split, not what is trained.
-NOT_IDENTITY = ("name", "num_seeds", "seed", "record_every", "chunk_steps", "memory_budget_mb",
-                "checkpoint_seconds", "power_tol", "power_max_iters", "regression_tol",
-                "gram_every")
-SWEPT = ("widths", "depths", "n", "lr", "batch_size", "loss", "optimizer", "param")
-
-DEFAULTS: dict[str, Any] = dict(
-    name="sweep",
-    widths=(64, 256, 1024),
-    depths=(1,),
-    num_seeds=8,
-    seed=0,
-    n=(64,),
-    d=16,
-    dataset="sphere",
-    labels="gaussian",
-    phi=0.0,
-    mu=0.5,
-    teacher_width=16,
-    loss=("squared",),
-    reduction="sum",
-    optimizer=("gd",),
-    momentum=0.0,
-    lr=(0.1,),
-    lr_scaling="constant",
-    batch_size=(16,),
-    param=("du",),
-    train_output=False,
-    steps=200,
-    record_every=1,
-    chunk_steps=100,
-    precision="highest",
-    dtype="float32",
-    power_tol=1e-6,
-    power_max_iters=100,
-    regression_tol=1e-2,
-    memory_budget_mb=0.0,
-    checkpoint_seconds=60.0,
-    gram_every=0,
-)
-
-
-def default_config():
-    """A ConfigDict with every field at its default; sweep files start from it."""
-    import ml_collections
-
-    return ml_collections.ConfigDict(dict(DEFAULTS))
-
 
 class ConfigError(ValueError):
     """A bad config field; str(err) is one line naming the field."""
@@ -109,42 +54,134 @@ class ConfigError(ValueError):
         self.field = field
 
 
+# ---------------------------------------------------------------- checks of one value
+
+Check = Callable[[str, Any], Any]  # (field, value) -> the value, or raises ConfigError
+
+
+def _integer(low: int = 1) -> Check:
+    def check(field: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field, f"must be an integer >= {low}, got {value!r}")
+        if value < low:
+            raise ConfigError(field, f"must be an integer >= {low}, got {value}")
+        return int(value)
+    return check
+
+
+def _number(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> Check:
+    def check(field: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field, f"must be a number, got {value!r}")
+        value = float(value)
+        bad_low = value <= low if open_low else value < low
+        if not math.isfinite(value) or bad_low or value > high:
+            lo = "(" if open_low else "["
+            raise ConfigError(field, f"must be a finite number in {lo}{low}, {high}], "
+                              f"got {value}")
+        return value
+    return check
+
+
+def _one_of(allowed: tuple[str, ...]) -> Check:
+    def check(field: str, value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(field, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+        return value
+    return check
+
+
+def _boolean(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be True or False, got {value!r}")
+    return value
+
+
+def _dir_name(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+        raise ConfigError(field, f"must be a plain directory name, got {value!r}")
+    return value
+
+
+def _step_size(field: str, value: Any) -> float | str:
+    return value if value == "theory" else _number(0.0, open_low=True)(field, value)
+
+
+# ---------------------------------------------------------------- the fields
+
+
+def _field(default: Any, check: Check, doc: str, *, swept: bool = False,
+           identity: bool = True) -> Any:
+    """A field of `Sweep`: its default, the check of its value (of each element, if
+    swept), a one-line doc, whether it is swept (a tuple: one network per element) and
+    whether it is part of a run's identity (its run_id)."""
+    return dataclasses.field(default=default, metadata=dict(check=check, doc=doc, swept=swept,
+                                                            identity=identity))
+
+
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """A validated sweep. Swept fields are tuples; the rest are scalars."""
+    """A validated sweep (`validate` makes one): swept fields are tuples, the rest scalars."""
 
-    name: str
-    widths: tuple[int, ...]
-    depths: tuple[int, ...]
-    num_seeds: int
-    seed: int
-    n: tuple[int, ...]
-    d: int
-    dataset: str
-    labels: str
-    phi: float
-    mu: float
-    teacher_width: int
-    loss: tuple[str, ...]
-    reduction: str
-    optimizer: tuple[str, ...]
-    momentum: float
-    lr: tuple[float | str, ...]
-    lr_scaling: str
-    batch_size: tuple[int, ...]
-    param: tuple[str, ...]
-    train_output: bool
-    steps: int
-    record_every: int
-    chunk_steps: int
-    precision: str
-    dtype: str
-    power_tol: float
-    power_max_iters: int
-    regression_tol: float
-    memory_budget_mb: float
-    checkpoint_seconds: float
-    gram_every: int
+    name: str = _field("sweep", _dir_name, "results directory (results/<name>)",
+                       identity=False)
+    widths: tuple[int, ...] = _field((64, 256, 1024), _integer(), "hidden widths m",
+                                     swept=True)
+    depths: tuple[int, ...] = _field((1,), _integer(), "hidden layers L", swept=True)
+    num_seeds: int = _field(8, _integer(), "seeds per grid point", identity=False)
+    seed: int = _field(0, _integer(low=0), "the first seed", identity=False)
+    n: tuple[int, ...] = _field((64,), _integer(low=2), "training points", swept=True)
+    d: int = _field(16, _integer(low=2), "input dimension")
+    dataset: str = _field("sphere", _one_of(DATASETS),
+                          "sphere: uniform on S^{d-1}; zou: unit norm, last coordinate mu")
+    labels: str = _field("gaussian", _one_of(LABELS),
+                         "teacher: the sign of a random ReLU teacher; teacher_regression: "
+                         "its value")
+    phi: float = _field(0.0, _number(0.0, 2.0),
+                        "distance >= phi between points of different classes (0: any)")
+    mu: float = _field(0.5, _number(0.0, 1.0), "last coordinate of the zou dataset's points")
+    teacher_width: int = _field(16, _integer(), "hidden width of the labels' teacher")
+    loss: tuple[str, ...] = _field(("squared",), _one_of(LOSSES), "training loss", swept=True)
+    reduction: str = _field("sum", _one_of(REDUCTIONS),
+                            "sum (Du) or mean (Zou) of the loss over examples")
+    optimizer: tuple[str, ...] = _field(("gd",), _one_of(OPTIMIZERS),
+                                        "gd: full batch; sgd: batches of batch_size",
+                                        swept=True)
+    momentum: float = _field(0.0, _number(0.0, 1.0), "heavy-ball momentum (0: none)")
+    lr: tuple[float | str, ...] = _field((0.1,), _step_size,
+                                         "step size, or 'theory' (squared loss only)",
+                                         swept=True)
+    lr_scaling: str = _field("constant", _one_of(LR_SCALINGS),
+                             "inverse_width: the step size is lr / width")
+    batch_size: tuple[int, ...] = _field((16,), _integer(), "SGD batch size (GD: n)",
+                                         swept=True)
+    param: tuple[str, ...] = _field(("du",), _one_of(PARAMS),
+                                    "parameterization (overparam.model)", swept=True)
+    train_output: bool = _field(False, _boolean, "also train the output layer")
+    steps: int = _field(200, _integer(), "optimizer steps")
+    record_every: int = _field(1, _integer(), "record every this many steps (and step 0)",
+                               identity=False)
+    chunk_steps: int = _field(100, _integer(), "steps per compiled chunk (at most)",
+                              identity=False)
+    precision: str = _field("highest", _one_of(PRECISIONS),
+                            "matmul precision (TF32 fakes small radii)")
+    dtype: str = _field("float32", _one_of(DTYPES), "floating-point type")
+    power_tol: float = _field(1e-6, _number(0.0, 0.1, open_low=True),
+                              "relative tolerance of the spectral-norm iteration",
+                              identity=False)
+    power_max_iters: int = _field(100, _integer(), "iterations of the spectral norm at most",
+                                  identity=False)
+    regression_tol: float = _field(1e-2, _number(0.0, open_low=True),
+                                   "a regression error is |f - y| > regression_tol",
+                                   identity=False)
+    memory_budget_mb: float = _field(0.0, _number(0.0),
+                                     "device memory per program (0: a share of the free memory)",
+                                     identity=False)
+    checkpoint_seconds: float = _field(60.0, _number(0.0),
+                                       "checkpoint cadence (overparam.checkpoint.Cadence)",
+                                       identity=False)
+    gram_every: int = _field(0, _integer(low=0), "NTK Gram statistics every this many steps "
+                             "(0: off)", identity=False)
 
     @property
     def sign_labels(self) -> bool:
@@ -156,9 +193,30 @@ class Sweep:
                 for k, v in dataclasses.asdict(self).items()}
 
 
+FIELDS = dataclasses.fields(Sweep)
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
+SWEPT = tuple(f.name for f in FIELDS if f.metadata["swept"])
+# Fields that change what is recorded or how the work is split, not what is trained.
+NOT_IDENTITY = tuple(f.name for f in FIELDS if not f.metadata["identity"])
+
+
+def default_config():
+    """A ConfigDict with every field at its default; sweep files start from it."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(dict(DEFAULTS))
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One trained network: its grid point and its identity."""
+    """One trained network: its grid point and its identity.
+
+    Its random draws derive from PRNGKey(seed) and its two tags (train.derive_keys):
+    split(fold_in(PRNGKey(seed), init_tag)) gives the network's key, from which
+    `model.init` draws its initial weights, and the key of the starts of its
+    spectral-norm iterations; the SGD batch of step t (the step its weights are at)
+    is permutation(fold_in(fold_in(PRNGKey(seed), batch_tag), t), n)[:batch_size].
+    """
 
     run_id: str
     seed: int
@@ -174,8 +232,8 @@ class Run:
     batch_size: int
     param: str
     dataset_id: str
-    init_tag: int   # uint32: init key = fold_in(PRNGKey(seed), init_tag)
-    batch_tag: int  # uint32: SGD batch keys = fold_in(fold_in(PRNGKey(seed), batch_tag), step)
+    init_tag: int   # uint32 hash of (width, depth, param, d, train_output, dtype)
+    batch_tag: int  # uint32 hash of (n, batch_size)
 
 
 def stable_hash(*parts: Any, nbytes: int = 8) -> int:
@@ -211,38 +269,6 @@ def _literal(text: str) -> Any:
         return text
 
 
-def _int(field: str, value: Any, *, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(field, f"must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ConfigError(field, f"must be an integer >= {low}, got {value}")
-    return int(value)
-
-
-def _float(field: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
-           open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, f"must be a number, got {value!r}")
-    value = float(value)
-    bad_low = value <= low if open_low else value < low
-    if not math.isfinite(value) or bad_low or value > high:
-        lo = "(" if open_low else "["
-        raise ConfigError(field, f"must be a finite number in {lo}{low}, {high}], got {value}")
-    return value
-
-
-def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(field, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
-    return value
-
-
-def _bool(field: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(field, f"must be True or False, got {value!r}")
-    return value
-
-
 def validate(config: Mapping[str, Any]) -> Sweep:
     """Checks every field of `config` and returns the resolved `Sweep`.
 
@@ -256,46 +282,11 @@ def validate(config: Mapping[str, Any]) -> Sweep:
     if unknown:
         raise ConfigError(unknown[0], f"unknown field; known fields: {', '.join(DEFAULTS)}")
     c = {**DEFAULTS, **config}
-
-    name = c["name"]
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ConfigError("name", f"must be a plain directory name, got {name!r}")
-    s = dict(
-        name=name,
-        widths=tuple(_int("widths", w) for w in _as_tuple("widths", c["widths"])),
-        depths=tuple(_int("depths", v) for v in _as_tuple("depths", c["depths"])),
-        num_seeds=_int("num_seeds", c["num_seeds"]),
-        seed=_int("seed", c["seed"], low=0),
-        n=tuple(_int("n", v, low=2) for v in _as_tuple("n", c["n"])),
-        d=_int("d", c["d"], low=2),
-        dataset=_choice("dataset", c["dataset"], DATASETS),
-        labels=_choice("labels", c["labels"], LABELS),
-        phi=_float("phi", c["phi"], low=0.0, high=2.0),
-        mu=_float("mu", c["mu"], low=0.0, high=1.0, open_low=False),
-        teacher_width=_int("teacher_width", c["teacher_width"]),
-        loss=tuple(_choice("loss", v, LOSSES) for v in _as_tuple("loss", c["loss"])),
-        reduction=_choice("reduction", c["reduction"], REDUCTIONS),
-        optimizer=tuple(_choice("optimizer", v, OPTIMIZERS)
-                        for v in _as_tuple("optimizer", c["optimizer"])),
-        momentum=_float("momentum", c["momentum"], low=0.0, high=1.0),
-        lr=tuple(v if v == "theory" else _float("lr", v, low=0.0, open_low=True)
-                 for v in _as_tuple("lr", c["lr"])),
-        lr_scaling=_choice("lr_scaling", c["lr_scaling"], LR_SCALINGS),
-        batch_size=tuple(_int("batch_size", v) for v in _as_tuple("batch_size", c["batch_size"])),
-        param=tuple(_choice("param", v, PARAMS) for v in _as_tuple("param", c["param"])),
-        train_output=_bool("train_output", c["train_output"]),
-        steps=_int("steps", c["steps"]),
-        record_every=_int("record_every", c["record_every"]),
-        chunk_steps=_int("chunk_steps", c["chunk_steps"]),
-        precision=_choice("precision", c["precision"], PRECISIONS),
-        dtype=_choice("dtype", c["dtype"], DTYPES),
-        power_tol=_float("power_tol", c["power_tol"], low=0.0, high=0.1, open_low=True),
-        power_max_iters=_int("power_max_iters", c["power_max_iters"]),
-        regression_tol=_float("regression_tol", c["regression_tol"], low=0.0, open_low=True),
-        memory_budget_mb=_float("memory_budget_mb", c["memory_budget_mb"], low=0.0),
-        checkpoint_seconds=_float("checkpoint_seconds", c["checkpoint_seconds"], low=0.0),
-        gram_every=_int("gram_every", c["gram_every"], low=0),
-    )
+    s = {}
+    for f in FIELDS:
+        check = f.metadata["check"]
+        s[f.name] = (tuple(check(f.name, v) for v in _as_tuple(f.name, c[f.name]))
+                     if f.metadata["swept"] else check(f.name, c[f.name]))
     _check_consistency(s)
     return Sweep(**s)
 

@@ -79,14 +79,11 @@ class Plan:
 
 
 def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int) -> train.Static:
-    return train.Static(
-        width=run.width, depth=run.depth, n=run.n, d=run.d, batch_size=run.batch_size,
-        loss=run.loss, optimizer=run.optimizer, param=run.param, reduction=sweep.reduction,
-        momentum=sweep.momentum, train_output=sweep.train_output,
-        sign_labels=sweep.sign_labels, record_every=sweep.record_every,
-        chunk_records=chunk_records, precision=sweep.precision, dtype=sweep.dtype,
-        power_tol=sweep.power_tol, power_max_iters=sweep.power_max_iters,
-        regression_tol=sweep.regression_tol, gram_every=sweep.gram_every)
+    """The program of `run`: each field of `train.Static` from the run's grid point
+    where the run has it (width, n, loss, ...), else from the sweep field of that name."""
+    names = {f.name for f in dataclasses.fields(train.Static)} - {"chunk_records", "cache_group"}
+    return train.Static(chunk_records=chunk_records,
+                        **{k: getattr(run if hasattr(run, k) else sweep, k) for k in names})
 
 
 def bytes_per_network(static: train.Static) -> int:
