@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from overparam import losses, metrics, model, theory
+from overparam import losses, metrics, model, schema, theory
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
               "default": jax.lax.Precision.DEFAULT}
@@ -92,10 +92,9 @@ class State(NamedTuple):
     gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
 
 
-STEP_FIELDS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output",
-               "gram_lambda_min", "gram_change", "gram_init_error")
-LAYER_FIELDS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac",
-                "init_spectral")
+# What a record holds, in the order of the results schema's columns (overparam.schema).
+STEP_FIELDS = schema.measured("steps")
+LAYER_FIELDS = schema.measured("layers")
 
 
 class Keys(NamedTuple):

@@ -1,0 +1,184 @@
+"""The results schema: every column of every table, its type and its meaning.
+
+Owns the names and types of the columns of runs.parquet, steps/, layers/ and
+datasets/ (docs/DESIGN.md section 3). The engine's writers build their tables
+through `table`, so a file holds exactly these types; `overparam.load` checks
+every file against them (`check`); the manifest records `VERSION`; the
+README's Results table is `markdown()` (a test keeps the two equal). It never
+computes a value.
+
+Measurements (FLOAT columns) are stored in the sweep's dtype (float32 unless
+dtype = 'float64'); `schema_of(name, dtype)` gives a table's exact schema. A
+column's doc is in its field metadata (b'doc'), also inside every file:
+`pyarrow.parquet.read_schema(path).field('loss').metadata`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+VERSION = 2  # 1: results written before the schema was versioned (no key tags in runs)
+
+FLOAT = pa.float32()  # placeholder of a measurement column: becomes the sweep's dtype
+ID = pa.large_string()
+
+
+def _schema(*columns: tuple[str, pa.DataType, str]) -> pa.Schema:
+    return pa.schema([pa.field(name, kind, metadata={"doc": doc}) for name, kind, doc in columns])
+
+
+RUNS = _schema(
+    ("run_id", ID, "the run's identity: a hash of every setting that changes what is trained"),
+    ("seed", pa.int64(), "the seed its training set and random draws derive from"),
+    ("width", pa.int64(), "hidden width m"),
+    ("depth", pa.int64(), "hidden layers L"),
+    ("n", pa.int64(), "training points"),
+    ("d", pa.int64(), "input dimension"),
+    ("loss", ID, "squared, hinge, squared_hinge, exponential or logistic"),
+    ("optimizer", ID, "gd (full batch) or sgd"),
+    ("lr", pa.float64(), "the step size used: lr_base, or lr_base / width (lr_scaling), or the "
+     "theory step size"),
+    ("lr_base", pa.float64(), "the config's lr (NaN for 'theory')"),
+    ("lr_spec", ID, "the config's lr as written: a number or 'theory'"),
+    ("batch_size", pa.int64(), "examples per step (n for gd)"),
+    ("param", ID, "parameterization: du, zou, ntk or standard"),
+    ("dataset_id", ID, "the training set (datasets/<dataset_id>.parquet)"),
+    ("init_tag", pa.int64(), "uint32 tag of the initial weights: the network's key is "
+     "split(fold_in(PRNGKey(seed), init_tag))[0]"),
+    ("batch_tag", pa.int64(), "uint32 tag of the SGD batches: step t's key is "
+     "fold_in(fold_in(PRNGKey(seed), batch_tag), t)"),
+    ("status", ID, "ok, or diverged (a non-finite loss or gradient)"),
+    ("diverged_step", pa.int64(), "first recorded step with a non-finite loss or gradient "
+     "(null if none)"),
+    ("steps_to_zero_error", pa.int64(), "first recorded step with train_error = 0 (null if never)"),
+    ("final_loss", pa.float64(), "loss at the last step (NaN if diverged)"),
+    ("steps", pa.int64(), "training steps"),
+    ("dataset", ID, "sphere or zou"),
+    ("labels", ID, "gaussian, random_sign, teacher or teacher_regression"),
+    ("reduction", ID, "the loss over examples: sum or mean"),
+    ("momentum", pa.float64(), "heavy-ball momentum (0: plain GD/SGD)"),
+    ("lr_scaling", ID, "constant or inverse_width"),
+    ("train_output", pa.bool_(), "whether the output layer is trained"),
+    ("precision", ID, "matmul precision: highest, high or default"),
+    ("dtype", ID, "float32 or float64"),
+    ("separation", pa.float64(), "min ||x_i - x_j|| over y_i != y_j (NaN for real labels)"),
+    ("lambda0", pa.float64(), "lambda_min(H^inf) of the run's training set and architecture "
+     "(normalization of theory.gram_inf)"),
+)
+
+STEPS = _schema(
+    ("run_id", ID, "the run (runs.run_id)"),
+    ("step", pa.int64(), "recorded step t (0: initialization)"),
+    ("loss", FLOAT, "full-batch loss, with the sweep's reduction"),
+    ("train_error", FLOAT, "0-1 error (+-1 labels), else the fraction of |f - y| > "
+     "regression_tol"),
+    ("min_margin", FLOAT, "min_i y_i f(x_i) (+-1 labels; NaN otherwise)"),
+    ("grad_norm", FLOAT, "norm of the gradient of the step from t (minibatch for sgd)"),
+    ("radius_output", FLOAT, "||a(t) - a(0)||_2 (0 unless train_output)"),
+    ("gram_lambda_min", FLOAT, "lambda_min(H(t)) (Gram steps; NaN otherwise)"),
+    ("gram_change", FLOAT, "||H(t) - H(0)||_2 (Gram steps; NaN otherwise)"),
+    ("gram_init_error", FLOAT, "||H(0)/s - H^inf||_2 (Gram steps; NaN otherwise)"),
+)
+
+LAYERS = _schema(
+    ("run_id", ID, "the run (runs.run_id)"),
+    ("step", pa.int64(), "recorded step t"),
+    ("layer", pa.int64(), "hidden layer l, from 1"),
+    ("radius_spectral", FLOAT, "||W_l(t) - W_l(0)||_2"),
+    ("radius_frobenius", FLOAT, "||W_l(t) - W_l(0)||_F"),
+    ("radius_rowmax", FLOAT, "max_r ||w_r(t) - w_r(0)||_2"),
+    ("flip_frac", FLOAT, "fraction of (example, neuron) pairs whose sign of z_l differs from "
+     "step 0"),
+    ("init_spectral", FLOAT, "||W_l(0)||_2"),
+)
+
+DATASETS = _schema(
+    ("dataset_id", ID, "the training set (runs.dataset_id)"),
+    ("index", pa.int64(), "the point's index i"),
+    ("x", pa.list_(FLOAT), "x_i, d values (a fixed-size list of d)"),
+    ("y", FLOAT, "label or target y_i"),
+)
+
+TABLES = {"runs.parquet": RUNS, "steps": STEPS, "layers": LAYERS, "datasets": DATASETS}
+
+
+def measured(name: str) -> tuple[str, ...]:
+    """The measurement (FLOAT) columns of table `name`, in order: what train records."""
+    return tuple(f.name for f in TABLES[name] if f.type == FLOAT)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind)
+
+
+def _resolve(kind: pa.DataType, dtype: str, d: int | None) -> pa.DataType:
+    if kind == FLOAT:
+        return pa.float64() if dtype == "float64" else pa.float32()
+    if _is_list(kind):
+        item = _resolve(kind.value_type, dtype, d)
+        return pa.list_(item, d) if d is not None else pa.list_(item)
+    return kind
+
+
+def schema_of(name: str, dtype: str = "float32", *, d: int | None = None) -> pa.Schema:
+    """The exact schema of table `name` ('runs.parquet', 'steps', 'layers', 'datasets')
+    in a sweep of `dtype`; d: the datasets' input dimension (x is a list of d)."""
+    base = TABLES[name]
+    return pa.schema([f.with_type(_resolve(f.type, dtype, d)) for f in base],
+                     metadata={"overparam_schema": str(VERSION)})
+
+
+def table(name: str, columns, dtype: str = "float32", *, d: int | None = None) -> pa.Table:
+    """The pyarrow table of `columns` (a DataFrame, or {column: array}) in exactly
+    schema_of(name, dtype), with pandas' metadata (nullable integer columns read back
+    as Int64). NaN in a float column is stored as null.
+
+    Raises ValueError where a column is missing or extra, or holds values that do not
+    convert to its type (a string for a number); a float64 measurement is rounded to a
+    float32 column like any cast. Either is a bug of the writer, never the user's input.
+    """
+    frame = columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(dict(columns))
+    schema = schema_of(name, dtype, d=d)
+    if list(frame.columns) != schema.names:
+        raise ValueError(f"{name}: columns {list(frame.columns)} are not the schema's "
+                         f"{schema.names}")
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+def check(name: str, found: pa.Schema, dtype: str, *, d: int | None = None) -> str | None:
+    """Why the schema `found` of a file of table `name` is not the schema of a sweep of
+    `dtype` (one line naming the first column that differs), or None if it is.
+    d: the sweep's input dimension, the length of a dataset's x (None: any length)."""
+    want = schema_of(name, dtype, d=d)
+    if found.names != want.names:
+        missing = [c for c in want.names if c not in found.names]
+        extra = [c for c in found.names if c not in want.names]
+        what = f"lacks column {missing[0]!r}" if missing else (
+            f"has column {extra[0]!r}, not in the schema" if extra else "has its columns in "
+            "another order")
+        return what
+    for f, w in zip(found, want):
+        same = f.type == w.type or (d is None and _is_list(w.type) and _is_list(f.type)
+                                    and f.type.value_type == w.type.value_type)
+        if not same:
+            return f"column {f.name!r} is {f.type}, not {w.type}"
+    return None
+
+
+def markdown() -> str:
+    """The README's Results columns: one table per file, a row per column with its doc."""
+    lines = []
+    for name, sch in TABLES.items():
+        lines += [f"`{name}`:", "", "| column | type | meaning |", "|---|---|---|"]
+        for f in sch:
+            kind = "float (the sweep's dtype)" if f.type == FLOAT else (
+                "list of float" if _is_list(f.type) else
+                {ID: "string"}.get(f.type, str(f.type)))
+            lines.append(f"| `{f.name}` | {kind} | {f.metadata[b'doc'].decode()} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":  # the README's Results block: python -m overparam.schema
+    print(markdown(), end="")
