@@ -7,7 +7,7 @@ records with every metric (train.chunk_batch), the batch vmapped whole
 (cache_group 0) and in groups of g networks one after the other (lax.map),
 for several g; the methods alternate in this process, best of `reps` each.
 The planner's choice on one CPU device (plan.cache_group_size with
-engine.CPU_CACHE_BYTES: one n x width activation per network, 4 MiB a group)
+programs.CPU_CACHE_BYTES: one n x width activation per network, 4 MiB a group)
 is marked with *. The records of every grouping are checked against the
 whole batch's first (rtol 1e-5).
 """
@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import overhead
 
-from overparam import engine, train
 from overparam import plan as plan_lib
+from overparam import programs, train
 
 K = 20
 CASES = [  # width, depth, n, d, networks, groups to try
@@ -44,7 +44,7 @@ def time_case(width, depth, n, d, M, groups, reps):
     base = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                         optimizer="gd", param="du", chunk_records=K)
     chosen = plan_lib.with_cache_group(
-        base, M, plan_lib.cache_group_size(base, engine.CPU_CACHE_BYTES)).cache_group
+        base, M, plan_lib.cache_group_size(base, programs.CPU_CACHE_BYTES)).cache_group
     runs, reference = {}, None
     for g in (0, *groups):
         program = train.make_program(train.Static(**{**vars(base), "cache_group": g}))

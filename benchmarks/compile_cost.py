@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from jax.profiler import ProfileData
 
 from overparam import config as config_lib
-from overparam import engine, train
 from overparam import plan as plan_lib
+from overparam import programs, train
 
 PHASES = {  # profiler event name -> phase
     "HLO passes through layout assignment": "HLO passes",
@@ -46,15 +46,15 @@ def load_sweep(spec: str) -> config_lib.Sweep:
 
 def program_costs(sweep: config_lib.Sweep) -> dict:
     runs = config_lib.expand(sweep)
-    plan = plan_lib.make_plan(sweep, runs, budget_mb=1e6, cache_bytes=engine.cache_bytes())
-    options = engine.compiler_options()
+    plan = plan_lib.make_plan(sweep, runs, budget_mb=1e6, cache_bytes=programs.cache_bytes())
+    options = programs.compiler_options()
     rows, inits = [], {}
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             for batch in {b.static: b for b in plan.batches}.values():
                 static, size = batch.static, batch.size
                 program = train.make_program(static)
-                keys, hyper, X, y, H, _ = engine.Programs(timings={})._abstract(static, size)
+                keys, hyper, X, y, H, _ = programs.Programs()._abstract(static, size)
                 row = dict(width=static.width, depth=static.depth, n=static.n,
                            optimizer=static.optimizer, batch=size)
                 init_key = (train.init_static(static), size)

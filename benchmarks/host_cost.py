@@ -8,10 +8,10 @@ records): 1,000 networks in 3 batches of 334 on an 80 GB GPU. For it, this
 measures on the CPU:
 
   kernels      H^inf and its eigenvalues for training sets of n = 1000 (the
-               engine's `kernels`, on its thread pool), per training set, and
+               engine's `prepare.kernels`, on its thread pool), per training set, and
                extrapolated to the plan's 1,000 on this host's cores
   records      one chunk's records of one batch (334 networks x 34 records) to
-               its two Parquet parts (the engine's `_write_chunk`)
+               its two Parquet parts (the engine's `records.write_chunk`)
   checkpoint   the write rate of `checkpoint.save` (a batch's state scaled
                down to 512 MiB), extrapolated to the plan's 5.5 GB state
 
@@ -38,7 +38,7 @@ from pathlib import Path  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from overparam import checkpoint, engine, progress, train  # noqa: E402
+from overparam import checkpoint, prepare, progress, records, train  # noqa: E402
 from overparam import config as config_lib  # noqa: E402
 from overparam import plan as plan_lib  # noqa: E402
 
@@ -53,11 +53,11 @@ def measure_kernels(num: int) -> float:
     c.widths, c.num_seeds = (WIDTH,), num
     sweep = config_lib.validate(c)
     runs = config_lib.expand(sweep)
-    datasets, _ = engine.make_datasets(sweep)
-    engine.kernels(sweep, runs[:1], datasets)  # warm-up: the first LAPACK call, the pool
+    datasets, _ = prepare.make_datasets(sweep)
+    prepare.kernels(sweep, runs[:1], datasets)  # warm-up: the first LAPACK call, the pool
     t = time.perf_counter()
-    datasets, _ = engine.make_datasets(sweep)
-    engine.kernels(sweep, runs, datasets)
+    datasets, _ = prepare.make_datasets(sweep)
+    prepare.kernels(sweep, runs, datasets)
     return (time.perf_counter() - t) / num
 
 
@@ -71,13 +71,15 @@ def measure_records(tmp: Path) -> float:
     K = plan.chunk_records
     assert K == CHUNK, K
     rng = np.random.default_rng(0)
-    records = train.Records(step=np.arange(K, dtype=np.int32),
-                            steps=rng.random((K, BATCH, len(train.STEP_FIELDS)), np.float32),
-                            layers=rng.random((K, BATCH, 1, len(train.LAYER_FIELDS)),
-                                              np.float32))
+    recs = train.Records(step=np.arange(K, dtype=np.int32),
+                         steps=rng.random((K, BATCH, len(train.STEP_FIELDS)), np.float32),
+                         layers=rng.random((K, BATCH, 1, len(train.LAYER_FIELDS)),
+                                           np.float32))
     bar = progress.Progress(1, enabled=False)
+    results = records.RunResults.empty(batch.num_real)
     t = time.perf_counter()
-    engine._write_chunk(tmp, batch, 0, records, STEPS, bar)
+    _, network_steps = records.write_chunk(tmp, batch, 0, recs, STEPS, sweep.dtype, results)
+    bar.update(network_steps)
     return time.perf_counter() - t
 
 
@@ -89,8 +91,10 @@ def measure_checkpoint(tmp: Path, nbytes: int = 512 * 2**20) -> float:
                         delta=(delta,), opt_state=(), v=(), pattern0=(), batch_key=None,
                         alive=np.ones(1, bool), diverged_step=np.zeros(1, np.int32),
                         init_spectral=None, gram0=None, gram_init_error=None)
+    results = records.RunResults.empty(1).to_dict()
     t = time.perf_counter()
-    size = checkpoint.save(tmp, 0, chunks_done=1, step=CHUNK, parts={}, state=state)
+    size = checkpoint.save(tmp, 0, chunks_done=1, step=CHUNK, parts={}, results=results,
+                           state=state)
     return size / (time.perf_counter() - t)
 
 

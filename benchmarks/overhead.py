@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import engine, losses, model, train
+from overparam import losses, model, programs, train
 from overparam import plan as plan_lib
 
 K = 20  # recorded steps per timed chunk
@@ -94,7 +94,7 @@ def time_case(width, depth, n, d, M, reps):
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="du", chunk_records=K)
     static = plan_lib.with_cache_group(
-        static, M, plan_lib.cache_group_size(static, engine.CPU_CACHE_BYTES))
+        static, M, plan_lib.cache_group_size(static, programs.CPU_CACHE_BYTES))
     X, y, hyper = random_batch(M, n, d)
     program = train.make_program(static)
     state = program.init(train.batch_keys(hyper), X, None)

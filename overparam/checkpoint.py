@@ -10,7 +10,8 @@ Per batch, `.state/b<batch>.npz` is one file, replaced atomically after the
 Parquet parts of each chunk:
 
   meta      JSON: chunks_done, step (of the saved state), the parts written so
-            far ({path: {rows, sha256}}), and once the batch is finished its
+            far ({path: {rows, sha256}}), the per-run results accumulated from
+            them (records.RunResults), and once the batch is finished its
             diverged_step
   leaf_<i>  the trained part of the batch's State after chunks_done chunks
             (absent once the batch is finished)
@@ -35,13 +36,14 @@ import shutil
 import socket
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from overparam import store, train
+from overparam import multihost, store, train
 
 STATE = ".state"
 LOCK = ".overparam.lock"
@@ -96,6 +98,14 @@ def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str,
         raise OutError(f"{out} holds a different sweep ({'; '.join(diff)}); choose another "
                        "--out, or pass --overwrite to replace it")
     return ("complete" if manifest["status"] == "complete" else "resume"), manifest
+
+
+def verify_complete(out: Path, manifest: dict) -> None:
+    """Checks that a complete `out` holds its manifest's files unaltered (OutError if not)."""
+    try:
+        store.verify(out, manifest.get("files"))
+    except store.ResultsError as e:
+        raise OutError(f"{out} holds this sweep, but damaged: {e}") from None
 
 
 def clean_leftovers(out: Path) -> int:
@@ -178,6 +188,24 @@ class Lock:
 # ---------------------------------------------------------------- batch checkpoints
 
 
+@contextmanager
+def exclusive(out: Path):
+    """Holds `out`'s Lock for the block: the leader takes it for every process, and every
+    process raises OutError if it could not."""
+    lock, error = Lock(out), None
+    if multihost.is_leader():
+        try:
+            lock.acquire()
+        except OutError as e:
+            error = e
+    if not multihost.gather(0 if error else 1)[0]:  # the leader's verdict, for everyone
+        raise error or OutError(f"process 0 could not lock {out}")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class CheckpointError(Exception):
     """A batch checkpoint that cannot be used; str(err) is one line."""
 
@@ -228,17 +256,18 @@ def trained_part(state: train.State):
 
 
 def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str, dict],
-         state: train.State | None = None, diverged_step: list[int] | None = None,
-         checkpoints: dict | None = None) -> int:
+         results: dict, state: train.State | None = None,
+         diverged_step: list[int] | None = None, checkpoints: dict | None = None) -> int:
     """Replaces the checkpoint of `batch`: `chunks_done` chunks written, as `parts`;
     returns the file's size in bytes.
 
+    results: the per-run results accumulated from those parts (records.RunResults).
     state: the batch's State after them (device arrays are fetched here); a
     finished batch passes diverged_step instead (its networks' first
     non-finite steps, -1 for none) and the Cadence stats of its checkpoints,
     and keeps no state.
     """
-    meta = {"chunks_done": chunks_done, "step": step, "parts": parts}
+    meta = {"chunks_done": chunks_done, "step": step, "parts": parts, "results": results}
     if diverged_step is not None:
         meta.update(diverged_step=diverged_step, checkpoints=checkpoints)
     leaves = [] if state is None else [np.asarray(x) for x in jax.tree_util.tree_leaves(
@@ -287,6 +316,8 @@ def check(meta: dict[str, Any], batch: int, *, steps_per_chunk: int, num_chunks:
     if set(meta["parts"]) != expected:
         raise CheckpointError(f"batch {batch}: the checkpoint lists {len(meta['parts'])} parts "
                               f"for {done} chunks")
+    if done and not isinstance(meta.get("results"), dict):
+        raise CheckpointError(f"batch {batch}: the checkpoint holds no per-run results")
     if done == num_chunks and not isinstance(meta.get("diverged_step"), list):
         raise CheckpointError(f"batch {batch}: finished without its diverged steps")
 
@@ -317,6 +348,16 @@ def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> 
                               f"step {meta['step']} of its chunk count")
     return fresh._replace(step=step, delta=delta, opt_state=opt_state, v=v, alive=alive,
                           diverged_step=diverged)
+
+
+def costs(out: Path, batches: list[int]) -> dict[str, float]:
+    """The Cadence stats of the finished `batches`' checkpoints, summed: count, seconds,
+    bytes."""
+    total = {"count": 0, "seconds": 0.0, "bytes": 0}
+    for b in batches:
+        for k, v in (load(out, b).get("checkpoints") or {}).items():
+            total[k] += v
+    return total
 
 
 def discard(out: Path, batch: int) -> None:

@@ -18,20 +18,23 @@ def test_a_batch_not_started_has_no_chunks_done(tmp_path):
 
 def test_meta_round_trips_in_one_file(tmp_path):
     stats = {"count": 2, "seconds": 0.5, "bytes": 4096, "every_seconds": 60.0}
-    checkpoint.save(tmp_path, 2, chunks_done=3, step=30, parts=_parts(2, 3),
+    results = {"zero_step": [4, None], "final_loss": [0.25, None]}
+    checkpoint.save(tmp_path, 2, chunks_done=3, step=30, parts=_parts(2, 3), results=results,
                     diverged_step=[-1, 7], checkpoints=stats)
     assert [p.name for p in (tmp_path / checkpoint.STATE).iterdir()] == ["b00002.npz"]
     meta = checkpoint.load(tmp_path, 2)
     assert meta == {"chunks_done": 3, "step": 30, "parts": _parts(2, 3),
-                    "diverged_step": [-1, 7], "checkpoints": stats}
+                    "results": results, "diverged_step": [-1, 7], "checkpoints": stats}
     checkpoint.check(meta, 2, steps_per_chunk=10, num_chunks=3)
 
 
 @pytest.mark.parametrize("meta, words", [
-    ({"chunks_done": 2, "step": 30, "parts": _parts(0, 2)}, "do not match"),
-    ({"chunks_done": 4, "step": 40, "parts": _parts(0, 4)}, "do not match"),   # > num_chunks
-    ({"chunks_done": 2, "step": 20, "parts": _parts(0, 1)}, "lists 2 parts"),
-    ({"chunks_done": 3, "step": 30, "parts": _parts(0, 3)}, "diverged steps"),
+    ({"chunks_done": 2, "step": 30, "parts": _parts(0, 2), "results": {}}, "do not match"),
+    ({"chunks_done": 4, "step": 40, "parts": _parts(0, 4), "results": {}},
+     "do not match"),   # > num_chunks
+    ({"chunks_done": 2, "step": 20, "parts": _parts(0, 1), "results": {}}, "lists 2 parts"),
+    ({"chunks_done": 2, "step": 20, "parts": _parts(0, 2)}, "no per-run results"),
+    ({"chunks_done": 3, "step": 30, "parts": _parts(0, 3), "results": {}}, "diverged steps"),
 ])
 def test_an_inconsistent_checkpoint_is_refused(meta, words):
     with pytest.raises(checkpoint.CheckpointError, match=words):
@@ -40,7 +43,7 @@ def test_an_inconsistent_checkpoint_is_refused(meta, words):
 
 @pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 not a zip", b"x" * 1000])
 def test_an_unreadable_checkpoint_is_a_checkpoint_error(tmp_path, garbage):
-    checkpoint.save(tmp_path, 0, chunks_done=1, step=10, parts=_parts(0, 1))
+    checkpoint.save(tmp_path, 0, chunks_done=1, step=10, parts=_parts(0, 1), results={})
     path = tmp_path / checkpoint.STATE / "b00000.npz"
     path.write_bytes(garbage)
     with pytest.raises(checkpoint.CheckpointError, match="unreadable"):

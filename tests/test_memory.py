@@ -7,6 +7,7 @@ import overparam
 from overparam import config as config_lib
 from overparam import engine
 from overparam import plan as plan_lib
+from overparam import programs as programs_lib
 
 
 def _sweep(**overrides):
@@ -22,21 +23,21 @@ def _static(sweep):
 
 def test_measured_memory_is_nearly_linear_in_the_batch_and_above_the_arrays():
     static = _static(_sweep())
-    programs = engine.Programs(timings={"compile": 0.0})
+    programs = programs_lib.Programs()
     b8, b16, b32 = (programs.memory(static, s) for s in (8, 16, 32))
     per_net = (b16 - b8) / 8
     assert (b32 - b16) / 16 == pytest.approx(per_net, rel=0.05)
     # At least the weights at init and now, and the data, per network.
     floor = 4 * (2 * (static.d * static.width + static.width) + static.n * (static.d + 1))
     assert per_net > floor
-    assert programs.num_compiled == 3 and programs.timings["compile"] > 0
+    assert programs.num_compiled == 3 and programs.compile_seconds > 0
 
 
 def test_engine_plan_fits_the_budget_by_measurement_and_trains_what_it_measured(tmp_path):
     static = _static(_sweep())
-    per_net = engine.Programs(timings={"compile": 0.0}).memory(static, 1)
+    per_net = programs_lib.Programs().memory(static, 1)
     sweep = _sweep(memory_budget_mb=3.5 * per_net / 2**20)   # room for a few, not 8
-    programs = engine.Programs(timings={"compile": 0.0})
+    programs = programs_lib.Programs()
     plan = plan_lib.make_plan(sweep, measure=programs.memory)
     assert len(plan.batches) > 1 and len({b.size for b in plan.batches}) == 1
     for b in plan.batches:

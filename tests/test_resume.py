@@ -21,7 +21,7 @@ from tables import assert_same_tables
 
 import overparam
 from overparam import config as config_lib
-from overparam import engine
+from overparam import engine, programs
 
 ROOT = Path(__file__).resolve().parents[1]
 # A checkpoint after every chunk (checkpoint_seconds=0), so that crashes land between
@@ -49,7 +49,7 @@ def _resume_in_process(out, fields):
     c = runpy.run_path(str(ROOT / "sweeps" / "default.py"))["get_config"]()
     for k, v in fields.items():
         setattr(c, k, v)
-    engine.enable_compilation_cache(os.environ["OVERPARAM_COMPILATION_CACHE"])
+    programs.enable_compilation_cache(os.environ["OVERPARAM_COMPILATION_CACHE"])
     engine.run_sweep(config_lib.validate(c), out, show_progress=False, log_fn=lambda *a: None)
 
 

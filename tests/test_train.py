@@ -10,7 +10,7 @@ import pytest
 
 import overparam
 from overparam import config as config_lib
-from overparam import data, engine, losses, model, train
+from overparam import data, engine, losses, model, programs, train
 
 N, D = 12, 6
 
@@ -212,7 +212,7 @@ def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
 def test_tables_do_not_depend_on_cache_groups(tmp_path, monkeypatch):
     engine.run_sweep(_sweep(), tmp_path / "a", show_progress=False)
     # 1536 B: groups of 4 networks of width 8 (6 padded to 8), of 2 of width 16 (N = 12).
-    monkeypatch.setattr(engine, "CPU_CACHE_BYTES", 2 * N * 16 * 4)
+    monkeypatch.setattr(programs, "CPU_CACHE_BYTES", 2 * N * 16 * 4)
     logs = []
     engine.run_sweep(_sweep(), tmp_path / "b", show_progress=False, log_fn=logs.append)
     assert "(+2 pad) width=8" in logs[0] and "in groups of 4" in logs[0], logs[0]

@@ -1,0 +1,149 @@
+"""Everything computed on the host before training, as one value: `Prepared`.
+
+Owns the sweep's runs (with resolved step sizes), its training sets, the
+infinite-width kernels H^inf with their extreme eigenvalues, and the plan; and
+the per-network arrays of a batch. The formulas are `overparam.theory`'s. It
+never writes a file and never compiles a training program (the planner
+measures memory through `programs.Programs`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from overparam import config as config_lib
+from overparam import data as data_lib
+from overparam import multihost, programs, theory, train
+from overparam import plan as plan_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A sweep ready to train.
+
+    runs: every Run, step sizes resolved; datasets / idents: each training set and
+    its identity, by dataset id; H_inf: H^inf in the sweep's dtype, by `kernel_key`,
+    only with Gram tracking; eigenvalues: [lambda_min, lambda_max] (float64) of each
+    H^inf; plan: the batches (None on a process that reads the leader's plan).
+    """
+
+    runs: list[config_lib.Run]
+    datasets: dict[str, data_lib.Dataset]
+    idents: dict[str, dict]
+    H_inf: dict[tuple, np.ndarray]
+    eigenvalues: dict[tuple, np.ndarray]
+    plan: plan_lib.Plan | None
+
+    def lambda0(self, sweep: config_lib.Sweep, run: config_lib.Run) -> float:
+        """lambda_min(H^inf) of the run's training set and architecture."""
+        return float(self.eigenvalues[kernel_key(run, sweep.train_output)][0])
+
+    def batch_arrays(self, batch: plan_lib.Batch, dtype):
+        """Per-network arrays of a batch: Keys, Hyper, X, y, and H^inf (None without Gram
+        tracking), in `dtype`."""
+        runs = batch.runs
+        hyper = train.Hyper(
+            seed=np.asarray([r.seed for r in runs], np.uint32),
+            init_tag=np.asarray([r.init_tag for r in runs], np.uint32),
+            batch_tag=np.asarray([r.batch_tag for r in runs], np.uint32),
+            lr=np.asarray([r.lr for r in runs], dtype))
+        X = np.stack([self.datasets[r.dataset_id].X for r in runs])
+        y = np.stack([self.datasets[r.dataset_id].y for r in runs])
+        H = None
+        if batch.static.gram_every:
+            H = np.stack([self.H_inf[kernel_key(r, batch.static.train_output)]
+                          for r in runs]).astype(dtype)
+        return train.batch_keys(hyper), hyper, X, y, H
+
+
+def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
+            compiled: programs.Programs) -> Prepared:
+    """Runs, datasets, kernels and the plan: the manifest's for a resumed or complete
+    sweep, a new one measured on `compiled` for the leader of a new sweep."""
+    runs = config_lib.expand(sweep)
+    datasets, idents = make_datasets(sweep)
+    H_inf, eigenvalues = kernels(sweep, runs, datasets)
+    runs = resolve_theory_lr(sweep, runs, eigenvalues)
+    if mode in ("resume", "complete"):  # a resumed sweep keeps its batches
+        plan = plan_of_manifest(sweep, runs, manifest)
+    elif multihost.is_leader():
+        plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
+                                  measure=compiled.memory, cache_bytes=programs.cache_bytes())
+    else:
+        plan = None  # the leader's plan is read from the manifest it writes
+    return Prepared(runs, datasets, idents, H_inf, eigenvalues, plan)
+
+
+def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.Plan:
+    """The plan a manifest was written with: its batch sizes and budget, whatever the
+    devices say now (a resumed sweep, and every process but the leader)."""
+    return plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
+                              multiple_of=manifest["batch_multiple_of"],
+                              groups=manifest.get("groups"), cache_bytes=programs.cache_bytes())
+
+
+def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
+    """The key of a run's H^inf and its eigenvalues in `kernels`' dictionaries."""
+    return (run.dataset_id, run.param, run.depth, train_output)
+
+
+def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
+                                                            dict[tuple, np.ndarray]]:
+    """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
+    and architecture, kept only where Gram tracking compares against it, and its
+    extreme eigenvalues [lambda_min, lambda_max] (float64; the runs table records
+    lambda_min, lr='theory' uses lambda_max).
+
+    One task per kernel on a thread pool as wide as the host: LAPACK releases
+    the GIL, and each task runs on one BLAS thread (overparam/__init__.py), so
+    a sweep of many training sets uses every core.
+    """
+    todo = {}
+    for r in runs:
+        todo.setdefault(kernel_key(r, sweep.train_output), r)
+
+    def one(run):
+        X = datasets[run.dataset_id].X.astype(np.float64)
+        H = theory.gram_inf(X, param=run.param, depth=run.depth,
+                            train_output=sweep.train_output)
+        return theory.extreme_eigenvalues(H), H.astype(sweep.dtype) if sweep.gram_every else None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        done = dict(zip(todo, pool.map(one, todo.values())))
+    eigenvalues = {key: e for key, (e, _) in done.items()}
+    H_inf = {key: H for key, (_, H) in done.items() if H is not None}
+    return H_inf, eigenvalues
+
+
+def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config_lib.Run]:
+    """Runs with lr 'theory' get `theory.theory_step_size` of their H^inf.
+
+    eigenvalues: [lambda_min, lambda_max] of each H^inf, keyed as `kernels`.
+    """
+    resolved = []
+    for r in runs:
+        if r.lr_spec == "theory":
+            lam_max = eigenvalues[kernel_key(r, sweep.train_output)][-1]
+            r = dataclasses.replace(r, lr=theory.theory_step_size(
+                lam_max, param=r.param, width=r.width, depth=r.depth,
+                train_output=sweep.train_output, reduction=sweep.reduction, n=r.n))
+        resolved.append(r)
+    return resolved
+
+
+def make_datasets(sweep: config_lib.Sweep) -> tuple[dict[str, data_lib.Dataset],
+                                                    dict[str, dict]]:
+    """Every training set of the sweep, keyed by dataset id, and their identities."""
+    datasets, idents = {}, {}
+    for seed in range(sweep.seed, sweep.seed + sweep.num_seeds):
+        for n in sweep.n:
+            ident = config_lib.data_identity(sweep, seed=seed, n=n)
+            did = config_lib.dataset_id(ident)
+            if did not in datasets:
+                datasets[did], idents[did] = data_lib.make_dataset(ident), ident
+    return datasets, idents

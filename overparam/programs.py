@@ -1,0 +1,201 @@
+"""Compiled programs: the backend, XLA's options, sharding, and compiling with memory analysis.
+
+Owns what the engine asks of JAX before training: that the backend is the
+one asked for, the persistent compilation cache, the CPU compiler options, the
+split of a batch's networks over local devices, and the compiled init and
+chunk executables of each (shape, batch size) with their peak device memory
+(what `plan.make_plan` measures). It never touches files or the results.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from overparam import store, train
+from overparam.cli import one_line
+
+BACKENDS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
+
+
+class BackendError(RuntimeError):
+    """The requested device is not the one JAX got."""
+
+
+def check_backend(device: str | None) -> str:
+    """Returns JAX's backend; raises BackendError if it is not `device` (cpu|gpu|tpu)."""
+    try:
+        backend = jax.default_backend()
+    except Exception as e:  # noqa: BLE001 - JAX raises RuntimeError or AssertionError here
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        wanted = os.environ.get("JAX_PLATFORMS") or device
+        raise BackendError(f"JAX could not start the {wanted!r} backend ({reason}); install "
+                           f"the matching jax extra (make install DEVICE={device or 'gpu'}) "
+                           "or run on a machine that has that device") from None
+    if device is not None and BACKENDS[device] != backend:
+        raise BackendError(f"--device={device} was asked for but JAX runs on {backend!r} "
+                           f"(devices: {jax.devices()}); install the {device} jax extra "
+                           f"(make install DEVICE={device})")
+    return backend
+
+
+def enable_compilation_cache(path: str | os.PathLike) -> None:
+    """Turns on JAX's persistent compilation cache in `path`, for every compile of 0.1 s or more.
+
+    A repeated or resumed sweep then loads its programs instead of compiling them.
+    """
+    path = Path(path).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
+    """The networks axis split over all local devices (None on one device).
+
+    Every array of a batch has the networks as its leading axis, and networks
+    never interact, so XLA runs each device's share without communication.
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1 or batch_size % len(devices):
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("models",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
+
+
+# On one CPU device, a batch trains in groups of networks whose activations
+# fill this much (plan.cache_group_size): a group's arrays then stay in the
+# caches from step to step. 64 width-1024 networks at n = 128 ran 37% faster in
+# groups of 8 (benchmarks/cache_groups.py, BENCHMARKS.md "Cache groups").
+CPU_CACHE_BYTES = 4 * 2**20
+
+
+def cache_bytes() -> int:
+    """plan.make_plan's cache_bytes here: CPU_CACHE_BYTES on a single CPU device, else 0
+    (on a GPU the caches are not the bound, and a batch split over devices keeps
+    its networks axis whole)."""
+    return CPU_CACHE_BYTES if jax.default_backend() == "cpu" and jax.device_count() == 1 else 0
+
+
+_CPU_OPTIONS = {
+    # LLVM's optimization level 1 instead of 3: compiles in 20-25% less time,
+    # runs as fast (level 0 would halve the compile time but run 2-2.5x slower).
+    "xla_backend_optimization_level": 1,
+    # XLA:CPU's older loop emitters instead of the MLIR fusion emitters: compiles
+    # in 35-40% less time, runs as fast (interleaved A/B, BENCHMARKS.md "Compile").
+    "xla_cpu_use_fusion_emitters": False,
+    # The LLVM module in 4 parts per core rather than 32 (each part pays its own
+    # pass pipeline): 10-20% less compile time on 2 cores.
+    "xla_cpu_parallel_codegen_split_count": min(32, 4 * (os.cpu_count() or 1)),
+}
+
+
+@functools.cache
+def compiler_options() -> dict[str, Any]:
+    """XLA options of overparam's programs on this backend (CPU: `_CPU_OPTIONS`).
+
+    They only trade compile time for nothing measurable at run time; one this
+    XLA does not know any more is left out (logged), never an error.
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    probe = jax.jit(lambda x: x + 1).lower(jnp.zeros(()))
+    known = {}
+    for name, value in _CPU_OPTIONS.items():
+        try:
+            probe.compile(compiler_options={name: value})
+            known[name] = value
+        except Exception as e:  # noqa: BLE001 - XLA raises its own runtime error type
+            logging.info("XLA option %s not used: %s", name, one_line(e))
+    return known
+
+
+class Programs:
+    """The compiled init and chunk programs of each (shape, batch size), compiled once.
+
+    Compiling needs only shapes, so the planner asks `memory` for the peak
+    device memory of a batch size it considers, and training then runs the
+    very programs that were measured.
+    """
+
+    def __init__(self):
+        self.compile_seconds = 0.0  # spent compiling, over every program
+        self._compiled: dict[tuple[train.Static, int], tuple[Any, Any, int]] = {}
+        self._inits: dict[tuple[train.Static, int], tuple[Any, Any]] = {}
+
+    def _abstract(self, static: train.Static, size: int):
+        sharding = models_sharding(size)
+        dtype = jnp.dtype(static.dtype)
+        spec = lambda *shape, dt=dtype: jax.ShapeDtypeStruct((size, *shape), dt,
+                                                              sharding=sharding)
+        keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
+        hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
+                            spec())
+        H = spec(static.n, static.n) if static.gram_every else None
+        return keys, hyper, spec(static.n, static.d), spec(static.n), H, sharding
+
+    def get(self, static: train.Static, size: int) -> tuple[Any, Any]:
+        """(init, chunk): executables called as init(keys, X, H) and
+        chunk(state, hyper, X, y, start). Shapes with the same `train.init_static`
+        share their init executable."""
+        key = (static, size)
+        if key not in self._compiled:
+            store.crash_point("compile")
+            program = train.make_program(static)
+            keys, hyper, X, y, H, sharding = self._abstract(static, size)
+            t = time.perf_counter()
+            init_key = (train.init_static(static), size)
+            if init_key not in self._inits:
+                lowered = program.init.lower(keys, X, H)
+                self._inits[init_key] = (lowered.compile(compiler_options=compiler_options()),
+                                         lowered.out_info)
+            init, out_info = self._inits[init_key]
+            state = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), out_info)
+            chunk = program.chunk.lower(state, hyper, X, y,
+                                        jax.ShapeDtypeStruct((), jnp.int32)
+                                        ).compile(compiler_options=compiler_options())
+            self.compile_seconds += time.perf_counter() - t
+            state_bytes = sum(a.size * a.dtype.itemsize
+                              for a in jax.tree_util.tree_leaves(state))
+            self._compiled[key] = (init, chunk, _peak_bytes(init, chunk, state_bytes, sharding))
+        return self._compiled[key][:2]
+
+    def memory(self, static: train.Static, size: int) -> int:
+        """Peak bytes, per device, of training a batch of `size` networks of this shape."""
+        self.get(static, size)
+        return self._compiled[(static, size)][2]
+
+    @property
+    def num_compiled(self) -> int:
+        return len(self._compiled)
+
+
+def _peak_bytes(init, chunk, state_bytes: int, sharding) -> int:
+    """Peak device memory of a batch from XLA's memory analysis of its programs.
+
+    A chunk holds its arguments, outputs and temporaries, and meanwhile the
+    previous chunk's records wait to be copied to the host: its outputs less
+    the state. Where the analysis is unavailable, raises RuntimeError.
+    """
+    def total(compiled):
+        m = compiled.memory_analysis()
+        if m is None:
+            raise RuntimeError("XLA gives no memory analysis on this backend")
+        return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                - m.alias_size_in_bytes, m.output_size_in_bytes)
+
+    devices = len(sharding.device_set) if sharding is not None else 1
+    init_total, _ = total(init)
+    chunk_total, chunk_out = total(chunk)
+    records = max(chunk_out - state_bytes // devices, 0)
+    return max(init_total, chunk_total + records)
