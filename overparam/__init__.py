@@ -2,6 +2,7 @@
 
     import overparam
     r = overparam.load("results/du")   # r.runs, r.steps, r.layers: pandas DataFrames
+    net0 = r.initial_net(r.runs.run_id[0])  # a run's initial weights, bit for bit
 """
 
 import os

@@ -13,8 +13,11 @@ Every file is written under a hidden temporary name in its final folder
 (`.<name>.<8 hex>.overparam.tmp`) and renamed into place, so a reader
 (pandas, pyarrow, DuckDB, polars) never sees a partial file: Parquet readers
 skip names that start with '.' or '_'. `load` refuses a directory whose
-files differ from the manifest's list: one missing, extra, truncated or
-altered.
+files differ from the manifest's list (one missing, extra, truncated or
+altered), whose files' columns and types are not `overparam.schema`'s, or
+that was written with another schema version. Owns the bytes on disk and
+their verification; never decides what a table holds (that is `records` and
+`schema`'s).
 
 Test hooks (environment variables, read at each point):
   OVERPARAM_CRASH_AT=name:k   the k-th time the process reaches crash point
@@ -47,6 +50,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from overparam import schema
 
 RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
     "runs.parquet", "steps", "layers", "datasets", "manifest.json")
@@ -166,13 +171,6 @@ def part_name(batch: int, chunk: int) -> str:
     return f"part-b{batch:05d}-c{chunk:05d}.parquet"
 
 
-def dataset_table(dataset_id: str, X: np.ndarray, y: np.ndarray) -> pa.Table:
-    """X: (n, d), y: (n,) -> one row per point, x as a fixed-size list."""
-    n, d = X.shape
-    x = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), d)
-    return pa.table({"dataset_id": [dataset_id] * n, "index": np.arange(n), "x": x, "y": y})
-
-
 @dataclasses.dataclass
 class Results:
     """A loaded sweep: the tables as pandas DataFrames, and the manifest."""
@@ -188,6 +186,30 @@ class Results:
         path = self.path / DATASETS / f"{dataset_id}.parquet"
         df = _read(path)
         return np.stack(df["x"].to_numpy()), df["y"].to_numpy()
+
+    def initial_net(self, run_id: str):
+        """The initial weights of run `run_id`, rebuilt bit-identically from its seed
+        and key tags (the derivation is `config.Run`'s): a `model.Net` of NumPy arrays,
+        hidden (W_1(0) (m, d), ..., W_L(0) (m, m)) and out (a(0), (m,)).
+
+        Raises ResultsError for a run_id that is not in runs.parquet.
+        """
+        import jax  # imported here: reading results needs no JAX
+
+        from overparam import model, train
+
+        rows = self.runs[self.runs["run_id"] == run_id]
+        if rows.empty:
+            raise ResultsError(f"run_id {run_id!r} is not in {self.path / RUNS}")
+        run = rows.iloc[0]
+        with jax.enable_x64(run["dtype"] == "float64"):
+            tags = (np.uint32(run[k]) for k in ("seed", "init_tag", "batch_tag"))
+            keys = train.derive_keys(train.Hyper(*tags, lr=np.float32(0)))
+            net = jax.jit(model.init_from_keys, static_argnames=(
+                "d", "width", "depth", "param", "dtype"))(
+                keys.hidden, keys.out, d=int(run["d"]), width=int(run["width"]),
+                depth=int(run["depth"]), param=run["param"], dtype=run["dtype"])
+            return jax.tree_util.tree_map(np.asarray, net)
 
 
 class ResultsError(ValueError):
@@ -259,19 +281,45 @@ def _read(path: Path) -> pd.DataFrame:
         raise ResultsError(f"{path} is corrupted or unreadable: {reason}") from None
 
 
+def _check_schemas(path: Path, manifest: dict) -> None:
+    """Raises ResultsError naming the first file of the manifest's list whose columns or
+    types are not the schema's (overparam.schema)."""
+    dtype, d = manifest["config"].get("dtype", "float32"), manifest["config"].get("d")
+    for rel in sorted(manifest["files"]):
+        try:
+            found = pq.read_schema(path / rel)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many types; each becomes one line
+            raise ResultsError(f"{path / rel} is corrupted or unreadable: "
+                               f"{type(e).__name__}") from None
+        why = schema.check(rel.split("/")[0], found, dtype, d=d)
+        if why:
+            raise ResultsError(f"{path / rel} {why} (overparam.schema); recompute the sweep "
+                               "with --overwrite")
+
+
 def load(path: str | os.PathLike) -> Results:
     """Reads a results directory written by `overparam.sweep`, after verifying it.
 
     Raises ResultsError (one line) and nothing else for a missing, foreign,
     unfinished or damaged directory: a file missing, extra, truncated or
-    altered against the manifest's list of files and hashes.
+    altered against the manifest's list of files and hashes, a file whose
+    columns or types are not the schema's, or a schema version other than
+    `schema.VERSION` (results of an older overparam: recompute them).
     """
     path = Path(path)
     manifest = read_manifest(path)
     if manifest["status"] != "complete":
         raise ResultsError(f"{path} holds an unfinished sweep (status "
                            f"{manifest['status']!r}); run the same command again to finish it")
+    version = manifest.get("schema_version", 1)  # 1: written before it was recorded
+    if type(version) is not int or version != schema.VERSION:
+        by = ("an older" if type(version) is int and version < schema.VERSION else
+              "a newer" if type(version) is int else "an unknown")
+        raise ResultsError(f"{path} was written with results schema version {version!r} (by "
+                           f"{by} overparam); this overparam reads version {schema.VERSION}: "
+                           "recompute the sweep with --overwrite")
     verify(path, manifest.get("files"))
+    _check_schemas(path, manifest)
     tables = {}
     for name, keys in ((RUNS, None), (STEPS, ["run_id", "step"]),
                        (LAYERS, ["run_id", "step", "layer"])):

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import overparam
-from overparam import store
+from overparam import records, schema, store
 
 
 def _frame(k: int = 5, offset: int = 0) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def test_dataset_round_trips_exactly(tmp_path, dtype, n, d):
     X[0, 0] = np.nextafter(dtype(1), dtype(2))  # a value that would not survive rounding
     y = rng.choice([-1.0, 1.0], size=n).astype(dtype) * rng.random(n).astype(dtype)
     did = "abc123def456"
-    store.write_parquet(store.dataset_table(did, X, y),
+    store.write_parquet(records.dataset_table(did, X, y, np.dtype(dtype).name),
                         tmp_path / store.DATASETS / f"{did}.parquet")
     results = overparam.Results(path=tmp_path, runs=pd.DataFrame(), steps=pd.DataFrame(),
                                 layers=pd.DataFrame(), manifest={})
@@ -133,6 +133,13 @@ def test_dataset_round_trips_exactly(tmp_path, dtype, n, d):
     assert set(table["dataset_id"]) == {did}
 
 
+def _typed(name: str, frame: pd.DataFrame) -> pa.Table:
+    """`frame` as table `name` of the schema, its other columns null."""
+    full = {c: frame[c] if c in frame else [None] * len(frame)
+            for c in schema.schema_of(name).names}
+    return schema.table(name, pd.DataFrame(full, index=frame.index).reset_index(drop=True))
+
+
 def test_load_sorts_tables_and_reads_manifest(tmp_path):
     steps = pd.DataFrame({"run_id": ["b", "a", "b", "a"], "step": [1, 1, 0, 0],
                           "loss": [0.1, 0.2, 0.3, 0.4]})
@@ -142,9 +149,10 @@ def test_load_sorts_tables_and_reads_manifest(tmp_path):
                        (f"{store.STEPS}/{store.part_name(0, 0)}", steps.iloc[2:]),
                        (store.RUNS, pd.DataFrame({"run_id": ["a", "b"]})),
                        (f"{store.LAYERS}/{store.part_name(0, 0)}", layers)):
-        files[rel] = store.write_parquet(table, tmp_path / rel).to_dict()
-    store.write_json({"status": "complete", "config": {"name": "x"}, "files": files},
-                     tmp_path / store.MANIFEST)
+        name = rel.split("/")[0]
+        files[rel] = store.write_parquet(_typed(name, table), tmp_path / rel).to_dict()
+    store.write_json({"status": "complete", "config": {"name": "x"}, "files": files,
+                      "schema_version": schema.VERSION}, tmp_path / store.MANIFEST)
     r = overparam.load(str(tmp_path))
     assert isinstance(r, overparam.Results)
     keys = list(zip(r.steps["run_id"], r.steps["step"], strict=True))
