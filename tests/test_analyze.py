@@ -1,5 +1,6 @@
-"""Tests of overparam.analyze: the seed bootstrap, fits of real tiny sweeps against a direct
-pandas computation, diverged runs, optional columns, the report's files and the CLI.
+"""Tests of overparam.analyze (the command line) and overparam.analysis: the seed bootstrap,
+fits of real tiny sweeps against a direct pandas computation, diverged runs, optional
+columns, the registries of quantities and x variables, the report's files and the CLI.
 
 Two real sweeps run in-process on the CPU (module fixtures, a few seconds each): a Du-style
 width sweep with one absurd step size that diverges, and a deep zou classification sweep
@@ -20,8 +21,10 @@ import pandas as pd
 import pytest
 
 import overparam
-from overparam import analyze, engine
+from overparam import analyze, engine, schema, theory
 from overparam import config as config_lib
+from overparam.analysis import quantities
+from overparam.analysis.quantities import QuantityOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS, SEEDS, STEPS = (16, 64, 256), 3, 30
@@ -118,9 +121,8 @@ def _sweep(out: Path, **fields) -> overparam.Results:
 def du(tmp_path_factory):
     """Width sweep, du, squared loss, GD; lr 1e4 diverges for every network."""
     out = tmp_path_factory.mktemp("analyze") / "du"
-    gram = {"gram_every": 10} if "gram_every" in config_lib.DEFAULTS else {}  # where recorded
     return _sweep(out, name="du", widths=WIDTHS, num_seeds=SEEDS, steps=STEPS, d=8, n=(16,),
-                  lr=(0.1, 1e4), **gram)
+                  lr=(0.1, 1e4), gram_every=10)
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +197,9 @@ def test_per_run_quantities_match_their_definitions(du):
     spectral = du.layers.groupby("run_id").radius_spectral.max()
     got = value["max_radius_spectral"]
     np.testing.assert_allclose(got.to_numpy(), spectral.loc[got.index].to_numpy(), rtol=0)
-    if "init_spectral" in du.layers:
-        init = du.layers.groupby("run_id").init_spectral.first()
-        np.testing.assert_allclose(value["rel_radius_spectral"].to_numpy(),
-                                   (spectral / init).loc[got.index].to_numpy(), rtol=1e-12)
+    init = du.layers.groupby("run_id").init_spectral.first()
+    np.testing.assert_allclose(value["rel_radius_spectral"].to_numpy(),
+                               (spectral / init).loc[got.index].to_numpy(), rtol=1e-12)
 
 
 def test_diverged_runs_are_left_out_of_fits_and_counted(du, du_analysis):
@@ -228,10 +229,8 @@ def test_diverged_runs_are_left_out_of_fits_and_counted(du, du_analysis):
 def test_optional_columns_are_used_when_present_and_skipped_when_absent_or_nan(du):
     optional = {"steps": ["gram_lambda_min", "gram_change", "gram_init_error"],
                 "layers": ["init_spectral"]}
-    bare = overparam.Results(du.path, du.runs.drop(columns="lambda0", errors="ignore"),
-                             du.steps.drop(columns=optional["steps"], errors="ignore"),
-                             du.layers.drop(columns=optional["layers"], errors="ignore"),
-                             du.manifest)
+    bare = overparam.Results(du.path, du.runs, du.steps.drop(columns=optional["steps"]),
+                             du.layers.drop(columns=optional["layers"]), du.manifest)
     nan = overparam.Results(du.path, du.runs, du.steps.assign(
         **dict.fromkeys(optional["steps"], np.nan)), du.layers.assign(init_spectral=np.nan),
         du.manifest)
@@ -294,6 +293,49 @@ def test_fit_figure_has_one_panel_per_group(du_analysis, du):
     x, y = fitted[0].get_xydata().T
     assert np.polyfit(np.log(x), np.log(y), 1)[0] == pytest.approx(
         _fit(fits, "max_radius_rowmax", lr_config="0.1").exponent, abs=1e-9)
+    assert panels[0].get_xlabel() == analyze.X_VARIABLE["width"].axis
+    assert panels[0].get_ylabel() == analyze.QUANTITY["max_radius_rowmax"].label
+
+
+# ------------------------------------------------------------------ registries
+
+def test_every_column_the_analysis_reads_is_in_the_results_schema():
+    assert set(quantities.RUN_COLUMNS) - {"lr_config"} <= set(schema.RUNS.names)
+    assert "lr_spec" in schema.RUNS.names  # what lr_config is written from
+    for column, (table, _, _) in analyze.CURVES.items():
+        assert column in quantities.SCHEMAS[table].names, column
+    with pytest.raises(ValueError, match="not in overparam.schema"):
+        analyze.Quantity("typo", False, "", "", "", ("steps.los",), lambda t, o: None)
+
+
+def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(du):
+    options = QuantityOptions()
+    assert [q.name for q in analyze.QUANTITIES] == list(analyze.QUANTITY)
+    for q in analyze.QUANTITIES:
+        assert q.title and q.text("label", options) and q.text("definition", options), q.name
+        for table, column in (c.split(".") for c in q.columns):
+            assert column in getattr(du, table), (q.name, table, column)
+        assert q.prediction is None or q.prediction.__module__ == theory.__name__, q.name
+        expected = q.prediction("du", lr_scaling="constant", depth=1) if q.prediction else None
+        assert analyze.predicted_exponent(q.name, "width", param="du") == expected
+        assert analyze.predicted_exponent(q.name, "n", param="du") is None
+    assert "0.25" in analyze.QUANTITY["steps_to_loss_threshold"].text(
+        "label", QuantityOptions(loss_threshold=0.25))
+    assert [v.name for v in analyze.X_VARIABLES] == ["width", "n", "depth"]
+    assert all(v.name in analyze.SETTINGS and v.symbol and v.axis and v.title
+               for v in analyze.X_VARIABLES)
+
+
+def test_the_report_defines_every_quantity_or_names_it_skipped(du_analysis):
+    out, fits = du_analysis
+    report = (out / "report.md").read_text()
+    options = QuantityOptions(loss_threshold=0.5)  # du_analysis's
+    skipped = re.search(r"^Not in these results.*$", report, re.M)
+    for q in analyze.QUANTITIES:
+        defined = f"- `{q.name}`: {q.text('definition', options)}\n" in report
+        assert defined != bool(skipped and f"`{q.name}`" in skipped.group()), q.name
+        fitted = np.isfinite(fits.exponent[fits.quantity == q.name]).any()
+        assert fitted == (f"figures/fit_{q.name}_vs_width.png" in report), q.name
 
 
 # ------------------------------------------------------------------ command line

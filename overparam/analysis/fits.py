@@ -1,0 +1,229 @@
+"""Power-law fits with seed-bootstrap intervals, and the fit table of a sweep.
+
+For each quantity and each swept variable x among width, n and depth that takes two or more
+values, log y = log C + alpha log x by least squares over every run of a group, a group
+being one combination of the other swept settings (depth, n, lr, batch size, loss,
+optimizer, parameterization; width when x is not width) and the layer. Diverged runs are
+left out and counted; values <= 0 or non-finite are left out of the fit and counted. The
+confidence interval resamples seeds: seed ids with replacement, all runs of the drawn
+seeds, refit (see `power_law_fit`). Each fit is set beside the quantity's prediction
+(quantities.predicted_exponent), which THEORY.md section 5 gives for the width only, and
+only with the width-stable step size of the parameterization (theory.width_stable).
+
+Owns the fitting and the fit table's columns and order. Reads the per-run table of
+`quantities`; never reads results directories, plots or writes a file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from overparam.analysis.quantities import (
+    QUANTITIES,
+    QUANTITY,
+    SETTINGS,
+    X_VARIABLES,
+    group_label,
+    predicted_exponent,
+    varying,
+)
+
+
+class Fit(NamedTuple):
+    """y ~ prefactor * x ** exponent, with a seed-bootstrap interval [ci_low, ci_high]."""
+
+    exponent: float
+    prefactor: float
+    ci_low: float
+    ci_high: float
+    n_runs: int       # points used in the fit
+    n_seeds: int      # distinct groups (seeds) among them: the bootstrap's sample size
+    n_excluded: int   # points left out: x or y <= 0 or non-finite
+    stderr: float     # bootstrap standard deviation of the exponent, times sqrt(G / (G - 1))
+    level: float
+    n_boot: int
+    ci_method: str
+
+
+CI_METHODS = ("t", "expanded", "percentile")
+
+
+def power_law_fit(x: np.ndarray, y: np.ndarray, *, groups: np.ndarray | None = None,
+                  n_boot: int = 1000, level: float = 0.95, ci: str = "t",
+                  seed: int = 0) -> Fit:
+    """Least-squares fit of log y = log C + alpha log x, with a bootstrap over groups.
+
+    x, y: (N,) positive values (others are left out and counted in n_excluded); groups: (N,)
+    the seed of each point (None: every point its own group). Each of n_boot resamples draws
+    G group ids with replacement (G = number of groups), takes all points of the drawn groups
+    (a group drawn k times counts k times) and refits. Intervals, at `level`:
+
+      't'           alpha +- t_{G-1} * s, s = sd of the resampled alphas * sqrt(G / (G - 1))
+                    (bootstrap standard error, small-sample corrected; the default)
+      'expanded'    percentiles of the resampled alphas at levels widened so that the
+                    normal quantile equals sqrt(G / (G - 1)) t_{G-1} (Hesterberg 2015)
+      'percentile'  plain percentiles of the resampled alphas
+
+    In simulations (4 widths, a random slope per seed plus independent noise, 400 datasets
+    per case, 400 resamples), the 95% 't' interval covered the true exponent 93-96% of the
+    time for 3 to 32 seeds; 'expanded' 71-76% with 3 seeds, 86-88% with 4, about 94% from
+    8 on; 'percentile' 69-80% with 3-4 seeds, 89% with 8, 92-94% with 16-32 (the bootstrap
+    of G seeds is too narrow by sqrt((G - 1) / G) and cannot reach beyond the extreme
+    seeds). With few seeds, prefer 't' and read every interval with care.
+    Resamples whose points all share one x are dropped. Deterministic for a given `seed`.
+    """
+    if ci not in CI_METHODS:
+        raise ValueError(f"ci: unknown method {ci!r}; allowed: {', '.join(CI_METHODS)}")
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    groups = np.arange(len(x)) if groups is None else np.asarray(groups)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    lx, ly, g = np.log(x[ok]), np.log(y[ok]), groups[ok]
+    nan = math.nan
+    n_seeds = len(np.unique(g)) if len(g) else 0
+    base = dict(n_runs=int(ok.sum()), n_seeds=n_seeds, n_excluded=int((~ok).sum()),
+                level=level, n_boot=n_boot, ci_method=ci)
+    if len(np.unique(lx)) < 2:
+        return Fit(nan, nan, nan, nan, stderr=nan, **base)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    lo = hi = se = nan
+    if n_seeds >= 2 and n_boot > 0:
+        boot = _bootstrap_slopes(lx, ly, g, n_boot, seed)
+        lo, hi, se = _interval(slope, boot, n_seeds, level, ci)
+    return Fit(float(slope), float(np.exp(intercept)), lo, hi, stderr=se, **base)
+
+
+def _bootstrap_slopes(lx: np.ndarray, ly: np.ndarray, g: np.ndarray, n_boot: int,
+                      seed: int) -> np.ndarray:
+    """(n_boot,) least-squares slopes of the group-resampled data (NaN if degenerate)."""
+    _, codes = np.unique(g, return_inverse=True)
+    G = codes.max() + 1
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    # Per-group sufficient statistics (G, 5): a resample's sums are counts @ stats.
+    stats = np.stack([np.bincount(codes, w, minlength=G)
+                      for w in (np.ones_like(lx), lx, ly, lx * lx, lx * ly)], axis=1)
+    counts = np.random.default_rng(seed).multinomial(G, np.full(G, 1.0 / G), size=n_boot)
+    s0, sx, sy, sxx, sxy = (counts @ stats).T
+    var = s0 * sxx - sx * sx
+    degenerate = var <= 1e-12 * s0 * s0 * max(np.var(lx), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(degenerate, np.nan, (s0 * sxy - sx * sy) / var)
+
+
+def _interval(slope: float, boot: np.ndarray, G: int, level: float,
+              ci: str) -> tuple[float, float, float]:
+    """(lo, hi, standard error) of the `ci` interval from the (n_boot,) resampled slopes."""
+    boot = boot[np.isfinite(boot)]
+    if len(boot) < 2:
+        return math.nan, math.nan, math.nan
+    alpha = 1.0 - level
+    inflate = math.sqrt(G / (G - 1))
+    t = float(special.stdtrit(G - 1, 1.0 - alpha / 2))
+    se = float(np.std(boot) * inflate)
+    if ci == "t":
+        return slope - t * se, slope + t * se, se
+    if ci == "expanded":
+        alpha = 2.0 * float(special.ndtr(-inflate * t))
+    lo, hi = np.quantile(boot, [alpha / 2, 1.0 - alpha / 2])
+    return float(lo), float(hi), se
+
+
+def format_prediction(lo: float, hi: float) -> str:
+    """'-1/2', or '[-1/2, -1/3]' for an interval; '' for NaN."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+
+    def frac(v):
+        for den in (1, 2, 3, 4):
+            if abs(v * den - round(v * den)) < 1e-9:
+                num = round(v * den)
+                return str(num) if den == 1 else f"{num}/{den}"
+        return f"{v:.3g}"
+
+    return frac(lo) if lo == hi else f"[{frac(lo)}, {frac(hi)}]"
+
+
+# ----------------------------------------------------------------------------- fit table
+
+FIT_COLUMNS = ["quantity", "x", "group", *SETTINGS, "layer", "exponent", "ci_low", "ci_high",
+               "prefactor", "stderr", "predicted", "predicted_low", "predicted_high",
+               "consistent", "n_runs", "n_seeds", "n_excluded", "n_diverged", "level",
+               "n_boot", "ci_method"]
+
+
+def fit_table(per_run: pd.DataFrame, *, x: Sequence[str] | None = None, n_boot: int = 1000,
+              level: float = 0.95, ci: str = "t", seed: int = 0) -> pd.DataFrame:
+    """One power-law fit per quantity, swept variable and group (module docstring).
+
+    per_run: from `per_run_quantities`. x: the swept variables to fit against (default:
+    those of X_VARIABLES, width, n, depth, that take two or more values). Columns
+    (FIT_COLUMNS): quantity, x, group, the group's settings and layer, exponent, ci_low,
+    ci_high, prefactor, stderr, predicted (text), predicted_low, predicted_high, consistent
+    (the interval meets the prediction; <NA> without one), n_runs, n_seeds, n_excluded,
+    n_diverged, level, n_boot, ci_method.
+    """
+    names = [v.name for v in X_VARIABLES] if x is None else x
+    xs = [v for v in names if per_run.loc[per_run.status == "ok", v].nunique() > 1]
+    swept = varying(per_run, SETTINGS)
+    multi_layer = per_run.layer.dropna().nunique() > 1
+    rows = []
+    for quantity in dict.fromkeys(per_run.quantity):
+        sub = per_run[per_run.quantity == quantity]
+        for xv in xs:
+            keys = _group_keys(quantity, xv)
+            shown = [k for k in swept if k != xv] + (["layer"] if multi_layer else [])
+            for values, grp in sub.groupby(keys, dropna=False, sort=False):
+                key = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
+                rows.append(_fit_row(grp, quantity, xv, key, group_label(key, shown),
+                                     n_boot=n_boot, level=level, ci=ci, seed=seed))
+    return _sorted_fits(pd.DataFrame(rows)) if rows else pd.DataFrame(columns=FIT_COLUMNS)
+
+
+def _group_keys(quantity: str, x: str) -> list[str]:
+    """The columns whose values make a group: the other settings, and the layer."""
+    keys = [s for s in SETTINGS if s != x]
+    return keys + ["layer"] if QUANTITY[quantity].per_layer else keys
+
+
+def _fit_row(grp: pd.DataFrame, quantity: str, x: str, key: dict, label: str,
+             **fit_kw) -> dict:
+    """One row of the fit table: the fit of the group's non-diverged runs, its prediction."""
+    ok = grp[grp.status == "ok"]
+    fit = power_law_fit(ok[x].to_numpy(float), ok.value.to_numpy(float),
+                        groups=ok.seed.to_numpy(), **fit_kw)
+    pred = predicted_exponent(quantity, x, param=str(grp.param.iloc[0]),
+                              lr_scaling=grp.lr_scaling.iloc[0],
+                              depth=int(grp.depth.iloc[0]) if grp.depth.nunique() == 1 else 0)
+    p_lo, p_hi = pred if pred else (math.nan, math.nan)
+    consistent = pd.NA
+    if pred and np.isfinite(fit.ci_low):
+        consistent = bool(fit.ci_low <= p_hi + 1e-12 and fit.ci_high >= p_lo - 1e-12)
+    row = dict(quantity=quantity, x=x, group=label, **{k: key.get(k, pd.NA) for k in
+                                                       (*SETTINGS, "layer")})
+    row[x] = pd.NA
+    row.update(fit._asdict(), predicted=format_prediction(p_lo, p_hi), predicted_low=p_lo,
+               predicted_high=p_hi, consistent=consistent,
+               n_diverged=int(grp.run_id[grp.status != "ok"].nunique()))
+    return row
+
+
+def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
+    """FIT_COLUMNS, rows in the registries' order of quantities and x, then by settings."""
+    fits = fits[FIT_COLUMNS]
+    order = {q.name: i for i, q in enumerate(QUANTITIES)}
+    xorder = {v.name: i for i, v in enumerate(X_VARIABLES)}
+    lr_num = pd.to_numeric(fits.lr_config, errors="coerce").fillna(np.inf)  # 'theory' last
+    fits = fits.assign(_q=fits.quantity.map(order), _x=fits.x.map(xorder), _lr=lr_num)
+    cols = ["_q", "_x", "layer", "width", "depth", "n", "_lr", "lr_config", "batch_size",
+            "loss", "optimizer", "param"]
+    fits = fits.sort_values(cols, kind="stable", na_position="first")
+    fits = fits.drop(columns=["_q", "_x", "_lr"]).reset_index(drop=True)
+    for col in ("width", "depth", "n", "batch_size", "layer"):
+        fits[col] = fits[col].astype("Int64")
+    fits["consistent"] = fits["consistent"].astype("boolean")
+    return fits

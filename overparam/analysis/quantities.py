@@ -1,0 +1,347 @@
+"""The quantities of the scaling analysis, the variables they are fitted against, and the
+per-run table: one row per run x quantity (x layer) with the run's settings.
+
+Owns the registry QUANTITIES: for each quantity its definition (the text report.md prints),
+its labels (figure title, axis label), its prediction (the `overparam.theory` function that
+gives its exponent in the width) and how it is computed from the results' tables; and the
+registry X_VARIABLES of the variables fits are taken against (width, n, depth). The fit
+table, the figures and the report read both, and never define a quantity themselves.
+Reads the results' tables; never fits, plots or writes a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from overparam import schema, store, theory
+
+# Swept settings (config.SWEPT), as the columns of `per_run_quantities` that hold them.
+# lr_config is the config's lr as written (the step size of a run, column lr, is
+# lr_config / width with lr_scaling='inverse_width'); batch_size is <NA> for full-batch GD.
+SETTINGS = ("width", "depth", "n", "lr_config", "batch_size", "loss", "optimizer", "param")
+RUN_COLUMNS = ("run_id", "seed", "status", *SETTINGS, "lr", "lr_scaling", "reduction",
+               "momentum", "lambda0")
+SHORT_NAMES = {"lr_config": "lr", "batch_size": "B"}  # settings' names in labels
+SCHEMAS = {"runs": schema.RUNS, "steps": schema.STEPS, "layers": schema.LAYERS}
+
+
+# ----------------------------------------------------------------------------- x variables
+
+@dataclasses.dataclass(frozen=True)
+class XVariable:
+    """A swept variable that quantities are fitted against: its column, its symbol in
+    formulas ('m' in m^-1/2), its axis label and its name in figure titles."""
+
+    name: str
+    symbol: str
+    axis: str
+    title: str
+
+
+X_VARIABLES = (
+    XVariable("width", "m", "width m", "width m"),
+    XVariable("n", "n", "training set size n", "training set size n"),
+    XVariable("depth", "L", "depth L (hidden layers)", "depth L"),
+)
+X_VARIABLE = {v.name: v for v in X_VARIABLES}
+
+
+# ----------------------------------------------------------------------------- quantities
+
+@dataclasses.dataclass(frozen=True)
+class QuantityOptions:
+    """The parameters of the quantities' definitions (the analysis's flags of the same names)."""
+
+    loss_threshold: float = 1e-3  # steps_to_loss_threshold: loss <= this x loss(0)
+    tail_fraction: float = 0.5    # convergence_rate: over this last fraction of the steps
+    rate_floor: float = 1e-10     # convergence_rate: losses below this x loss(0) left out
+
+
+class Tables(NamedTuple):
+    """What a quantity is computed from: runs.parquet, the steps of its runs (with `first`:
+    the run's first recorded step, and `loss0`: the run's loss there) and the layers."""
+
+    runs: pd.DataFrame
+    steps: pd.DataFrame
+    layers: pd.DataFrame
+
+
+Interval = tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantity:
+    """One per-run quantity (per run and layer if per_layer).
+
+    definition: the report's text, and label: the figures' axis label, are str.format
+    templates over the fields of QuantityOptions (LaTeX braces doubled). columns: the
+    'table.column's it reads, each a column of the results schema (SCHEMAS);
+    compute(tables, options) -> its values, a Series indexed by run_id, or by (run_id,
+    layer) if per_layer. prediction: the theory function of its exponent in the width,
+    (param, *, lr_scaling, depth) -> Interval | None; None if the theory gives none.
+    """
+
+    name: str
+    per_layer: bool
+    title: str
+    label: str
+    definition: str
+    columns: tuple[str, ...]
+    compute: Callable[[Tables, QuantityOptions], pd.Series]
+    prediction: Callable[..., Interval | None] | None = None
+
+    def __post_init__(self):
+        for table, column in (c.split(".") for c in self.columns):
+            if column not in SCHEMAS[table].names:
+                raise ValueError(f"{self.name}: {table}.{column} is not in overparam.schema")
+
+    def text(self, field: str, options: QuantityOptions) -> str:
+        """The label or definition with the options filled in."""
+        return getattr(self, field).format(**dataclasses.asdict(options))
+
+
+def _by_layer(layers: pd.DataFrame):
+    return layers.groupby(["run_id", "layer"], sort=True)
+
+
+def _layer_stat(column: str, how: str) -> Callable[[Tables, QuantityOptions], pd.Series]:
+    """compute: (run_id, layer) -> `how` ('max'; 'last': the last non-null, the last
+    recorded step) of layers.column over the steps."""
+    return lambda t, o: getattr(_by_layer(t.layers)[column], how)()
+
+
+def _rel_radius_spectral(t: Tables, o: QuantityOptions) -> pd.Series:
+    g = _by_layer(t.layers)
+    return g.radius_spectral.max() / g.init_spectral.first()
+
+
+def _steps_to_zero_error(t: Tables, o: QuantityOptions) -> pd.Series:
+    return t.runs.set_index("run_id").steps_to_zero_error.astype("Float64").astype(float)
+
+
+def _steps_to_loss_threshold(t: Tables, o: QuantityOptions) -> pd.Series:
+    below = t.steps[t.steps.loss <= o.loss_threshold * t.steps.loss0]
+    return below.groupby("run_id").step.min().astype(float)
+
+
+def _convergence_rate(t: Tables, o: QuantityOptions) -> pd.Series:
+    """-slope of ln(loss) vs step over each run's last tail_fraction of recorded steps."""
+    s = t.steps
+    lo, hi = (s.groupby("run_id").step.transform(f) for f in ("min", "max"))
+    keep = ((s.step >= hi - o.tail_fraction * (hi - lo)) & np.isfinite(s.loss)
+            & (s.loss > o.rate_floor * s.loss0) & (s.loss > 0))
+    step = s.step[keep].astype(float)
+    log_loss = np.log(s.loss[keep].astype(float))
+    frame = pd.DataFrame({"run_id": s.run_id[keep], "t": step, "v": log_loss,
+                          "tt": step * step, "tv": step * log_loss, "one": 1.0})
+    sums = frame.groupby("run_id")[["one", "t", "v", "tt", "tv"]].sum()
+    var = sums.one * sums.tt - sums.t ** 2
+    slope = (sums.one * sums.tv - sums.t * sums.v) / var.where(var > 0)
+    return -slope.where(sums.one >= 3)
+
+
+def _gram_lambda_min_init(t: Tables, o: QuantityOptions) -> pd.Series:
+    return t.steps.gram_lambda_min.where(t.steps.first).groupby(t.steps.run_id).max()
+
+
+def _gram_init_error(t: Tables, o: QuantityOptions) -> pd.Series:
+    return t.steps.groupby("run_id").gram_init_error.first()
+
+
+def _max_gram_change(t: Tables, o: QuantityOptions) -> pd.Series:
+    return t.steps.groupby("run_id").gram_change.max()
+
+
+def _rel_gram_change(t: Tables, o: QuantityOptions) -> pd.Series:
+    return _max_gram_change(t, o) / _gram_lambda_min_init(t, o)
+
+
+QUANTITIES = (
+    Quantity(
+        "max_radius_spectral", per_layer=True,
+        title="Spectral norm of the weight change",
+        label=r"$\max_t\,\|W_l(t)-W_l(0)\|_2$",
+        definition="max over recorded steps t of ||W_l(t) - W_l(0)||_2 (layer l).",
+        columns=("layers.radius_spectral",), compute=_layer_stat("radius_spectral", "max"),
+        prediction=theory.spectral_radius_exponent),
+    Quantity(
+        "rel_radius_spectral", per_layer=True,
+        title="Relative spectral norm of the weight change",
+        label=r"$\max_t\,\|W_l(t)-W_l(0)\|_2\,/\,\|W_l(0)\|_2$",
+        definition="max_t ||W_l(t) - W_l(0)||_2 / ||W_l(0)||_2.",
+        columns=("layers.radius_spectral", "layers.init_spectral"),
+        compute=_rel_radius_spectral, prediction=theory.relative_radius_exponent),
+    Quantity(
+        "max_radius_rowmax", per_layer=True,
+        title="Largest movement of one neuron",
+        label=r"$\max_t\,\max_r\,\|w_r(t)-w_r(0)\|_2$",
+        definition="max_t max_r ||w_r(t) - w_r(0)||_2 (Du et al.'s R').",
+        columns=("layers.radius_rowmax",), compute=_layer_stat("radius_rowmax", "max"),
+        prediction=theory.row_radius_exponent),
+    Quantity(
+        "final_flip_frac", per_layer=True,
+        title="Flipped ReLU patterns at the end of training",
+        label="fraction of (example, neuron) patterns flipped",
+        definition="fraction of (example, neuron) ReLU patterns of layer l that differ from "
+                   "step 0, at the last recorded step.",
+        columns=("layers.flip_frac",), compute=_layer_stat("flip_frac", "last"),
+        prediction=theory.flip_exponent),
+    Quantity(
+        "max_flip_frac", per_layer=True,
+        title="Flipped ReLU patterns, largest during training",
+        label=r"$\max_t$ fraction of patterns flipped",
+        definition="max over t of the flipped fraction.",
+        columns=("layers.flip_frac",), compute=_layer_stat("flip_frac", "max"),
+        prediction=theory.flip_exponent),
+    Quantity(
+        "steps_to_zero_error", per_layer=False,
+        title="Steps to zero training error",
+        label="steps",
+        definition="first recorded step with zero training error (runs that never reach it "
+                   "are counted in `excluded`).",
+        columns=("runs.steps_to_zero_error",), compute=_steps_to_zero_error),
+    Quantity(
+        "steps_to_loss_threshold", per_layer=False,
+        title="Steps to the loss threshold",
+        label=r"steps to loss $\leq$ {loss_threshold:g} $\times$ initial loss",
+        definition="first recorded step with loss <= {loss_threshold:g} x the run's loss at "
+                   "step 0 (never reached: `excluded`).",
+        columns=("steps.loss",), compute=_steps_to_loss_threshold),
+    Quantity(
+        "convergence_rate", per_layer=False,
+        title="Linear convergence rate of the loss",
+        label=r"$-d\,\ln(\mathrm{{loss}})/dt$ over the tail [1/step]",
+        definition="-slope of ln(loss) against the step, least squares over the last "
+                   "{tail_fraction:g} of the recorded steps, losses below {rate_floor:g} x the "
+                   "initial loss left out: loss ~ exp(-rate t).",
+        columns=("steps.loss",), compute=_convergence_rate),
+    Quantity(
+        "gram_lambda_min_init", per_layer=False,
+        title="Smallest eigenvalue of the NTK Gram matrix at init",
+        label=r"$\lambda_{{\min}}(H(0))$",
+        definition="lambda_min of the empirical NTK Gram matrix H(0).",
+        columns=("steps.gram_lambda_min",), compute=_gram_lambda_min_init),
+    Quantity(
+        "gram_init_error", per_layer=False,
+        title="NTK Gram matrix at init against its infinite-width limit",
+        label=r"$\|H(0)-H^\infty\|_2$",
+        definition="||H(0) / s - H^inf||_2, s the Gram scale of the parameterization.",
+        columns=("steps.gram_init_error",), compute=_gram_init_error,
+        prediction=theory.gram_init_error_exponent),
+    Quantity(
+        "max_gram_change", per_layer=False,
+        title="Change of the NTK Gram matrix during training",
+        label=r"$\max_t\,\|H(t)-H(0)\|_2$",
+        definition="max_t ||H(t) - H(0)||_2 over the steps where H was recorded.",
+        columns=("steps.gram_change",), compute=_max_gram_change,
+        prediction=theory.gram_change_exponent),
+    Quantity(
+        "rel_gram_change", per_layer=False,
+        title="Relative change of the NTK Gram matrix",
+        label=r"$\max_t\,\|H(t)-H(0)\|_2\,/\,\lambda_{{\min}}(H(0))$",
+        definition="max_t ||H(t) - H(0)||_2 / lambda_min(H(0)).",
+        columns=("steps.gram_change", "steps.gram_lambda_min"), compute=_rel_gram_change,
+        prediction=theory.relative_gram_change_exponent),
+)
+QUANTITY = {q.name: q for q in QUANTITIES}
+
+
+def predicted_exponent(quantity: str, x: str, *, param: str, lr_scaling: str = "constant",
+                       depth: int = 1) -> Interval | None:
+    """THEORY.md's exponent of `quantity` against `x`, as an interval (lo, hi); None if none.
+
+    Only the width has predictions (THEORY.md section 5): the quantity's `prediction`, for
+    the run's param, lr_scaling and depth (0: a group of several depths).
+    """
+    predict = QUANTITY[quantity].prediction
+    if x != "width" or predict is None:
+        return None
+    return predict(param, lr_scaling=lr_scaling, depth=depth)
+
+
+# ----------------------------------------------------------------------------- settings
+
+def run_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """runs.parquet -> RUN_COLUMNS: run_id, seed, status, the swept settings (SETTINGS) and
+    lr, lr_scaling, reduction, momentum, lambda0. lr_config is the config's lr as written
+    ('theory' or a number); batch_size is <NA> for full-batch GD (where it equals n)."""
+    out = runs.assign(lr_config=[_lr_text(v) for v in runs.lr_spec],
+                      batch_size=runs.batch_size.astype("Int64").mask(runs.optimizer == "gd"))
+    return out[list(RUN_COLUMNS)].reset_index(drop=True)
+
+
+def _lr_text(value) -> str:
+    """'0.1', '10000', 'theory': the config's lr, numbers written the same way however stored."""
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def varying(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """The columns of `cols` that take two or more values in `frame`."""
+    return [c for c in cols if frame[c].nunique(dropna=False) > 1]
+
+
+def group_label(keys: dict, shown: Sequence[str]) -> str:
+    """'depth=2, lr=0.1, layer=1' from the group's values of the `shown` settings
+    (a missing batch size is GD's full batch)."""
+    parts = ["full batch" if k == "batch_size" and pd.isna(keys[k])
+             else f"{SHORT_NAMES.get(k, k)}={keys[k]}" for k in shown if k in keys]
+    return ", ".join(parts) or "all"
+
+
+# ----------------------------------------------------------------------------- per run
+
+def _tables(results: store.Results) -> Tables:
+    steps = results.steps[results.steps.run_id.isin(results.runs.run_id)]
+    first = steps.step == steps.groupby("run_id").step.transform("min")
+    loss0 = steps.loss.where(first).groupby(steps.run_id).transform("max")
+    return Tables(results.runs, steps.assign(first=first, loss0=loss0), results.layers)
+
+
+def _has_columns(results: store.Results, quantity: Quantity) -> bool:
+    return all(column in getattr(results, table)
+               for table, column in (c.split(".") for c in quantity.columns))
+
+
+def per_run_quantities(results: store.Results | str | os.PathLike, *,
+                       loss_threshold: float = 1e-3, tail_fraction: float = 0.5,
+                       rate_floor: float = 1e-10) -> pd.DataFrame:
+    """One row per run x quantity (x layer): the run's settings (`run_settings`), quantity,
+    layer (<NA> for per-run quantities) and value. Definitions: QUANTITIES; the options are
+    QuantityOptions'.
+
+    Diverged runs are included (status 'diverged'; their values use the steps before
+    divergence) so that they can be counted; `fit_table` leaves them out. A quantity whose
+    columns are absent, or hold no finite value for any non-diverged run, is skipped.
+    """
+    r = results if isinstance(results, store.Results) else store.load(results)
+    options = QuantityOptions(loss_threshold, tail_fraction, rate_floor)
+    tables = _tables(r)
+    computed = [q for q in QUANTITIES if _has_columns(r, q)]
+    run_index = pd.Index(sorted(r.runs.run_id), name="run_id")
+    per_layer = pd.DataFrame({q.name: q.compute(tables, options)
+                              for q in computed if q.per_layer}).reset_index()
+    per_run = pd.DataFrame({q.name: q.compute(tables, options)
+                            for q in computed if not q.per_layer}, index=run_index).reset_index()
+    long = pd.concat([
+        per_layer.melt(["run_id", "layer"], var_name="quantity", value_name="value"),
+        per_run.melt(["run_id"], var_name="quantity", value_name="value").assign(layer=pd.NA),
+    ], ignore_index=True)
+    long["layer"] = long["layer"].astype("Int64")
+    long["value"] = long["value"].astype(float)
+    out = run_settings(r.runs).merge(long, on="run_id", how="inner")
+    ok = out.status == "ok"
+    out = out[out.quantity.isin(set(out.quantity[ok & np.isfinite(out.value)]))]
+    order = {q.name: i for i, q in enumerate(QUANTITIES)}
+    out = out.assign(_q=out.quantity.map(order)).sort_values(
+        ["_q", "layer", *[c for c in SETTINGS if c != "lr_config"], "lr_config", "seed"],
+        na_position="first", kind="stable")
+    return out.drop(columns="_q").reset_index(drop=True)
