@@ -138,6 +138,8 @@ class Lock:
         self.created, self._fd = False, None
 
     def acquire(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise OutError(f"{self.out} exists and is not a directory")
         self.created = not self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)

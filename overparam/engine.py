@@ -66,8 +66,6 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     """
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and not out.is_dir():  # before the lock, which would create it
-        raise checkpoint.OutError(f"{out} exists and is not a directory")
     programs.check_backend(device)
     plan_lib.check_resources(sweep)
     with jax.enable_x64(sweep.dtype == "float64"), (

@@ -99,3 +99,13 @@ def test_cadence_waits_for_its_interval_and_twenty_times_the_last_checkpoint():
     clock.t = 60.0 + 200.0
     assert cadence.due()
     assert cadence.stats() == {"count": 1, "seconds": 10.0, "bytes": 5 * 2**30}
+
+
+def test_a_file_in_place_of_the_results_directory_is_refused_and_kept(tmp_path):
+    out = tmp_path / "results"
+    out.write_text("keep")
+    with pytest.raises(checkpoint.OutError, match="exists and is not a directory"):
+        checkpoint.Lock(out).acquire()
+    with pytest.raises(checkpoint.OutError, match="exists and is not a directory"):
+        checkpoint.inspect(out, {}, overwrite=False)
+    assert out.read_text() == "keep"
