@@ -9,6 +9,7 @@ chunk executables of each (shape, batch size) with their peak device memory
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -125,12 +126,30 @@ class Programs:
     Compiling needs only shapes, so the planner asks `memory` for the peak
     device memory of a batch size it considers, and training then runs the
     very programs that were measured.
+
+    progress: where each compile is shown, "compiling k/N: width W depth L n=..
+    (batch B)" (a `progress.Progress`; None: nowhere). N, the number of programs
+    in all, is known once the engine has its plan (`expect`); until then it is left out.
     """
 
-    def __init__(self):
+    def __init__(self, progress=None):
         self.compile_seconds = 0.0  # spent compiling, over every program
+        self.progress, self.expected = progress, None
         self._compiled: dict[tuple[train.Static, int], tuple[Any, Any, int]] = {}
         self._inits: dict[tuple[train.Static, int], tuple[Any, Any]] = {}
+
+    def expect(self, keys) -> None:
+        """The (static, size) of every program still to be trained: N of the compile lines
+        becomes the programs compiled so far and those still to compile."""
+        self.expected = len(self._compiled.keys() | set(keys))
+
+    def _compiling(self, static: train.Static, size: int):
+        if self.progress is None:
+            return contextlib.nullcontext()
+        of = f"/{self.expected}" if self.expected else ""
+        return self.progress.compiling(
+            f"compiling {len(self._compiled) + 1}{of}: width {static.width} depth "
+            f"{static.depth} n={static.n} (batch {size})")
 
     def _abstract(self, static: train.Static, size: int):
         sharding = models_sharding(size)
@@ -153,17 +172,19 @@ class Programs:
             program = train.make_program(static)
             keys, hyper, X, y, H, sharding = self._abstract(static, size)
             t = time.perf_counter()
-            init_key = (train.init_static(static), size)
-            if init_key not in self._inits:
-                lowered = program.init.lower(keys, X, H)
-                self._inits[init_key] = (lowered.compile(compiler_options=compiler_options()),
-                                         lowered.out_info)
-            init, out_info = self._inits[init_key]
-            state = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), out_info)
-            chunk = program.chunk.lower(state, hyper, X, y,
-                                        jax.ShapeDtypeStruct((), jnp.int32)
-                                        ).compile(compiler_options=compiler_options())
+            with self._compiling(static, size):
+                init_key = (train.init_static(static), size)
+                if init_key not in self._inits:
+                    lowered = program.init.lower(keys, X, H)
+                    self._inits[init_key] = (
+                        lowered.compile(compiler_options=compiler_options()), lowered.out_info)
+                init, out_info = self._inits[init_key]
+                state = jax.tree_util.tree_map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                    out_info)
+                chunk = program.chunk.lower(state, hyper, X, y,
+                                            jax.ShapeDtypeStruct((), jnp.int32)
+                                            ).compile(compiler_options=compiler_options())
             self.compile_seconds += time.perf_counter() - t
             state_bytes = sum(a.size * a.dtype.itemsize
                               for a in jax.tree_util.tree_leaves(state))
