@@ -324,6 +324,20 @@ def check(meta: dict[str, Any], batch: int, *, steps_per_chunk: int, num_chunks:
         raise CheckpointError(f"batch {batch}: finished without its diverged steps")
 
 
+def load_valid(out: Path, batch: int, plan, log_fn) -> dict[str, Any]:
+    """The meta of `batch`'s checkpoint, checked against `plan` (a plan.Plan); one that
+    is unreadable or inconsistent is reported through log_fn and removed, and the batch
+    starts again."""
+    try:
+        meta = load(out, batch)
+        check(meta, batch, steps_per_chunk=plan.steps_per_chunk, num_chunks=plan.num_chunks)
+        return meta
+    except CheckpointError as e:
+        log_fn(f"{e}: recomputing batch {batch} from its start")
+        discard(out, batch)
+        return load(out, batch)
+
+
 def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> train.State:
     """`fresh` (a re-initialized State) with the trained part from the checkpoint.
 

@@ -68,8 +68,10 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     out = Path(out)
     programs.check_backend(device)
     plan_lib.check_resources(sweep)
+    progress = progress_lib.Progress(enabled=show_progress and multihost.is_leader(),
+                                     in_logs=not dry_run)  # a dry run: only the plan
     with jax.enable_x64(sweep.dtype == "float64"), (
-            contextlib.nullcontext() if dry_run else checkpoint.exclusive(out)):
+            contextlib.nullcontext() if dry_run else checkpoint.exclusive(out)), progress:
         mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
         multihost.barrier("inspected")  # every process has looked before anything changes
         if mode == "complete" and not dry_run:
@@ -78,14 +80,14 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
                 log_fn(f"{out} already holds this sweep, complete and verified: nothing to "
                        "do (--overwrite recomputes it)")
             return None
-        compiled = programs.Programs()
+        compiled = programs.Programs(progress=progress)  # a line while each one compiles
         prepared = prepare_lib.prepare(sweep, mode, manifest, compiled)
         if prepared.plan is not None and multihost.is_leader():
             log_fn(plan_lib.describe(prepared.plan))
         if dry_run:
             return None
-        job = _Job(sweep, out, prepared, compiled, log_fn)
-        return job.run(mode=mode, show_progress=show_progress, t0=t0)
+        job = _Job(sweep, out, prepared, compiled, log_fn, progress=progress)
+        return job.run(mode=mode, t0=t0)
 
 
 @dataclasses.dataclass
@@ -99,12 +101,13 @@ class _Job:
     log_fn: object
     plan: plan_lib.Plan | None = None
     progress: progress_lib.Progress | None = None
+    finished: dict[int, dict] = dataclasses.field(default_factory=dict)  # final batch metas
 
-    def run(self, *, mode: str, show_progress: bool, t0: float) -> Summary:
+    def run(self, *, mode: str, t0: float) -> Summary:
         """Trains this process's batches (t0: when the sweep started; timings count from it)."""
         leader, manifest = multihost.is_leader(), None
         try:
-            with interrupt.deferred() as stop:
+            with interrupt.deferred(self.progress.message) as stop:
                 if leader:
                     manifest = self._start(resume=mode == "resume", overwrite=mode == "overwrite")
                 multihost.barrier("started")  # the manifest and datasets are written
@@ -113,31 +116,49 @@ class _Job:
                 mine = [self.plan.batches[i] for i in multihost.share(
                     [b.size * plan_lib.step_flops(b.static) for b in self.plan.batches],
                     multihost.count(), multihost.index())]
-                metas = {b.index: self._meta(b) for b in mine}
-                steps = self.sweep.steps
-                todo = sum(b.num_real * (steps - min(metas[b.index]["step"], steps))
-                           for b in mine)
-                self.progress = progress_lib.Progress(todo, enabled=show_progress and leader)
-                with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+                metas = {b.index: checkpoint.load_valid(self.out, b.index, self.plan, self.log_fn)
+                         for b in mine}
+                self.finished = {i: m for i, m in metas.items()
+                                 if m["chunks_done"] == self.plan.num_chunks}
+                if leader:
+                    self._write_runs()  # every run of a batch not finished: 'running'
+                todo = {b.index: b.num_real * (self.sweep.steps - min(metas[b.index]["step"],
+                                                                     self.sweep.steps))
+                        for b in mine}  # network-steps left
+                left = [b for b in mine if metas[b.index]["chunks_done"] < self.plan.num_chunks]
+                self.compiled.expect((b.static, b.size) for b in left)  # "compiling k/N"
+                # Progress by work: a batch's network-steps weigh its FLOPs per network-step.
+                self.progress.begin(sum(todo[b.index] * plan_lib.step_flops(b.static)
+                                        for b in mine))
+                writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+                try:
                     pending = []
                     for batch in mine:
                         if (metas[batch.index]["chunks_done"] < self.plan.num_chunks
                                 and stop.signum is None):
                             self._train_batch(batch, metas[batch.index], stop, writer, pending)
                     for f in pending:
-                        f.result()
+                        interrupt.wait(f)
+                except BaseException as e:
+                    # A second Ctrl-C does not wait for the chunk in the writer: what it
+                    # leaves is what a kill leaves, resumable (every write is atomic).
+                    now = isinstance(e, Interrupted) and e.now
+                    writer.shutdown(wait=not now, cancel_futures=now)
+                    raise
+                writer.shutdown()
                 timings = {"compile": self.compiled.compile_seconds,
                            "train_and_write": time.perf_counter() - t0}
                 signums = [s for s in multihost.gather(stop.signum or 0) if s]
                 if signums:
                     raise Interrupted(stop.signum or signums[0])
                 # From here on the sweep finishes: a signal now is too late to stop it.
+                stop.hold()
                 diverged = sum(s >= 0 for b in mine
                                for s in checkpoint.load(self.out, b.index)["diverged_step"])
                 counts = dict(num_runs=len(self.prepared.runs),
                               num_diverged=sum(multihost.gather(diverged)),
                               num_compiles=self.compiled.num_compiled,
-                              network_steps=sum(multihost.gather(todo)))
+                              network_steps=sum(multihost.gather(sum(todo.values()))))
                 files = self._write_runs(manifest) if leader else None
                 summary = Summary(self.out, **counts,
                                   timings={**timings, "total": time.perf_counter() - t0})
@@ -169,19 +190,6 @@ class _Job:
         return {**manifest, "files": records.write_datasets(
             self.out, self.prepared.datasets, self.sweep.dtype)}
 
-    def _meta(self, batch: plan_lib.Batch) -> dict:
-        """The batch's checkpoint meta; one unreadable or inconsistent is reported, removed,
-        and its batch starts again."""
-        try:
-            meta = checkpoint.load(self.out, batch.index)
-            checkpoint.check(meta, batch.index, steps_per_chunk=self.plan.steps_per_chunk,
-                             num_chunks=self.plan.num_chunks)
-            return meta
-        except checkpoint.CheckpointError as e:
-            self.log_fn(f"{e}: recomputing batch {batch.index} from its start")
-            checkpoint.discard(self.out, batch.index)
-            return checkpoint.load(self.out, batch.index)
-
     def _train_batch(self, batch: plan_lib.Batch, meta: dict, stop, writer, pending) -> None:
         """Initializes (or restores, from checkpoint `meta`) one batch and runs its chunks,
         queueing their writes: at most one chunk computes while the previous one is
@@ -210,7 +218,7 @@ class _Job:
             pending.append(writer.submit(self._finish_chunk, batch, c, recs, state, parts,
                                          results, cadence))
             if len(pending) >= 2:
-                pending[-2].result()
+                interrupt.wait(pending[-2])  # a second Ctrl-C interrupts the wait
 
     def _finish_chunk(self, batch, chunk: int, recs, state, parts: dict,
                       results: records.RunResults, cadence: checkpoint.Cadence) -> None:
@@ -220,7 +228,7 @@ class _Job:
         entries, network_steps = records.write_chunk(self.out, batch, chunk, recs,
                                                      self.sweep.steps, self.sweep.dtype, results)
         parts.update(entries)
-        self.progress.update(network_steps)
+        self.progress.update(network_steps * plan_lib.step_flops(batch.static))
         store.crash_point("chunk")
         done = chunk + 1
         kwargs = dict(chunks_done=done, step=done * self.plan.steps_per_chunk,
@@ -237,33 +245,33 @@ class _Job:
             diverged = [int(x) if x <= self.sweep.steps else -1 for x in diverged]
             checkpoint.save(self.out, batch.index, diverged_step=diverged,
                             checkpoints=cadence.stats(), **kwargs)
+            self.finished[batch.index] = {**kwargs, "diverged_step": diverged}
+            if multihost.is_leader():
+                self._write_runs()
 
-    def _write_runs(self, manifest: dict) -> dict:
-        """Writes runs.parquet from every batch's final record (the leader, once every
-        process has written its batches); returns every file's manifest entry."""
-        files, diverged, results = dict(manifest["files"]), {}, {}
-        for b in self.plan.batches:
-            meta = checkpoint.load(self.out, b.index)
+    def _write_runs(self, manifest: dict | None = None) -> dict | None:
+        """Writes runs.parquet (the leader): each finished batch's runs with their status
+        and results, the others 'running'; at the start, after each of the leader's
+        batches, and at the end. At the end (`manifest`: every process has written its
+        batches) every batch's final record is read and every file's manifest entry is
+        returned."""
+        if manifest is not None:
+            for b in self.plan.batches:  # other processes' batches, read from their checkpoints
+                if b.index not in self.finished:
+                    self.finished[b.index] = checkpoint.load(self.out, b.index)
+        table = records.runs_of(self.sweep, self.prepared, self.plan.batches, self.finished)
+        entry = store.write_parquet(table, self.out / store.RUNS)
+        if manifest is None:
+            return None
+        files = dict(manifest["files"])
+        for meta in self.finished.values():
             files.update(meta["parts"])
-            real = b.runs[: b.num_real]
-            saved = records.RunResults.from_dict(meta["results"])
-            results.update({r.run_id: (z, f) for r, z, f in
-                            zip(real, saved.zero_step, saved.final_loss)})
-            diverged.update({r.run_id: s for r, s in zip(real, meta["diverged_step"]) if s >= 0})
-        runs, datasets = self.prepared.runs, self.prepared.datasets
-        table = records.runs_table(
-            self.sweep, runs, {r.run_id: self.prepared.lambda0(self.sweep, r) for r in runs},
-            {did: ds.separation for did, ds in datasets.items()}, diverged, results)
-        files[store.RUNS] = store.write_parquet(table, self.out / store.RUNS).to_dict()
-        return files
+        return {**files, store.RUNS: entry.to_dict()}
 
     def _complete(self, manifest: dict, files: dict, summary: Summary) -> None:
         """The complete manifest: timings, counts, checkpoint costs, every file's hash."""
-        costs = checkpoint.costs(self.out, [b.index for b in self.plan.batches])
-        manifest.update(status="complete", timings=summary.timings, files=files,
-                        checkpoints={**costs, "every_seconds": self.sweep.checkpoint_seconds},
-                        num_diverged=summary.num_diverged, num_compiles=summary.num_compiles,
-                        throughput_network_steps_per_s=summary.throughput,
-                        processes=multihost.count())
+        provenance.complete(manifest, summary, files, checkpoints={
+            **checkpoint.costs(self.out, [b.index for b in self.plan.batches]),
+            "every_seconds": self.sweep.checkpoint_seconds})
         store.write_json(manifest, self.out / store.MANIFEST)
         checkpoint.finish(self.out)

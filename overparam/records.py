@@ -118,15 +118,17 @@ def runs_table(sweep: config_lib.Sweep, runs: list[config_lib.Run], lambda0: dic
 
     lambda0: {run_id: lambda_min(H^inf)}; separation: {dataset_id: phi};
     diverged: {run_id: first non-finite step} of the diverged runs;
-    results: {run_id: (steps_to_zero_error, final_loss)} from `RunResults`.
+    results: {run_id: (steps_to_zero_error, final_loss)} from `RunResults`, of the runs
+    whose batch is finished; the others are 'running', with null results.
     """
     rows = []
     for r in runs:
         div = diverged.get(r.run_id, -1)
-        zero, final = results[r.run_id]
+        zero, final = results.get(r.run_id, (None, None))
+        status = ("diverged" if div >= 0 else "ok") if r.run_id in results else "running"
         rows.append({
             **dataclasses.asdict(r),
-            "status": "diverged" if div >= 0 else "ok",
+            "status": status,
             "diverged_step": div if div >= 0 else None,
             "steps_to_zero_error": zero,
             "final_loss": math.nan if final is None else final,
@@ -139,3 +141,23 @@ def runs_table(sweep: config_lib.Sweep, runs: list[config_lib.Run], lambda0: dic
     for col in ("diverged_step", "steps_to_zero_error"):
         frame[col] = frame[col].astype("Int64")
     return schema.table(store.RUNS, frame, sweep.dtype)
+
+
+def runs_of(sweep: config_lib.Sweep, prepared, batches, finished: dict[int, dict]):
+    """runs.parquet of a sweep whose finished batches have the final checkpoint metas
+    `finished` ({batch index: meta}; the others' runs are 'running'). prepared: its
+    `prepare.Prepared`."""
+    diverged, results = {}, {}
+    for b in batches:
+        meta = finished.get(b.index)
+        if meta is None:
+            continue
+        real = b.runs[: b.num_real]
+        saved = RunResults.from_dict(meta["results"])
+        results.update({r.run_id: (z, f) for r, z, f in
+                        zip(real, saved.zero_step, saved.final_loss)})
+        diverged.update({r.run_id: s for r, s in zip(real, meta["diverged_step"]) if s >= 0})
+    runs = prepared.runs
+    return runs_table(sweep, runs, {r.run_id: prepared.lambda0(sweep, r) for r in runs},
+                      {did: ds.separation for did, ds in prepared.datasets.items()},
+                      diverged, results)

@@ -48,7 +48,8 @@ RUNS = _schema(
      "split(fold_in(PRNGKey(seed), init_tag))[0]"),
     ("batch_tag", pa.int64(), "uint32 tag of the SGD batches: step t's key is "
      "fold_in(fold_in(PRNGKey(seed), batch_tag), t)"),
-    ("status", ID, "ok, or diverged (a non-finite loss or gradient)"),
+    ("status", ID, "ok; diverged (a non-finite loss or gradient); running (its batch is "
+     "not finished: runs.parquet is rewritten as batches finish)"),
     ("diverged_step", pa.int64(), "first recorded step with a non-finite loss or gradient "
      "(null if none)"),
     ("steps_to_zero_error", pa.int64(), "first recorded step with train_error = 0 (null if never)"),

@@ -27,6 +27,9 @@ Test hooks (environment variables, read at each point):
                               its checkpoint; 'compile', 'import'), it kills
                               itself with SIGKILL, or with the signal named by
                               OVERPARAM_CRASH_SIGNAL (e.g. SIGTERM)
+  OVERPARAM_HANG_AT=name:k    the k-th time, the thread at crash point `name`
+                              blocks for good (after CRASH_AT's signal, if both
+                              name it): a write or a device that never returns
   OVERPARAM_CRASH_LOG=path    every crash point appends its name to `path`
                               (a clean run counts the points a test can kill at)
   OVERPARAM_FAIL_AT=write:k   the k-th atomic write fails as a full disk would
@@ -56,6 +59,11 @@ from overparam import schema
 RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
     "runs.parquet", "steps", "layers", "datasets", "manifest.json")
 TABLE_DIRS = (STEPS, LAYERS, DATASETS)  # folders of Parquet files listed in the manifest
+# The runs' settings `Results.with_settings` joins to the steps and layers tables.
+SETTINGS = ("width", "depth", "seed", "n", "d", "loss", "optimizer", "lr", "lr_spec",
+            "batch_size", "param", "reduction", "momentum", "lr_scaling", "train_output",
+            "dataset_id", "status")
+_JOINED_AS = {"loss": "loss_fn"}  # settings joined under another name (steps has a loss)
 TEMP_SUFFIX = ".overparam.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
 
@@ -118,6 +126,8 @@ def crash_point(name: str) -> None:
     if _hook_hit("OVERPARAM_CRASH_AT", name):
         sig = os.environ.get("OVERPARAM_CRASH_SIGNAL", "SIGKILL")
         os.kill(os.getpid(), signal.Signals[sig])
+    if _hook_hit("OVERPARAM_HANG_AT", name):
+        os.read(os.pipe()[0], 1)  # blocks this thread for good, as a device that never answers
 
 
 def _fail_point(name: str) -> None:
@@ -180,6 +190,21 @@ class Results:
     steps: pd.DataFrame
     layers: pd.DataFrame
     manifest: dict
+    partial: bool = False  # an unfinished sweep: the chunks written so far (`load`)
+
+    def with_settings(self, table: str = "steps",
+                      settings: tuple[str, ...] = SETTINGS) -> pd.DataFrame:
+        """The steps or layers table with each run's settings joined (columns `settings`
+        of runs.parquet, after run_id): one tidy frame to group and plot. The loss
+        function (runs.loss) is joined as `loss_fn`, so that it never meets the steps'
+        loss values."""
+        if table not in (STEPS, LAYERS):
+            raise ValueError(f"table must be {STEPS!r} or {LAYERS!r}, got {table!r}")
+        frame = getattr(self, table)
+        names = {s: _JOINED_AS.get(s, s) for s in settings}
+        joined = self.runs[["run_id", *settings]].rename(columns=names)
+        return frame.merge(joined, on="run_id", how="left", validate="many_to_one")[
+            [*frame.columns[:1], *names.values(), *frame.columns[1:]]]
 
     def dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The exact (X (n, d), y (n,)) that runs with this dataset_id trained on."""
@@ -281,11 +306,11 @@ def _read(path: Path) -> pd.DataFrame:
         raise ResultsError(f"{path} is corrupted or unreadable: {reason}") from None
 
 
-def _check_schemas(path: Path, manifest: dict) -> None:
-    """Raises ResultsError naming the first file of the manifest's list whose columns or
+def _check_schemas(path: Path, manifest: dict, files) -> None:
+    """Raises ResultsError naming the first of `files` (relative paths) whose columns or
     types are not the schema's (overparam.schema)."""
     dtype, d = manifest["config"].get("dtype", "float32"), manifest["config"].get("d")
-    for rel in sorted(manifest["files"]):
+    for rel in sorted(files):
         try:
             found = pq.read_schema(path / rel)
         except Exception as e:  # noqa: BLE001 - pyarrow raises many types; each becomes one line
@@ -297,20 +322,7 @@ def _check_schemas(path: Path, manifest: dict) -> None:
                                "with --overwrite")
 
 
-def load(path: str | os.PathLike) -> Results:
-    """Reads a results directory written by `overparam.sweep`, after verifying it.
-
-    Raises ResultsError (one line) and nothing else for a missing, foreign,
-    unfinished or damaged directory: a file missing, extra, truncated or
-    altered against the manifest's list of files and hashes, a file whose
-    columns or types are not the schema's, or a schema version other than
-    `schema.VERSION` (results of an older overparam: recompute them).
-    """
-    path = Path(path)
-    manifest = read_manifest(path)
-    if manifest["status"] != "complete":
-        raise ResultsError(f"{path} holds an unfinished sweep (status "
-                           f"{manifest['status']!r}); run the same command again to finish it")
+def _check_version(path: Path, manifest: dict) -> None:
     version = manifest.get("schema_version", 1)  # 1: written before it was recorded
     if type(version) is not int or version != schema.VERSION:
         by = ("an older" if type(version) is int and version < schema.VERSION else
@@ -318,11 +330,40 @@ def load(path: str | os.PathLike) -> Results:
         raise ResultsError(f"{path} was written with results schema version {version!r} (by "
                            f"{by} overparam); this overparam reads version {schema.VERSION}: "
                            "recompute the sweep with --overwrite")
+
+
+_KEYS = {RUNS: None, STEPS: ["run_id", "step"], LAYERS: ["run_id", "step", "layer"]}
+
+
+def load(path: str | os.PathLike, *, partial: bool = False) -> Results:
+    """Reads a results directory written by `overparam.sweep`, after verifying it.
+
+    partial: also read an unfinished sweep (running or interrupted): runs.parquet as
+    it stands (status 'running' for the runs of batches not finished) and every
+    chunk whose steps/ and layers/ parts are both written; `Results.partial` says so.
+    Such a sweep has no final list of hashes yet, so only its files' schemas are
+    checked. A complete sweep is read whole either way.
+
+    Raises ResultsError (one line) and nothing else for a missing, foreign,
+    unfinished (without `partial`) or damaged directory: a file missing, extra,
+    truncated or altered against the manifest's list of files and hashes, a file
+    whose columns or types are not the schema's, or a schema version other than
+    `schema.VERSION` (results of an older overparam: recompute them).
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    complete = manifest["status"] == "complete"
+    if not complete and not partial:
+        raise ResultsError(f"{path} holds an unfinished sweep (status "
+                           f"{manifest['status']!r}); run the same command again to finish it "
+                           "(or load it with partial=True)")
+    _check_version(path, manifest)
+    if not complete:
+        return _load_partial(path, manifest)
     verify(path, manifest.get("files"))
-    _check_schemas(path, manifest)
+    _check_schemas(path, manifest, manifest["files"])
     tables = {}
-    for name, keys in ((RUNS, None), (STEPS, ["run_id", "step"]),
-                       (LAYERS, ["run_id", "step", "layer"])):
+    for name, keys in _KEYS.items():
         df = _read(path / name)
         rows = sum(e["rows"] for rel, e in manifest["files"].items()
                    if rel == name or rel.startswith(name + "/"))
@@ -332,3 +373,34 @@ def load(path: str | os.PathLike) -> Results:
         tables[name] = df.sort_values(keys, ignore_index=True) if keys else df
     return Results(path=path, runs=tables[RUNS], steps=tables[STEPS], layers=tables[LAYERS],
                    manifest=manifest)
+
+
+def _load_partial(path: Path, manifest: dict) -> Results:
+    """The chunks of an unfinished sweep written so far (see `load`)."""
+    if not (path / RUNS).is_file():
+        raise ResultsError(f"{path} holds a sweep that has written no results yet (no "
+                           f"{RUNS}); try again once it has started training")
+    names = {}
+    for table in (STEPS, LAYERS):
+        folder = path / table
+        names[table] = {p.name for p in folder.iterdir()
+                        if not p.name.startswith((".", "_"))} if folder.is_dir() else set()
+    parts = sorted(names[STEPS] & names[LAYERS])  # chunks with both parts written
+    files = [RUNS, *(f"{t}/{n}" for t in (STEPS, LAYERS) for n in parts)]
+    _check_schemas(path, manifest, files)
+    dtype = manifest["config"].get("dtype", "float32")
+    tables = {}
+    for name, keys in _KEYS.items():
+        if name == RUNS:
+            tables[name] = _read(path / RUNS)
+            continue
+        try:
+            arrow = [pq.read_table(path / name / n) for n in parts]
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many types; each becomes one line
+            raise ResultsError(f"{path / name} is corrupted or unreadable: "
+                               f"{type(e).__name__}") from None
+        table = (pa.concat_tables(arrow) if arrow else
+                 schema.schema_of(name, dtype).empty_table())
+        tables[name] = table.to_pandas().sort_values(keys, ignore_index=True)
+    return Results(path=path, runs=tables[RUNS], steps=tables[STEPS], layers=tables[LAYERS],
+                   manifest=manifest, partial=True)
