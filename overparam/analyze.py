@@ -8,19 +8,34 @@ writes into results/default/analysis/:
   fits.csv          one row per fit: quantity, swept variable, group, exponent, CI, prediction
   per_run.parquet   one row per run x quantity (x layer): the values that were fitted
   figures/*.png     each fitted quantity against the swept variable (log-log, every seed,
-                    medians, fit, theory); loss, radius and flip curves over steps
+                    per-width medians with seed-bootstrap intervals, fit with the interval
+                    of its exponent as a band, theory slopes, bounds, censored runs); loss,
+                    radius, flip and Gram curves over steps; a .pdf of each beside it
 
-and prints the short fit table. Flags: --results (required), --out (default
+and prints the short fit table. Two or more sweeps side by side (GD against SGD, du
+against ntk):
+
+    python -m overparam.analyze --results=results/gd --results=results/sgd
+
+fits each sweep on its own (fits.csv and per_run.parquet gain a first column `sweep`: the
+sweep's config name, or its directory name where names collide), draws them in the same
+figures (told apart by marker and line style) and writes into --out, by default
+FIRST/analysis/compare_<name>_<name>/ (FIRST: the first --results); the report names the
+sweeps and that directory.
+
+Flags: --results (required; repeat it for several sweeps), --out (default
 RESULTS/analysis), --loss_threshold (1e-3), --tail_fraction (0.5), --n_boot (1000),
 --level (0.95), --ci (t|expanded|percentile), --seed (0, of the bootstrap), --plots.
-A missing, foreign or corrupted results directory, or a bad flag, exits 2 with one
-`error:` line on stderr. From a notebook (this module re-exports the analysis's functions):
+A missing, foreign or corrupted results directory, the same directory given twice, or a
+bad flag, exits 2 with one `error:` line on stderr, before anything is written. From a
+notebook (this module re-exports the analysis's functions):
 
     from overparam import analyze
     q = analyze.per_run_quantities(overparam.load("results/default"))
     fits = analyze.fit_table(q)                  # DataFrame, one fit per row
     print(analyze.format_table(fits))
     analyze.power_law_fit(x, y, groups=seeds)    # -> Fit(exponent, prefactor, ci_low, ...)
+    analyze.analyze(["results/gd", "results/sgd"])  # several sweeps, as the command line
 
 The quantities, their definitions and predictions: overparam.analysis.quantities.QUANTITIES
 (and the Definitions section of report.md); the fits: overparam.analysis.fits.
@@ -38,12 +53,15 @@ from overparam.analysis.fits import (
     Fit,
     fit_table,
     format_prediction,
+    median_interval,
     power_law_fit,
+    sweeps_fit_table,
 )
 from overparam.analysis.quantities import (
     QUANTITIES,
     QUANTITY,
     SETTINGS,
+    SWEEP,
     X_VARIABLE,
     X_VARIABLES,
     Quantity,
@@ -52,23 +70,30 @@ from overparam.analysis.quantities import (
     group_label,
     per_run_quantities,
     predicted_exponent,
+    radius_bounds,
     run_settings,
+    sweep_labels,
 )
 from overparam.analysis.report import (
     analyze,
+    censored_counts,
+    check_distinct,
     format_table,
     markdown_table,
+    output_dir,
     rate_vs_theory,
     write_report,
 )
 from overparam.cli import fail, one_line
 
 __all__ = ["CI_METHODS", "CURVES", "FIT_COLUMNS", "QUANTITIES", "QUANTITY", "SETTINGS",
-           "X_VARIABLE", "X_VARIABLES", "Fit", "Quantity", "QuantityOptions", "XVariable",
-           "analyze", "fit_table", "format_prediction", "format_table", "group_label",
-           "markdown_table", "per_run_quantities", "plot_curves", "plot_fit",
-           "power_law_fit", "predicted_exponent", "rate_vs_theory", "run", "run_settings",
-           "write_figures", "write_report"]
+           "SWEEP", "X_VARIABLE", "X_VARIABLES", "Fit", "Quantity", "QuantityOptions",
+           "XVariable", "analyze", "censored_counts", "check_distinct", "fit_table",
+           "format_prediction", "format_table", "group_label", "markdown_table",
+           "median_interval", "output_dir", "per_run_quantities", "plot_curves", "plot_fit",
+           "power_law_fit", "predicted_exponent", "radius_bounds", "rate_vs_theory", "run",
+           "run_settings", "sweep_labels", "sweeps_fit_table", "write_figures",
+           "write_report"]
 
 PRINTED_ROWS = 80  # rows of the table the command line prints
 
@@ -78,8 +103,11 @@ def _define_flags():
 
     f = flags
     return dict(
-        results=f.DEFINE_string("results", None, "Results directory of a finished sweep."),
-        out=f.DEFINE_string("out", None, "Output directory (default RESULTS/analysis)."),
+        results=f.DEFINE_multi_string(
+            "results", None, "Results directory of a finished sweep; repeat it to analyze "
+            "several side by side."),
+        out=f.DEFINE_string("out", None, "Output directory (default RESULTS/analysis; with "
+                            "several --results, FIRST/analysis/compare_<names>)."),
         loss_threshold=f.DEFINE_float(
             "loss_threshold", 1e-3, "steps_to_loss_threshold: first step with loss <= this "
             "times the run's initial loss."),
@@ -98,6 +126,12 @@ def _define_flags():
 def _check_flags(v: dict) -> None:
     if not v["results"]:
         fail("--results: required, e.g. --results=results/default")
+    if any(not p for p in v["results"]):
+        fail("--results: an empty directory name")
+    try:
+        check_distinct(v["results"])
+    except ValueError as e:
+        fail(one_line(e))
     if not v["loss_threshold"] > 0:
         fail(f"--loss_threshold: must be > 0, got {v['loss_threshold']}")
     if not 0 < v["tail_fraction"] <= 1:
@@ -136,7 +170,10 @@ def run(argv: list[str] | None = None) -> None:
             fail(one_line(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}" if e.filename else f"analysis failed: {e}")
-        out = Path(v["out"]) if v["out"] else Path(v["results"]) / "analysis"
+        out = Path(fits.attrs["out"])
+        for path in fits.attrs["partial"]:
+            print(f"partial: {path} is still running (or interrupted); analyzed: the runs "
+                  "of its finished batches")
         print(format_table(fits, max_rows=PRINTED_ROWS))
         print(f"\nreport: {out / 'report.md'}   tables: {out / 'fits.csv'}, "
               f"{out / 'per_run.parquet'}")

@@ -1,19 +1,23 @@
 """Tests of overparam.analyze (the command line) and overparam.analysis: the seed bootstrap,
 fits of real tiny sweeps against a direct pandas computation, diverged runs, optional
-columns, the registries of quantities and x variables, the report's files and the CLI.
+columns, the registries of quantities and x variables, the report's files and the CLI;
+the paper figures (sizes, fonts, legends, colours, PNG and PDF, medians with bootstrap
+intervals, bands, theory slopes and bounds, censored runs) and several sweeps side by side.
 
-Two real sweeps run in-process on the CPU (module fixtures, a few seconds each): a Du-style
-width sweep with one absurd step size that diverges, and a deep zou classification sweep
-with SGD over two depths.
+Three real sweeps run in-process on the CPU (module fixtures, a few seconds each): a
+Du-style width sweep with one absurd step size that diverges, a deep zou classification
+sweep with SGD over two depths, and a smaller SGD twin of the first (to compare with it).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ import pytest
 import overparam
 from overparam import analyze, engine, schema, theory
 from overparam import config as config_lib
-from overparam.analysis import quantities
+from overparam.analysis import figures, quantities
 from overparam.analysis.quantities import QuantityOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,8 +161,9 @@ def test_analysis_writes_report_tables_and_every_linked_figure(du_analysis):
     assert links and all((out / link).is_file() for link in links), links
     assert {"figures/fit_max_radius_rowmax_vs_width.png", "figures/curves_loss.png",
             "figures/curves_flip_frac.png"} <= set(links)
+    # figures/ holds exactly the linked PNGs, each with its PDF beside it (same basename).
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
-        Path(link).name for link in links)
+        name for link in links for name in (Path(link).name, Path(link).stem + ".pdf"))
     pd.testing.assert_frame_equal(pd.read_csv(out / "fits.csv")[["quantity", "exponent"]],
                                   fits[["quantity", "exponent"]])
     per_run = pd.read_parquet(out / "per_run.parquet")
@@ -382,3 +387,363 @@ def test_cli_reports_a_corrupted_results_directory(du, tmp_path):
     proc = _cli(f"--results={results}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and "corrupted" in proc.stderr
+
+
+# ------------------------------------------------------------------ medians over seeds
+
+def _slow_median_interval(values, n_boot, level, seed):
+    """median_interval written out: the same index draws, then plain Python."""
+    v = [x for x in values if not math.isnan(x)]
+    k = len(v)
+
+    def median(xs):
+        xs = sorted(xs)
+        return xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2
+
+    draws = np.random.default_rng(seed).integers(0, k, size=(n_boot, k))
+    medians = sorted(median([v[i] for i in row]) for row in draws)
+    q = (1 - Fraction(str(level))) / 2
+    return median(v), medians[math.ceil(n_boot * q) - 1], medians[math.ceil(n_boot * (1 - q)) - 1]
+
+
+def test_median_interval_is_the_seed_bootstrap_of_the_median():
+    rng = np.random.default_rng(5)
+    for k, n_boot, level in ((3, 1000, 0.95), (4, 999, 0.9), (7, 2000, 0.95), (10, 400, 0.8)):
+        v = rng.lognormal(size=k)
+        got = analyze.median_interval(v, n_boot=n_boot, level=level, seed=k)
+        assert got == pytest.approx(_slow_median_interval(list(v), n_boot, level, k), abs=0)
+        assert got == analyze.median_interval(v, n_boot=n_boot, level=level, seed=k)
+        assert got[1] <= got[0] <= got[2] and v.min() <= got[1] and got[2] <= v.max()
+    # Censored values (+inf: above every observed one) and undefined ones (NaN, left out).
+    v = [3.0, np.inf, 1.0, np.nan, np.inf, 2.0]
+    got = analyze.median_interval(v, n_boot=500, seed=1)
+    assert got == _slow_median_interval(v, 500, 0.95, 1)
+    assert got[0] == 3.0 and got[2] == np.inf  # 1, 2, 3, inf, inf
+    assert analyze.median_interval([np.inf, np.inf, 4.0])[0] == np.inf
+    one = analyze.median_interval([2.0, np.nan])
+    assert one[0] == 2.0 and np.isnan(one[1]) and np.isnan(one[2])
+    # Against the exact bootstrap distribution: of the 27 resamples of 3 values, the median
+    # is the smallest in 7 and the largest in 7 (2.5% < 7/27), so the 95% interval is the
+    # whole range.
+    assert analyze.median_interval([1.0, 2.0, 4.0], n_boot=4000, seed=3) == (2.0, 1.0, 4.0)
+
+
+# ------------------------------------------------------------------ paper figures
+
+def _luminance(color) -> float:
+    """WCAG relative luminance of an RGB(A) colour (0 black, 1 white)."""
+    from matplotlib.colors import to_rgb
+
+    c = np.asarray(to_rgb(color))
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(c @ [0.2126, 0.7152, 0.0722])
+
+
+def _drawn(fig):
+    """fig drawn on an Agg canvas (layout done), and its renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _check_paper_figure(fig) -> None:
+    """Paper size, every text >= 8 pt, legends clear of every panel's data area."""
+    import matplotlib.text
+
+    assert fig.get_figwidth() in (figures.COLUMN_WIDTH_IN, figures.PAGE_WIDTH_IN)
+    renderer = _drawn(fig)
+    small = [(t.get_text(), t.get_fontsize()) for t in fig.findobj(matplotlib.text.Text)
+             if t.get_fontsize() < 8]
+    assert not small, small
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    legends = list(fig.legends) + [ax.get_legend() for ax in panels if ax.get_legend()]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in panels:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (
+                [t.get_text() for t in legend.get_texts()], ax.get_title())
+
+
+def _every_figure(du, deep, du_analysis):
+    _, fits = du_analysis
+    per_run = analyze.per_run_quantities(du, loss_threshold=0.5)
+    for quantity, x in dict.fromkeys(zip(fits.quantity, fits.x)):
+        if np.isfinite(fits.exponent[(fits.quantity == quantity) & (fits.x == x)]).any():
+            yield analyze.plot_fit(per_run, fits, quantity, x,
+                                   options=QuantityOptions(loss_threshold=0.5), n_boot=100)
+    for column in analyze.CURVES:
+        yield analyze.plot_curves(du, column)
+    deep_run = analyze.per_run_quantities(deep)
+    deep_fits = analyze.fit_table(deep_run, n_boot=100)
+    yield analyze.plot_fit(deep_run, deep_fits, "max_radius_spectral", "depth", n_boot=100)
+    yield analyze.plot_curves(deep, "radius_spectral")
+
+
+def test_every_figure_has_paper_size_8pt_text_and_legends_outside_the_data(du, deep,
+                                                                          du_analysis):
+    import matplotlib
+
+    before = dict(matplotlib.rcParams)
+    # The caller's defaults must not matter: every size is the figure's own.
+    with matplotlib.rc_context({"font.size": 5, "xtick.labelsize": 5, "ytick.labelsize": 5,
+                                "legend.fontsize": 5, "axes.titlesize": 5}):
+        made = 0
+        for fig in _every_figure(du, deep, du_analysis):
+            _check_paper_figure(fig)
+            made += 1
+    assert made >= 14
+    assert dict(matplotlib.rcParams) == before  # nothing leaked into the global state
+
+
+def test_colours_are_readable_on_white(du):
+    assert all(_luminance(c) < 0.32 for c in figures.PALETTE)
+    colors = figures.width_colors([16, 64, 256, 1024, 4096])
+    assert _luminance(colors[4096]) < 0.4  # the widest width: not yellow on white
+    assert len(set(colors.values())) == 5
+    fig = analyze.plot_curves(du, "loss")
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    widest = [line for line in ax.get_lines()
+              if line.get_color() == figures.width_colors(WIDTHS)[max(WIDTHS)]]
+    assert widest and all(_luminance(line.get_color()) < 0.4 for line in widest)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert f"m = {max(WIDTHS)} ({SEEDS} seeds)" in labels
+
+
+def test_each_figure_is_a_png_at_200_dpi_and_a_pdf_beside_it(du_analysis):
+    from PIL import Image
+
+    out, _ = du_analysis
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(pngs) >= 10
+    for png in pngs:
+        pdf = png.with_suffix(".pdf")
+        assert pdf.is_file() and pdf.read_bytes()[:5] == b"%PDF-", pdf
+        assert b"/Type3" not in pdf.read_bytes(), pdf  # TrueType fonts, as venues ask
+        with Image.open(png) as image:
+            dpi = image.info["dpi"][0]
+            assert dpi >= 199.5, (png, dpi)
+            assert image.width / dpi == pytest.approx(figures.COLUMN_WIDTH_IN, abs=0.02) or (
+                image.width / dpi == pytest.approx(figures.PAGE_WIDTH_IN, abs=0.02)), png
+    report = (out / "report.md").read_text()
+    assert "(figures/fit_max_radius_rowmax_vs_width.pdf)" in report
+
+
+def test_scaling_figure_medians_band_theory_slope_and_du_bound(du, du_analysis):
+    _, fits = du_analysis
+    per_run = analyze.per_run_quantities(du, loss_threshold=0.5)
+    bounds = analyze.radius_bounds(du)
+    fig = analyze.plot_fit(per_run, fits, "max_radius_rowmax", "width", bounds=bounds,
+                           n_boot=300, seed=7)
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    ok = per_run[(per_run.quantity == "max_radius_rowmax") & (per_run.lr == 0.1)]
+    # Medians with bootstrap error bars: median_interval of each width's seeds.
+    (bars,) = ax.containers
+    line, _, (segments,) = bars
+    for (xv, med), seg in zip(line.get_xydata(), segments.get_segments()):
+        expected = analyze.median_interval(ok.value[ok.width == xv], n_boot=300, seed=7)
+        assert med == pytest.approx(expected[0], rel=1e-12)
+        assert seg[:, 1] == pytest.approx(expected[1:], rel=1e-12)
+    # The fit's interval as a band through the fit's centre (the geometric mean of m).
+    fit = _fit(fits, "max_radius_rowmax", lr_config="0.1")
+    x0 = math.exp(np.log(ok.width).mean())
+    y0 = fit.prefactor * x0 ** fit.exponent
+    (band,) = [c for c in ax.collections if c.get_label() == "_band"]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.max() == pytest.approx(
+        max(y0 * (m / x0) ** e for m in (16, 256) for e in (fit.ci_low, fit.ci_high)), rel=1e-9)
+    # The theory line: a slope only, through the fit's centre, and said to be so.
+    (theory_line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("theory")]
+    tx, ty = theory_line.get_xydata().T
+    assert np.polyfit(np.log(tx), np.log(ty), 1)[0] == pytest.approx(-0.5)
+    assert np.interp(np.log(x0), np.log(tx), np.log(ty)) == pytest.approx(np.log(y0))
+    assert "slope" in theory_line.get_label() and "only" in theory_line.get_label()
+    assert f"through the fit at m = {x0:.3g}" in theory_line.get_label()
+    # Du et al.'s R', absolute: the median over seeds at each width.
+    (bound,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("Du et al.")]
+    expected = bounds.merge(du.runs[["run_id", "width"]]).groupby("width").bound.median()
+    np.testing.assert_allclose(bound.get_xydata(), np.c_[expected.index, expected.values])
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "Du et al. bound" in legend and "absolute" in legend and "theory: slope" in legend
+
+
+def test_radius_bound_is_du_et_al_s_r_prime_from_each_run_s_initial_outputs(du):
+    from overparam import model
+
+    bounds = analyze.radius_bounds(du)
+    ok = du.runs[du.runs.status == "ok"]
+    assert sorted(bounds.run_id) == sorted(ok.run_id)  # diverged runs: no bound
+    assert (bounds.quantity == "max_radius_rowmax").all() and (bounds.layer == 1).all()
+    for run in ok.iloc[[0, -1]].itertuples():
+        X, y = du.dataset(run.dataset_id)
+        u0 = np.asarray(model.apply(du.initial_net(run.run_id), X, param="du")[0])
+        direct = theory.du_radius_bound(X, y, u0, run.width)
+        assert bounds.set_index("run_id").bound[run.run_id] == pytest.approx(direct, rel=1e-9)
+    deep_runs = du.runs.assign(param="zou")  # outside Du et al.'s setting: no bound
+    assert analyze.radius_bounds(overparam.Results(du.path, deep_runs, du.steps, du.layers,
+                                                   du.manifest)).empty
+
+
+def test_loss_curves_draw_du_et_al_s_bound_and_the_kernel_s(du):
+    b = quantities.loss_bounds(du)
+    run = du.runs[du.runs.status == "ok"].iloc[0]
+    mine = b[b.run_id == run.run_id].set_index("step")
+    loss0 = du.steps[(du.steps.run_id == run.run_id) & (du.steps.step == 0)].loss.iloc[0]
+    t = mine.index.to_numpy()
+    np.testing.assert_allclose(mine.du_bound, loss0 * theory.du_linear_rate(run.lr,
+                                                                           run.lambda0, t))
+    rate = theory.kernel_loss_rate(run.lr, run.lambda0, reduction="sum")
+    np.testing.assert_allclose(mine.kernel, loss0 * np.exp(-rate * t))
+    assert set(b.run_id) == set(du.runs.run_id[du.runs.status == "ok"])
+    fig = analyze.plot_curves(du, "loss")
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    black = [ln for ln in ax.get_lines() if ln.get_color() == "black"]
+    assert sorted(ln.get_linestyle() for ln in black) == ["--", ":"]
+    (dashed,) = [ln for ln in black if ln.get_linestyle() == "--"]
+    expected = b.groupby("step").du_bound.median()
+    np.testing.assert_allclose(dashed.get_ydata(), expected.to_numpy())
+    labels = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "Du et al. Thm 4.1 bound" in labels and "kernel, slowest mode" in labels
+
+
+def test_gram_change_curves_leave_out_step_0_and_its_round_off(du):
+    fig = analyze.plot_curves(du, "gram_change")
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    drawn = [ln for ln in ax.get_lines() if len(ln.get_xdata())]
+    assert drawn and all(min(ln.get_xdata()) > 0 for ln in drawn)
+    steps = du.steps.merge(du.runs[du.runs.status == "ok"][["run_id", "width"]])
+    roundoff = steps.gram_change[steps.step == 0].max()
+    later = steps[steps.step > 0].dropna(subset=["gram_change"])
+    medians = later.groupby(["width", "step"]).gram_change.median()
+    bottom, top = ax.get_ylim()
+    assert bottom >= 10 * roundoff and bottom <= medians.min() and top >= medians.max()
+    assert top / bottom < 1e3  # the range of the changes, not down to round-off (1e-8)
+    assert "step 0 not drawn" in fig.get_suptitle().replace("\n", " ")
+
+
+def test_censored_runs_are_drawn_at_the_top_and_counted_per_width(du):
+    # A loss threshold that every run of one width misses, and some other run reaches.
+    ok = du.steps[du.steps.run_id.isin(du.runs.run_id[du.runs.status == "ok"])]
+    ratio = ok.groupby("run_id").loss.min() / ok.groupby("run_id").loss.first()
+    ratio = ratio.to_frame("r").join(du.runs.set_index("run_id").width)
+    per_width = ratio.groupby("width").r.min()
+    threshold = float((per_width.max() + ratio.r.min()) / 2)
+    never = (ratio.r > threshold).groupby(ratio.width).sum()
+    assert never.max() == SEEDS and never.min() < SEEDS  # one width all censored
+
+    per_run = analyze.per_run_quantities(du, loss_threshold=threshold)
+    fits = analyze.fit_table(per_run, n_boot=100)
+    table = analyze.censored_counts(per_run)
+    rows = table[table.quantity == "steps_to_loss_threshold"].set_index("width")
+    assert rows.censored.to_dict() == {w: n for w, n in never.items() if n}
+    assert (rows.runs == SEEDS).all() and (rows.off_axis == 0).all()
+
+    fig = analyze.plot_fit(per_run, fits, "steps_to_loss_threshold", "width",
+                           options=QuantityOptions(loss_threshold=threshold))
+    ax = [a for a in fig.axes if a.get_visible()][0]
+    counts = {round(a.xy[0]): int(a.get_text()) for a in ax.texts}
+    assert counts == {w: n for w, n in never.items() if n}
+    markers = [ln for ln in ax.get_lines() if ln.get_label() == "_censored"]
+    assert {round(ln.get_xdata()[0]) for ln in markers} == set(counts)
+    assert all(ln.get_marker() == "^" and ln.get_ydata()[0] > 0.9 for ln in markers)
+    points = {round(x) for c in ax.collections if c.get_label() == "_runs"
+              for x in c.get_offsets()[:, 0]}
+    assert points | set(counts) == set(WIDTHS)  # no width silently left out
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "never reached the loss threshold" in legend and "not > 0" not in legend
+
+
+# ------------------------------------------------------------------ several sweeps
+
+@pytest.fixture(scope="module")
+def sgd(tmp_path_factory):
+    """The du sweep's SGD twin, smaller: batches of 8, widths 16 and 64, 2 seeds."""
+    out = tmp_path_factory.mktemp("analyze") / "sgd"
+    return _sweep(out, name="sgd", widths=WIDTHS[:2], num_seeds=2, steps=10, d=8, n=(16,),
+                  lr=(0.1,), optimizer=("sgd",), batch_size=(8,))
+
+
+def test_two_sweeps_are_fitted_each_on_its_own_and_drawn_together(du, sgd, du_analysis,
+                                                                  tmp_path):
+    _, du_fits = du_analysis
+    assert analyze.SWEEP not in du_fits  # one sweep: the columns of old
+    out = tmp_path / "both"
+    fits = analyze.analyze([du.path, sgd.path], out=out, loss_threshold=0.5, plots=False)
+    assert fits.attrs["out"] == str(out) and list(fits.columns[:2]) == ["sweep", "quantity"]
+    assert list(dict.fromkeys(fits.sweep)) == ["du", "sgd"]
+    pd.testing.assert_frame_equal(
+        fits[fits.sweep == "du"].drop(columns="sweep").reset_index(drop=True), du_fits)
+    alone = analyze.fit_table(analyze.per_run_quantities(sgd, loss_threshold=0.5))
+    pd.testing.assert_frame_equal(
+        fits[fits.sweep == "sgd"].drop(columns="sweep").reset_index(drop=True), alone)
+    assert list(pd.read_csv(out / "fits.csv").columns) == list(fits.columns)
+    per_run = pd.read_parquet(out / "per_run.parquet")
+    assert set(per_run.sweep) == {"du", "sgd"}
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Comparison of sweeps `du`, `sgd`")
+    assert f"- `du`: `{du.path}`." in report and f"- `sgd`: `{sgd.path}`." in report
+    assert f"into `{out}`" in report and "| sweep | quantity |" in report
+
+    # The figures overlay the sweeps: one panel of lr=0.1 holds both, told apart.
+    fig = analyze.plot_fit(per_run, fits, "max_radius_rowmax", "width",
+                           bounds=analyze.radius_bounds(du).assign(sweep="du"), n_boot=100)
+    _check_paper_figure(fig)
+    panel = [a for a in fig.axes if a.get_visible()][0]
+    assert panel.get_title() == "lr=0.1"
+    fit_labels = [t.get_text() for t in panel.get_legend().get_texts()]
+    assert [lab.split(":")[0] for lab in fit_labels] == ["du", "sgd"]
+    runs = [c for c in panel.collections if c.get_label() == "_runs"]
+    assert len(runs) == 2 and len({c.get_paths()[0].vertices.tobytes() for c in runs}) == 2
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "du (full batch, optimizer=gd)" in legend and "sgd (B=8, optimizer=sgd)" in legend
+    curves = analyze.plot_curves({"du": du, "sgd": sgd}, "loss")
+    _check_paper_figure(curves)
+    (ax,) = [a for a in curves.axes if a.get_visible()]
+    styles = {ln.get_linestyle() for ln in ax.get_lines() if ln.get_color() != "black"}
+    assert styles == {"-", "--"}
+    assert "seeds: du 3, sgd 2" in curves.get_suptitle().replace("\n", " ")
+
+
+def test_sweep_labels_are_config_names_or_directories_where_names_collide(du, sgd):
+    assert analyze.sweep_labels([du, sgd]) == ["du", "sgd"]
+    twin = overparam.Results(Path("elsewhere") / "b", du.runs, du.steps, du.layers,
+                             {**du.manifest, "config": {**du.manifest["config"]}})
+    assert analyze.sweep_labels([du, twin]) == [du.path.name, "b"]
+    same_dir = overparam.Results(Path("elsewhere") / du.path.name, du.runs, du.steps,
+                                 du.layers, du.manifest)
+    assert analyze.sweep_labels([du, same_dir]) == [str(du.path), str(same_dir.path)]
+    assert analyze.output_dir(["a", "b"], ["x y", "z/w"]) == Path("a/analysis/compare_x-y_z-w")
+    assert analyze.output_dir(["a"]) == Path("a/analysis")
+
+
+def test_cli_compares_two_sweeps(du, sgd, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(du.path, a, ignore=shutil.ignore_patterns("analysis"))
+    shutil.copytree(sgd.path, b, ignore=shutil.ignore_patterns("analysis"))
+    proc = _cli(f"--results={a}", f"--results={b}", "--n_boot=100", "--plots=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["sweep", "quantity", "vs"]
+    rowmax = [line.split()[0] for line in lines if "max_radius_rowmax" in line]
+    assert rowmax == ["du", "du", "sgd"]
+    out = a / "analysis" / "compare_du_sgd"
+    assert f"report: {out / 'report.md'}" in proc.stdout and (out / "report.md").is_file()
+    assert sorted(p.name for p in (a / "analysis").iterdir()) == ["compare_du_sgd"]
+    assert not (b / "analysis").exists()
+
+
+@pytest.mark.parametrize("second,message", [
+    ("{a}/../a/", "is given twice"),  # the same directory, spelt otherwise
+    ("{tmp}/missing", "not an overparam results directory"),
+])
+def test_cli_bad_sweeps_are_one_error_line_and_nothing_written(du, tmp_path, second,
+                                                               message):
+    a = tmp_path / "a"
+    shutil.copytree(du.path, a, ignore=shutil.ignore_patterns("analysis"))
+    proc = _cli(f"--results={a}", f"--results={second.format(a=a, tmp=tmp_path)}")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (a / "analysis").exists()

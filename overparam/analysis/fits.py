@@ -9,6 +9,9 @@ confidence interval resamples seeds: seed ids with replacement, all runs of the 
 seeds, refit (see `power_law_fit`). Each fit is set beside the quantity's prediction
 (quantities.predicted_exponent), which THEORY.md section 5 gives for the width only, and
 only with the width-stable step size of the parameterization (theory.width_stable).
+Several sweeps analyzed together (a SWEEP column) are fitted each on its own, and the
+table gains a first column SWEEP. The figures' per-width medians and their seed-bootstrap
+intervals are `median_interval`.
 
 Owns the fitting and the fit table's columns and order. Reads the per-run table of
 `quantities`; never reads results directories, plots or writes a file.
@@ -28,6 +31,7 @@ from overparam.analysis.quantities import (
     QUANTITIES,
     QUANTITY,
     SETTINGS,
+    SWEEP,
     X_VARIABLES,
     group_label,
     predicted_exponent,
@@ -133,6 +137,35 @@ def _interval(slope: float, boot: np.ndarray, G: int, level: float,
     return float(lo), float(hi), se
 
 
+def median_interval(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """(median, lo, hi): the median of `values`, one per seed, and its percentile bootstrap
+    interval at `level` over the seeds.
+
+    NaN values are left out; +inf may stand for a censored value (above every observed
+    one), and then the median or an end of the interval may be +inf. The resamples: one
+    (n_boot, k) draw of indices in [0, k) from numpy.random.default_rng(seed), k the number
+    of values; each row's median (the mean of the middle two for even k). lo and hi are the
+    resampled medians' ceil(n_boot q)-th smallest for q = (1 - level) / 2 and 1 - q (the
+    inverted empirical CDF: no interpolation, which +inf would turn into NaN). Fewer than
+    two values or n_boot < 1: the
+    median and NaN, NaN. Deterministic for a given seed.
+    """
+    v = np.asarray(values, np.float64)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    median = float(np.median(v))
+    if len(v) < 2 or n_boot < 1:
+        return median, math.nan, math.nan
+    draws = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
+    medians = np.sort(np.median(v[draws], axis=1))
+    q = (1.0 - level) / 2.0
+    # ceil(n_boot q), rounded first so that 1000 x 0.025 is 25 despite binary fractions.
+    lo, hi = (max(math.ceil(round(n_boot * p, 9)), 1) - 1 for p in (q, 1.0 - q))
+    return median, float(medians[lo]), float(medians[hi])
+
+
 def format_prediction(lo: float, hi: float) -> str:
     """'-1/2', or '[-1/2, -1/3]' for an interval; '' for NaN."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -182,6 +215,24 @@ def fit_table(per_run: pd.DataFrame, *, x: Sequence[str] | None = None, n_boot: 
                 rows.append(_fit_row(grp, quantity, xv, key, group_label(key, shown),
                                      n_boot=n_boot, level=level, ci=ci, seed=seed))
     return _sorted_fits(pd.DataFrame(rows)) if rows else pd.DataFrame(columns=FIT_COLUMNS)
+
+
+def sweeps_fit_table(per_run: pd.DataFrame, **kw) -> pd.DataFrame:
+    """`fit_table` of each sweep of `per_run` (by its SWEEP column, in order of first
+    appearance) on its own, with the same options `kw`: columns SWEEP and FIT_COLUMNS; rows
+    by quantity and x (the registries' order), then by sweep, then as `fit_table` orders
+    them. Each sweep's rows are exactly its own `fit_table`'s."""
+    order = list(dict.fromkeys(per_run[SWEEP]))
+    tables = [fit_table(per_run[per_run[SWEEP] == s].drop(columns=SWEEP), **kw)
+              .assign(**{SWEEP: s}) for s in order]
+    fits = pd.concat([t for t in tables if len(t)] or [tables[0]], ignore_index=True)
+    fits = fits[[SWEEP, *FIT_COLUMNS]]
+    qorder = {q.name: i for i, q in enumerate(QUANTITIES)}
+    xorder = {v.name: i for i, v in enumerate(X_VARIABLES)}
+    keys = pd.DataFrame({"_q": fits.quantity.map(qorder), "_x": fits.x.map(xorder),
+                         "_s": fits[SWEEP].map({s: i for i, s in enumerate(order)})})
+    return fits.loc[keys.sort_values(["_q", "_x", "_s"], kind="stable").index].reset_index(
+        drop=True)
 
 
 def _group_keys(quantity: str, x: str) -> list[str]:

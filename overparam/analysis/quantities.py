@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from overparam import schema, store, theory
+
+SWEEP = "sweep"  # the column naming the sweep when several are analyzed together
 
 # Swept settings (config.SWEPT), as the columns of `per_run_quantities` that hold them.
 # lr_config is the config's lr as written (the step size of a run, column lr, is
@@ -85,6 +88,9 @@ class Quantity:
     compute(tables, options) -> its values, a Series indexed by run_id, or by (run_id,
     layer) if per_layer. prediction: the theory function of its exponent in the width,
     (param, *, lr_scaling, depth) -> Interval | None; None if the theory gives none.
+    censored: for a quantity whose value is missing (NaN) when the run never got there in
+    its recorded steps (a right-censored time), what that means, e.g. 'never reached the
+    loss threshold'; '' where a missing value is just undefined.
     """
 
     name: str
@@ -95,6 +101,7 @@ class Quantity:
     columns: tuple[str, ...]
     compute: Callable[[Tables, QuantityOptions], pd.Series]
     prediction: Callable[..., Interval | None] | None = None
+    censored: str = ""
 
     def __post_init__(self):
         for table, column in (c.split(".") for c in self.columns):
@@ -205,14 +212,16 @@ QUANTITIES = (
         label="steps",
         definition="first recorded step with zero training error (runs that never reach it "
                    "are counted in `excluded`).",
-        columns=("runs.steps_to_zero_error",), compute=_steps_to_zero_error),
+        columns=("runs.steps_to_zero_error",), compute=_steps_to_zero_error,
+        censored="never reached zero training error"),
     Quantity(
         "steps_to_loss_threshold", per_layer=False,
         title="Steps to the loss threshold",
         label=r"steps to loss $\leq$ {loss_threshold:g} $\times$ initial loss",
         definition="first recorded step with loss <= {loss_threshold:g} x the run's loss at "
                    "step 0 (never reached: `excluded`).",
-        columns=("steps.loss",), compute=_steps_to_loss_threshold),
+        columns=("steps.loss",), compute=_steps_to_loss_threshold,
+        censored="never reached the loss threshold"),
     Quantity(
         "convergence_rate", per_layer=False,
         title="Linear convergence rate of the loss",
@@ -345,3 +354,138 @@ def per_run_quantities(results: store.Results | str | os.PathLike, *,
         ["_q", "layer", *[c for c in SETTINGS if c != "lr_config"], "lr_config", "seed"],
         na_position="first", kind="stable")
     return out.drop(columns="_q").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- figures' kinds
+
+def value_kind(per_run: pd.DataFrame) -> pd.Series:
+    """What each row of `per_run_quantities` is in a log-log figure, aligned with it:
+
+      'fitted'    a finite value > 0: a point of the fit
+      'censored'  NaN of a quantity with `censored` (a time never reached within the
+                  recorded steps): above every observed value, drawn as censored
+      'off_axis'  a value <= 0, or NaN where that means undefined: below the log axis
+      'diverged'  the run diverged (left out of fits, counted)
+
+    Fits leave out all but 'fitted' (counted in n_excluded, n_diverged)."""
+    value = per_run.value.astype(float)
+    censoring = per_run.quantity.map({q.name: bool(q.censored) for q in QUANTITIES})
+    kind = np.where(np.isfinite(value) & (value > 0), "fitted",
+                    np.where(value.isna() & censoring.fillna(False).astype(bool), "censored",
+                             "off_axis"))
+    kind = np.where(per_run.status == "ok", kind, "diverged")
+    return pd.Series(kind, index=per_run.index, name="kind")
+
+
+def varying_within(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """The columns of `cols` that take two or more values within one sweep of `frame` (all
+    of it without a SWEEP column): what panels and groups are made of."""
+    if SWEEP not in frame:
+        return varying(frame, cols)
+    counts = frame.groupby(SWEEP, sort=False)[list(cols)].nunique(dropna=False)
+    return [c for c in cols if len(counts) and counts[c].max() > 1]
+
+
+def between_sweeps(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
+    """The columns of `cols` constant within each sweep of `frame` that differ between
+    sweeps: what tells the sweeps apart (none without a SWEEP column)."""
+    if SWEEP not in frame:
+        return []
+    within = set(varying_within(frame, cols))
+    return [c for c in varying(frame, cols) if c not in within]
+
+
+def sweep_labels(results: Sequence[store.Results]) -> list[str]:
+    """One label per sweep: its manifest's config name; where two sweeps share a name, the
+    directory names; where those collide too, the paths as given."""
+    names = [str(r.manifest.get("config", {}).get("name") or Path(r.path).name)
+             for r in results]
+    if len(set(names)) < len(names):
+        names = [Path(r.path).name or str(r.path) for r in results]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in results]
+    return names
+
+
+# ----------------------------------------------------------------------------- theory bounds
+
+def du_theorem_runs(runs: pd.DataFrame) -> pd.Series:
+    """The non-diverged runs in the setting of Du et al. 2018 (THEORY.md section 1), where
+    its absolute bounds are drawn: du, depth 1, squared loss, full-batch GD without
+    momentum, output layer not trained (either reduction: the mean's GD is the sum's with
+    step lr / n)."""
+    train_output = runs.train_output.astype(bool) if "train_output" in runs else False
+    return ((runs.param == "du") & (runs.depth == 1) & (runs.loss == "squared")
+            & (runs.optimizer == "gd") & (runs.momentum == 0) & ~train_output
+            & (runs.status == "ok"))
+
+
+def _sum_loss_step(runs: pd.DataFrame) -> pd.Series:
+    """The step size on the sum loss that each run's GD takes: lr, or lr / n for 'mean'."""
+    return runs.lr.astype(float) / np.where(runs.reduction == "mean", runs.n, 1)
+
+
+def radius_bounds(results: store.Results) -> pd.DataFrame:
+    """Du et al.'s R' = 4 sqrt(n) ||y - u(0)|| / (sqrt(m) lambda_0) (`theory.du_radius_bound`,
+    a bound on max_radius_rowmax) for each run of `du_theorem_runs`: columns run_id,
+    quantity ('max_radius_rowmax'), layer (1), bound. Empty if there is none.
+
+    u(0), the initial outputs, are not recorded: they are computed from the run's initial
+    weights (`Results.initial_net`, bit-identical to the engine's) and training set
+    (`Results.dataset`) by `model.apply`, in the run's dtype. R' is proportional to
+    ||y - u(0)|| / sqrt(m), so theory.du_radius_bound is called once per training set (its
+    eigendecomposition of H^inf is the costly part), at a unit residual and m = 1, and
+    scaled for each run.
+    """
+    columns = ["run_id", "quantity", "layer", "bound"]
+    runs = results.runs[du_theorem_runs(results.runs)]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    import jax  # the initial weights and outputs need JAX; nothing else here does
+
+    from overparam import model
+
+    data, factor, rows = {}, {}, []
+    for run in runs.itertuples():
+        if run.dataset_id not in data:
+            X, y = results.dataset(run.dataset_id)
+            unit = np.zeros(len(y))
+            unit[0] = 1.0
+            data[run.dataset_id] = X, y
+            factor[run.dataset_id] = theory.du_radius_bound(X, y, y - unit, 1)
+        X, y = data[run.dataset_id]
+        net = results.initial_net(run.run_id)
+        with jax.enable_x64(run.dtype == "float64"):
+            u0 = np.asarray(model.apply(net, np.asarray(X, run.dtype), param="du")[0],
+                            np.float64)
+        residual = np.linalg.norm(np.asarray(y, np.float64) - u0)
+        rows.append((run.run_id, "max_radius_rowmax", 1,
+                     factor[run.dataset_id] * residual / np.sqrt(run.width)))
+    out = pd.DataFrame(rows, columns=columns)
+    out["layer"] = out["layer"].astype("Int64")
+    return out
+
+
+def loss_bounds(results: store.Results) -> pd.DataFrame:
+    """The theory's loss curves for each run of `du_theorem_runs`, at its recorded steps t:
+    columns run_id, step, du_bound = loss(0) (1 - eta lambda_0 / 2)^t (Du et al.'s
+    Theorem 4.1 bound, `theory.du_linear_rate`) and kernel = loss(0) exp(-rate t), rate =
+    `theory.kernel_loss_rate` = -2 ln(1 - eta lambda_0), i.e. loss(0) (1 - eta lambda_0)^(2t):
+    infinite-width linearized GD's slowest eigendirection, a bound on its loss while eta
+    lambda_max <= 2 - eta lambda_0 (THEORY.md section 1). eta: the step on the sum loss (lr,
+    or lr / n for the mean reduction); lambda_0: the run's lambda0; loss(0): its loss at its
+    first recorded step (the theory bounds the ratio). Empty if there is none."""
+    runs = results.runs[du_theorem_runs(results.runs)]
+    steps = results.steps[results.steps.run_id.isin(runs.run_id)][["run_id", "step", "loss"]]
+    if steps.empty:
+        return pd.DataFrame(columns=["run_id", "step", "du_bound", "kernel"])
+    first = steps.groupby("run_id").step.transform("min")
+    loss0 = steps.loss.where(steps.step == first).groupby(steps.run_id).transform("max")
+    r = runs.set_index("run_id").loc[steps.run_id]
+    t = (steps.step - first).to_numpy(float)
+    eta, lam0 = _sum_loss_step(r).to_numpy(float), r.lambda0.to_numpy(float)
+    rate = theory.kernel_loss_rate(eta, lam0, reduction="sum")  # eta: already on the sum
+    return pd.DataFrame({
+        "run_id": steps.run_id.to_numpy(), "step": steps.step.to_numpy(),
+        "du_bound": loss0.to_numpy(float) * theory.du_linear_rate(eta, lam0, t),
+        "kernel": loss0.to_numpy(float) * np.exp(-rate * t)})
