@@ -23,6 +23,9 @@ endif
 
 STAMP := $(VENV)/.installed-$(DEVICE)
 OUT_FLAG := $(if $(OUT),--out=$(OUT),)
+# ARGS reach the command through the environment, split on spaces with globbing off
+# (`set -f`): flag values such as --config.loss=(hinge,logistic) are never shell syntax.
+export OVERPARAM_ARGS = $(ARGS)
 
 .PHONY: install sweep analyze test bench lint clean
 
@@ -35,19 +38,19 @@ $(STAMP): pyproject.toml
 	touch $@
 
 sweep: $(STAMP)
-	JAX_PLATFORMS=$(JAX_PLATFORMS_$(DEVICE)) $(PY) -m overparam.sweep \
-	    --config=$(CONFIG) --device=$(DEVICE) --analyze $(OUT_FLAG) $(ARGS)
+	set -f; JAX_PLATFORMS=$(JAX_PLATFORMS_$(DEVICE)) $(PY) -m overparam.sweep \
+	    --config=$(CONFIG) --device=$(DEVICE) --analyze $(OUT_FLAG) $$OVERPARAM_ARGS
 
 analyze: $(VENV)/.installed-cpu
 	@test -n "$(RESULTS)" || { echo "usage: make analyze RESULTS=results/<name>" >&2; exit 2; }
-	JAX_PLATFORMS=cpu $(PY) -m overparam.analyze --results=$(RESULTS) $(ARGS)
+	set -f; JAX_PLATFORMS=cpu $(PY) -m overparam.analyze --results=$(RESULTS) $$OVERPARAM_ARGS
 
 test: $(VENV)/.installed-cpu
 	JAX_PLATFORMS=cpu $(PY) -m pytest tests
 
 bench: $(VENV)/.installed-cpu
 	$(PY) -m pip install -q -e '.[bench]'
-	JAX_PLATFORMS=cpu $(PY) benchmarks/bench.py $(ARGS)
+	set -f; JAX_PLATFORMS=cpu $(PY) benchmarks/bench.py $$OVERPARAM_ARGS
 
 lint: $(VENV)/.installed-cpu
 	$(PY) -m ruff check overparam tests sweeps benchmarks

@@ -135,28 +135,33 @@ class Sweep:
     dataset: str = _field("sphere", _one_of(DATASETS),
                           "sphere: uniform on S^{d-1}; zou: unit norm, last coordinate mu")
     labels: str = _field("gaussian", _one_of(LABELS),
-                         "teacher: the sign of a random ReLU teacher; teacher_regression: "
-                         "its value")
+                         "gaussian: N(0, 1) targets; random_sign: +-1; teacher: the sign "
+                         "of a random ReLU teacher; teacher_regression: its value")
     phi: float = _field(0.0, _number(0.0, 2.0),
                         "distance >= phi between points of different classes (0: any)")
     mu: float = _field(0.5, _number(0.0, 1.0), "last coordinate of the zou dataset's points")
     teacher_width: int = _field(16, _integer(), "hidden width of the labels' teacher")
-    loss: tuple[str, ...] = _field(("squared",), _one_of(LOSSES), "training loss", swept=True)
+    loss: tuple[str, ...] = _field(("squared",), _one_of(LOSSES),
+                                   "squared, hinge, squared_hinge, exponential or logistic",
+                                   swept=True)
     reduction: str = _field("sum", _one_of(REDUCTIONS),
                             "sum (Du) or mean (Zou) of the loss over examples")
     optimizer: tuple[str, ...] = _field(("gd",), _one_of(OPTIMIZERS),
-                                        "gd: full batch; sgd: batches of batch_size",
+                                        "gd: full batch; sgd: batches of batch_size drawn from the "
+                                        "run's own key (optax)",
                                         swept=True)
     momentum: float = _field(0.0, _number(0.0, 1.0), "heavy-ball momentum (0: none)")
     lr: tuple[float | str, ...] = _field((0.1,), _step_size,
                                          "step size, or 'theory' (squared loss only)",
                                          swept=True)
     lr_scaling: str = _field("constant", _one_of(LR_SCALINGS),
-                             "inverse_width: the step size is lr / width")
+                             "constant, or inverse_width: the step size is lr / width "
+                             "(width-stable for zou and standard)")
     batch_size: tuple[int, ...] = _field((16,), _integer(), "SGD batch size (GD: n)",
                                          swept=True)
     param: tuple[str, ...] = _field(("du",), _one_of(PARAMS),
-                                    "parameterization (overparam.model)", swept=True)
+                                    "du, zou, ntk or standard (formulas in overparam/model.py)",
+                                    swept=True)
     train_output: bool = _field(False, _boolean, "also train the output layer")
     steps: int = _field(200, _integer(), "optimizer steps")
     record_every: int = _field(1, _integer(), "record every this many steps (and step 0)",
@@ -164,21 +169,26 @@ class Sweep:
     chunk_steps: int = _field(100, _integer(), "steps per compiled chunk (at most)",
                               identity=False)
     precision: str = _field("highest", _one_of(PRECISIONS),
-                            "matmul precision (TF32 fakes small radii)")
-    dtype: str = _field("float32", _one_of(DTYPES), "floating-point type")
+                            "matmul precision: highest, high or default (TF32 fakes small "
+                            "radii)")
+    dtype: str = _field("float32", _one_of(DTYPES), "float32 or float64")
     power_tol: float = _field(1e-6, _number(0.0, 0.1, open_low=True),
                               "relative tolerance of the spectral-norm iteration",
                               identity=False)
     power_max_iters: int = _field(100, _integer(), "iterations of the spectral norm at most",
                                   identity=False)
     regression_tol: float = _field(1e-2, _number(0.0, open_low=True),
-                                   "a regression error is |f - y| > regression_tol",
+                                   "a real-valued target counts as an error when its residual "
+                                   "exceeds this",
                                    identity=False)
     memory_budget_mb: float = _field(0.0, _number(0.0),
-                                     "device memory per program (0: a share of the free memory)",
+                                     "device memory per compiled program in MiB (0: 60% of the "
+                                     "accelerator's free memory, 30% of RAM on the CPU)",
                                      identity=False)
     checkpoint_seconds: float = _field(60.0, _number(0.0),
-                                       "checkpoint cadence (overparam.checkpoint.Cadence)",
+                                       "a batch is checkpointed once this many seconds have passed "
+                                       "since its last checkpoint, and 20 times the last one's "
+                                       "duration (0: after every chunk)",
                                        identity=False)
     gram_every: int = _field(0, _integer(low=0), "NTK Gram statistics every this many steps "
                              "(0: off)", identity=False)
@@ -198,6 +208,19 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 SWEPT = tuple(f.name for f in FIELDS if f.metadata["swept"])
 # Fields that change what is recorded or how the work is split, not what is trained.
 NOT_IDENTITY = tuple(f.name for f in FIELDS if not f.metadata["identity"])
+
+
+def markdown() -> str:
+    """The README's table of fields: name, default and doc, a row each (a test keeps the
+    two equal)."""
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for f in FIELDS:
+        notes = [note for note, on in (("swept: a tuple", f.metadata["swept"]),
+                                       ("not part of run_id", not f.metadata["identity"])) if on]
+        doc = f.metadata["doc"] + (f" ({'; '.join(notes)})" if notes else "")
+        default = repr(f.default).replace("|", "\\|")
+        rows.append(f"| `{f.name}` | `{default}` | {doc} |")
+    return "\n".join(rows) + "\n"
 
 
 def default_config():
@@ -378,3 +401,7 @@ def expand(s: Sweep) -> list[Run]:
                             batch_size=batch, param=param, dataset_id=did,
                             init_tag=init_tag, batch_tag=batch_tag))
     return runs
+
+
+if __name__ == "__main__":  # the README's table of fields: python -m overparam.config
+    print(markdown(), end="")

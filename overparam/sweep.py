@@ -12,7 +12,9 @@ second sweep on an --out that a running one holds, and a fault during a run
 (a full disk), which leaves the sweep resumable. Re-running the same command
 after a crash or an interrupt resumes the sweep; on a finished sweep it
 verifies the files and does nothing. SIGINT/SIGTERM stop cleanly (at the next
-chunk boundary once training has started) with exit 128 + signal number.
+chunk boundary once training has started, which the first Ctrl-C says at once)
+with exit 128 + signal number; a second Ctrl-C stops at once, leaving the sweep
+resumable (the chunks it cut short are recomputed).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import shlex
 import signal
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from overparam import config as config_lib
@@ -131,8 +133,17 @@ def _join_processes() -> None:
         fail(f"--multihost: could not join the other processes ({one_line(e)})")
 
 
+def _quiet_logging() -> None:
+    """absl logs every INFO record to stderr by default, JAX's search for backends that
+    are not there included ("Unable to initialize backend 'tpu'"): warnings and errors
+    only, unless --verbosity is given."""
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 def main(argv: list[str]) -> None:
     del argv
+    _quiet_logging()
     from overparam import store
 
     store.crash_point("import")
@@ -163,8 +174,16 @@ def main(argv: list[str]) -> None:
               f"{summary.throughput:,.0f} network-steps/s; {summary.num_diverged} diverged")
         print(f"results: {summary.out}   load: overparam.load({str(summary.out)!r})")
     if _ANALYZE.value and not _DRY_RUN.value and multihost.is_leader():
+        from pathlib import Path
+
         from overparam import analyze
 
+        report = Path(out) / "analysis" / "report.md"
+        if summary is None and report.is_file() and (
+                report.stat().st_mtime >= (Path(out) / store.MANIFEST).stat().st_mtime):
+            print(f"its analysis is up to date: {report} (make analyze RESULTS={out} "
+                  "redoes it)")
+            return
         fits = analyze.analyze(out)
         print(f"\nfitted exponents ({out}/analysis/report.md):")
         print(analyze.format_table(fits))
@@ -176,10 +195,15 @@ def run() -> None:
     try:
         app.run(main, flags_parser=parse_flags)
     except (interrupt.Interrupted, KeyboardInterrupt) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"\ninterrupted by {signal.Signals(signum).name}: stopped cleanly, nothing "
-              f"written is lost; resume with the same command:\n  {resume_command()}",
-              file=sys.stderr)
+        signum, now = getattr(e, "signum", signal.SIGINT), getattr(e, "now", False)
+        how = ("stopped now, the chunks in progress will be recomputed" if now else
+               "stopped cleanly, nothing written is lost")
+        print(f"\ninterrupted by {signal.Signals(signum).name}: {how}; resume with the same "
+              f"command:\n  {resume_command()}", file=sys.stderr)
+        if now:  # not waiting for the writer thread, whose chunk a resume recomputes
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)
         sys.exit(128 + signum)
 
 

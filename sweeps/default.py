@@ -4,8 +4,9 @@
 
 n = 64 points uniform on the unit sphere in R^16, Gaussian targets, squared
 loss summed over examples (Du et al., eq. 2), full-batch GD with eta = 0.1,
-first layer trained, 16 seeds per width, 200 steps, every metric every step:
-80 networks. Runtime: about a minute on a 2-core CPU, seconds on a GPU.
+first layer trained, 16 seeds per width, 200 steps, every metric every step
+and the NTK Gram statistics every 10 steps: 64 networks. Runtime: about half
+a minute on a 2-core CPU with `make sweep`'s analysis, seconds on a GPU.
 
 Expected: loss falls linearly (log-loss slope ~ 2 log(1 - eta lambda_0));
 max row radius, relative spectral radius and final flip fraction fall like

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,12 @@ def test_du_sweep_manifest(du_results):
     assert manifest["timings"]["total"] > 0
     if (ROOT / ".git").exists():
         assert isinstance(manifest["git_commit"], str) and len(manifest["git_commit"]) >= 40
+        assert isinstance(manifest["git_dirty"], bool)
+    # Every runtime dependency pyproject.toml declares, with its version.
+    declared = re.findall(r'^  "([A-Za-z0-9_.-]+)', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert {"scipy", "matplotlib", "flax", "absl-py"} <= set(declared)
+    for name in declared:
+        assert manifest["versions"][name], name
 
 
 def test_du_sweep_leaves_no_temp_files(du_results):
@@ -331,3 +338,15 @@ def test_device_error_names_backend(tmp_path):
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
     assert "cpu" in last and "gpu" in last
     assert not (tmp_path / "out").exists()
+
+
+def test_a_plain_run_prints_no_backend_search(tmp_path):
+    """Without JAX_PLATFORMS, JAX looks for backends that are not there; that INFO line
+    ("Unable to initialize backend 'tpu'") is not the user's business."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    proc = subprocess.run([sys.executable, "-m", "overparam.sweep", "--config=sweeps/default.py",
+                           "--config.widths=(8,)", "--dry_run", f"--out={tmp_path / 'r'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Unable to initialize backend" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
