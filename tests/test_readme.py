@@ -215,6 +215,21 @@ def test_running_it_again_does_nothing(default_sweep):
     assert after == before
 
 
+def test_make_analyze_prints_the_table_make_sweep_printed(default_sweep):
+    """`make analyze RESULTS=results/default` is this command (Makefile)."""
+    here, make_sweep_stdout = default_sweep
+    assert "make analyze RESULTS=results/default" in README
+    proc = subprocess.run([sys.executable, "-m", "overparam.analyze",
+                           "--results=results/default"], cwd=here, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = make_sweep_stdout[make_sweep_stdout.index("quantity "):].strip()
+    assert table in proc.stdout
+    figures = here / "results/default/analysis/figures"
+    pngs = sorted(p.stem for p in figures.glob("*.png"))
+    assert pngs and pngs == sorted(p.stem for p in figures.glob("*.pdf"))
+
+
 def test_the_readme_says_nothing_of_issues_or_sessions():
     for word in ("issue", "session"):
         hits = [x for x in README.splitlines() if re.search(rf"\b{word}s?\b", x, re.I)]
