@@ -382,5 +382,8 @@ def discard(out: Path, batch: int) -> None:
 
 
 def finish(out: Path) -> None:
-    """Removes the per-batch state of a complete sweep."""
+    """Removes the per-batch state of a complete sweep (and any temporary file a crash
+    left): at its end, and again whenever it is found complete, since a kill between the
+    complete manifest and this cleanup leaves them."""
     shutil.rmtree(out / STATE, ignore_errors=True)
+    clean_leftovers(out)

@@ -77,6 +77,7 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
         if mode == "complete" and not dry_run:
             checkpoint.verify_complete(out, manifest)
             if multihost.is_leader():
+                checkpoint.finish(out)  # what a kill right after completing left behind
                 log_fn(f"{out} already holds this sweep, complete and verified: nothing to "
                        "do (--overwrite recomputes it)")
             return None

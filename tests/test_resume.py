@@ -9,6 +9,7 @@ import json
 import os
 import random
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from tables import assert_same_tables
 
 import overparam
 from overparam import config as config_lib
-from overparam import engine, programs
+from overparam import engine, programs, store
 
 ROOT = Path(__file__).resolve().parents[1]
 # A checkpoint after every chunk (checkpoint_seconds=0), so that crashes land between
@@ -159,6 +160,21 @@ def test_twenty_external_sigkills_at_random_moments_then_one_resume(long_referen
         proc.communicate(timeout=60)
     assert _cli(out, args=LONG).returncode == 0
     assert_same_tables(long_reference, out)
+
+
+def test_a_kill_right_after_the_complete_manifest_is_cleaned_up_by_the_next_run(reference,
+                                                                                tmp_path):
+    """A kill between the complete manifest and the removal of .state leaves both; the next
+    run finds the sweep complete, does nothing to its tables and removes them."""
+    out = tmp_path / "r"
+    shutil.copytree(reference, out)
+    (out / ".state").mkdir()
+    (out / ".state" / "b00000.npz").write_bytes(b"half removed")
+    leftover = out / f".manifest.json.0123abcd{store.TEMP_SUFFIX}"
+    leftover.write_text("{")
+    proc = _cli(out)
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout, proc.stderr[-2000:]
+    assert_same_tables(reference, out)
 
 
 def test_a_signal_during_start_up_is_a_clean_stop_that_writes_nothing(tmp_path):
