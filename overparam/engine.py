@@ -261,9 +261,7 @@ class _Job:
                 if b.index not in self.finished:
                     self.finished[b.index] = checkpoint.load(self.out, b.index)
         table = records.runs_of(self.sweep, self.prepared, self.plan.batches, self.finished)
-        entry, path = store.parquet_entry(table), self.out / store.RUNS
-        if not path.is_file() or store.sha256(path) != entry.sha256:  # the end: often as is
-            entry = store.write_parquet(table, path)
+        entry = store.write_parquet_if_changed(table, self.out / store.RUNS)  # the end: as is
         if manifest is None:
             return None
         files = dict(manifest["files"])

@@ -96,10 +96,7 @@ def write_datasets(out: Path, datasets: dict[str, data_lib.Dataset],
     for did, ds in datasets.items():
         rel = f"{store.DATASETS}/{did}.parquet"
         table = dataset_table(did, ds.X, ds.y, dtype)
-        entry = store.parquet_entry(table)
-        if not (out / rel).is_file() or store.sha256(out / rel) != entry.sha256:
-            entry = store.write_parquet(table, out / rel)
-        files[rel] = entry.to_dict()
+        files[rel] = store.write_parquet_if_changed(table, out / rel).to_dict()
     return files
 
 

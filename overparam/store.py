@@ -164,11 +164,15 @@ def write_parquet(table: pa.Table | pd.DataFrame, path: Path) -> FileEntry:
     return FileEntry(rows=table.num_rows, sha256=digest[0])
 
 
-def parquet_entry(table: pa.Table) -> FileEntry:
-    """The FileEntry that write_parquet(table, ...) gives, without writing a file."""
+def write_parquet_if_changed(table: pa.Table, path: Path) -> FileEntry:
+    """`write_parquet`, unless `path` already holds exactly the bytes it would write (a
+    rerun, or a table that has not changed): then nothing is written."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    return FileEntry(rows=table.num_rows, sha256=hashlib.sha256(sink.getvalue()).hexdigest())
+    entry = FileEntry(rows=table.num_rows, sha256=hashlib.sha256(sink.getvalue()).hexdigest())
+    if Path(path).is_file() and sha256(path) == entry.sha256:
+        return entry
+    return write_parquet(table, path)
 
 
 def write_json(obj: Any, path: Path) -> None:
