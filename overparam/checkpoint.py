@@ -333,9 +333,15 @@ def load_valid(out: Path, batch: int, plan, log_fn) -> dict[str, Any]:
         check(meta, batch, steps_per_chunk=plan.steps_per_chunk, num_chunks=plan.num_chunks)
         return meta
     except CheckpointError as e:
-        log_fn(f"{e}: recomputing batch {batch} from its start")
-        discard(out, batch)
-        return load(out, batch)
+        return recompute(out, batch, e, log_fn)
+
+
+def recompute(out: Path, batch: int, error: CheckpointError, log_fn) -> dict[str, Any]:
+    """Reports `error` through log_fn and removes `batch`'s checkpoint: the batch starts
+    again (returns the meta of a batch not started)."""
+    log_fn(f"{error}: recomputing batch {batch} from its start")
+    discard(out, batch)
+    return load(out, batch)
 
 
 def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> train.State:

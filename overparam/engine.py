@@ -207,8 +207,7 @@ class _Job:
             try:
                 state = checkpoint.restore(self.out, batch.index, state, meta)
             except checkpoint.CheckpointError as e:
-                self.log_fn(f"{e}: recomputing batch {batch.index} from its start")
-                checkpoint.discard(self.out, batch.index)
+                checkpoint.recompute(self.out, batch.index, e, self.log_fn)
                 first, parts, results = 0, {}, records.RunResults.empty(batch.num_real)
         state = jax.device_put(state, sharding) if sharding else state  # as `chunk` was compiled
         cadence = checkpoint.Cadence(self.sweep.checkpoint_seconds)
