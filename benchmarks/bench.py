@@ -112,7 +112,8 @@ def initial_networks(runs: list[config_lib.Run], datasets: dict) -> list[np.ndar
                           loss="squared", optimizer="gd", param="du")
     hyper = train.Hyper(*(jnp.asarray(np.array([getattr(run, f) for run in runs], dtype))
                           for f, dtype in (("seed", np.uint32), ("init_tag", np.uint32),
-                                           ("batch_tag", np.uint32), ("lr", np.float32))))
+                                           ("batch_tag", np.uint32), ("lr", np.float32),
+                                           ("output_scale", np.float32))))
     X = np.stack([datasets[run.dataset_id][0] for run in runs]).astype(np.float32)
     y = np.stack([datasets[run.dataset_id][1] for run in runs]).astype(np.float32)
     net0 = jax.jit(jax.vmap(lambda h, x: train.init_single(static, h, x).net0))(hyper, X)

@@ -28,7 +28,8 @@ def time_chunk(static, M):
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
     y = jnp.asarray(rng.standard_normal((M, static.n)), jnp.float32)
     hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
-                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32))
+                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
+                        jnp.ones(M, jnp.float32))
     program = train.make_program(static)
     H = jnp.zeros((M, static.n, static.n), jnp.float32) if static.gram_every else None
     state = program.init(train.batch_keys(hyper), X, H)

@@ -33,7 +33,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-PARAMS = ("du", "zou", "ntk", "standard")
+PARAMS = ("du", "zou", "ntk", "standard", "mup")
 LOSSES = ("squared", "hinge", "squared_hinge", "exponential", "logistic")
 CLASSIFICATION_LOSSES = LOSSES[1:]
 OPTIMIZERS = ("gd", "sgd")
@@ -160,9 +160,15 @@ class Sweep:
     batch_size: tuple[int, ...] = _field((16,), _integer(), "SGD batch size (GD: n)",
                                          swept=True)
     param: tuple[str, ...] = _field(("du",), _one_of(PARAMS),
-                                    "du, zou, ntk or standard (formulas in overparam/model.py)",
-                                    swept=True)
+                                    "du, zou, ntk, standard or mup (formulas in "
+                                    "overparam/model.py)", swept=True)
     train_output: bool = _field(False, _boolean, "also train the output layer")
+    output_scale: tuple[float, ...] = _field((1.0,), _number(0.0, open_low=True),
+                                             "alpha: the model is alpha f and the loss is "
+                                             "divided by alpha^2 (Chizat et al. 2019; large: "
+                                             "lazy, small: rich)", swept=True)
+    center_output: bool = _field(False, _boolean, "train alpha (f - f(0)): the centered model, "
+                                 "whose output starts at 0 (lazy at large alpha)")
     steps: int = _field(200, _integer(), "optimizer steps")
     record_every: int = _field(1, _integer(), "record every this many steps (and step 0)",
                                identity=False)
@@ -192,6 +198,10 @@ class Sweep:
                                        identity=False)
     gram_every: int = _field(0, _integer(low=0), "NTK Gram statistics every this many steps "
                              "(0: off)", identity=False)
+    sharpness_every: int = _field(0, _integer(low=0), "the loss Hessian's top eigenvalue every "
+                                  "this many steps (0: off)", identity=False)
+    sharpness_iters: int = _field(20, _integer(), "Lanczos iterations (Hessian-vector "
+                                  "products) of each sharpness", identity=False)
 
     @property
     def sign_labels(self) -> bool:
@@ -208,6 +218,9 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in FIELDS}
 SWEPT = tuple(f.name for f in FIELDS if f.metadata["swept"])
 # Fields that change what is recorded or how the work is split, not what is trained.
 NOT_IDENTITY = tuple(f.name for f in FIELDS if not f.metadata["identity"])
+# Identity fields added after run_ids were first published: they enter a run's identity
+# only where they differ from their default, so that every earlier run keeps its run_id.
+LATER_IDENTITY = ("output_scale", "center_output")
 
 
 def markdown() -> str:
@@ -254,6 +267,7 @@ class Run:
     lr_spec: str    # the config's lr as written: a number or 'theory'
     batch_size: int
     param: str
+    output_scale: float
     dataset_id: str
     init_tag: int   # uint32 hash of (width, depth, param, d, train_output, dtype)
     batch_tag: int  # uint32 hash of (n, batch_size)
@@ -329,9 +343,10 @@ def _check_consistency(s: dict[str, Any]) -> None:
     if "theory" in s["lr"] and set(s["loss"]) != {"squared"}:
         raise ConfigError("lr", "'theory' is defined for the squared loss only, got loss="
                           f"{s['loss']}")
-    if s["gram_every"] % s["record_every"]:
-        raise ConfigError("gram_every", f"must be a multiple of record_every="
-                          f"{s['record_every']} (or 0), got {s['gram_every']}")
+    for every in ("gram_every", "sharpness_every"):
+        if s[every] % s["record_every"]:
+            raise ConfigError(every, f"must be a multiple of record_every="
+                              f"{s['record_every']} (or 0), got {s[every]}")
     if s["dataset"] == "zou" and s["mu"] >= 1.0:
         raise ConfigError("mu", "must be < 1 for dataset 'zou' (points need a free direction)")
     if s["phi"] > 0 and s["labels"] not in SIGN_LABELS:
@@ -381,9 +396,10 @@ def expand(s: Sweep) -> list[Run]:
     runs with the same seed and n train on the same data.
     """
     runs = []
-    for seed, n, width, depth, param, loss, opt, lr in itertools.product(
+    fixed = {k: v for k, v in s.to_dict().items() if k not in SWEPT and k not in NOT_IDENTITY}
+    for seed, n, width, depth, param, loss, opt, lr, alpha in itertools.product(
             range(s.seed, s.seed + s.num_seeds), s.n, s.widths, s.depths, s.param,
-            s.loss, s.optimizer, s.lr):
+            s.loss, s.optimizer, s.lr, s.output_scale):
         for batch in (s.batch_size if opt == "sgd" else (n,)):
             did = dataset_id(data_identity(s, seed=seed, n=n))
             init_tag = stable_hash("init", width, depth, param, s.d, s.train_output, s.dtype,
@@ -391,16 +407,23 @@ def expand(s: Sweep) -> list[Run]:
             batch_tag = stable_hash("batches", n, batch, nbytes=4)
             ident = dict(seed=seed, n=n, width=width, depth=depth, param=param, loss=loss,
                          optimizer=opt, lr=lr, batch_size=batch, dataset_id=did,
-                         **{k: v for k, v in s.to_dict().items()
-                            if k not in SWEPT and k not in NOT_IDENTITY})
+                         output_scale=alpha, **fixed)
+            ident = {k: v for k, v in ident.items()
+                     if k not in LATER_IDENTITY or v != _default_value(k)}
             base = math.nan if lr == "theory" else lr
             step_size = base / width if s.lr_scaling == "inverse_width" else base
             runs.append(Run(run_id=f"{stable_hash(ident):016x}", seed=seed, width=width,
                             depth=depth, n=n, d=s.d, loss=loss, optimizer=opt,
                             lr=step_size, lr_base=base, lr_spec=str(lr),
-                            batch_size=batch, param=param, dataset_id=did,
-                            init_tag=init_tag, batch_tag=batch_tag))
+                            batch_size=batch, param=param, output_scale=alpha,
+                            dataset_id=did, init_tag=init_tag, batch_tag=batch_tag))
     return runs
+
+
+def _default_value(field: str) -> Any:
+    """A field's default as one run holds it (the element of a swept field's default)."""
+    default = DEFAULTS[field]
+    return default[0] if field in SWEPT else default
 
 
 if __name__ == "__main__":  # the README's table of fields: python -m overparam.config

@@ -6,6 +6,7 @@ All functions act on one network; the engine vmaps them over networks.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -132,6 +133,56 @@ def initial_spectral_norm(W: jax.Array, V: jax.Array, *,
                          precision=precision)[0]
 
 
+def lanczos_top(matvec, v0: jax.Array, *, iters: int) -> tuple[jax.Array, jax.Array]:
+    """The largest eigenvalue of a symmetric operator and its Ritz vector, by `iters` steps
+    of Lanczos with full reorthogonalization from v0.
+
+    matvec: v (P,) -> A v; v0: (P,) the start (the previous call's Ritz vector warm-starts
+    the next). Builds the orthonormal Krylov basis Q (iters, P) and the tridiagonal
+    T = Q A Q^T (alpha_j = q_j . A q_j on the diagonal, beta_j = ||r_j|| off it, r_j the
+    part of A q_j orthogonal to q_0..q_j, removed twice), and returns the top eigenvalue
+    theta of T with the Ritz vector Q^T s (s its eigenvector, unit norm). By Rayleigh-Ritz
+    theta <= lambda_max(A), and it is lambda_max(A) once the basis spans A's top
+    eigenvector, at the latest after P steps; unlike a power iteration it finds the largest
+    *algebraic* eigenvalue of an indefinite A (a loss Hessian away from a minimum), and it
+    converges much faster. Memory: the basis, iters x P.
+
+    Where the Krylov space is invariant (beta_j ~ 0: at the latest at j = P) the steps after
+    j are masked out of T (their diagonal set to alpha_0, a Rayleigh quotient, their
+    couplings to 0), so they can never raise theta. A zero v0 starts from e_0.
+    """
+    P, dtype = v0.shape[0], v0.dtype
+    eps, tiny = jnp.finfo(dtype).eps, jnp.finfo(dtype).tiny
+    norm0 = jnp.linalg.norm(v0)
+    q0 = jnp.where(norm0 > 0, v0 / jnp.maximum(norm0, tiny), jnp.zeros_like(v0).at[0].set(1.0))
+    # One spare row and flag: the last step's next vector goes there, unused.
+    Q = jnp.zeros((iters + 1, P), dtype).at[0].set(q0)
+    valid = jnp.zeros((iters + 1,), bool).at[0].set(True)
+
+    def body(j, carry):
+        Q, alphas, betas, valid = carry
+        w = matvec(Q[j])
+        alpha = jnp.dot(Q[j], w)
+        scale = jnp.linalg.norm(w)
+        for _ in range(2):  # the rows of Q after j are still zero
+            w = w - jnp.dot(Q.T, jnp.dot(Q, w))
+        beta = jnp.linalg.norm(w)
+        goes_on = valid[j] & (beta > 100 * eps * jnp.maximum(scale, tiny))
+        Q = Q.at[j + 1].set(jnp.where(goes_on, w / jnp.maximum(beta, tiny), 0.0))
+        return (Q, alphas.at[j].set(alpha), betas.at[j].set(jnp.where(goes_on, beta, 0.0)),
+                valid.at[j + 1].set(goes_on))
+
+    zeros = jnp.zeros((iters,), dtype)
+    Q, alphas, betas, valid = jax.lax.fori_loop(0, iters, body, (Q, zeros, zeros, valid))
+    alphas = jnp.where(valid[:iters], alphas, alphas[0])
+    T = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
+    theta, S = jnp.linalg.eigh(T)
+    ritz = jnp.dot(S[:, -1], Q[:iters])
+    length = jnp.linalg.norm(ritz)
+    ritz = jnp.where(length > 0.5, ritz / jnp.maximum(length, tiny), q0)
+    return theta[-1], ritz
+
+
 def symmetric_norm(S: jax.Array) -> jax.Array:
     """||S||_2 of a symmetric matrix: its largest |eigenvalue|. S: (n, n)."""
     return jnp.max(jnp.abs(jnp.linalg.eigvalsh(S)))
@@ -139,17 +190,23 @@ def symmetric_norm(S: jax.Array) -> jax.Array:
 
 def ntk_gram(net: model.Net, X: jax.Array, *, param: str, train_output: bool,
              precision=jax.lax.Precision.HIGHEST) -> jax.Array:
-    """Empirical NTK Gram matrix H_ij = sum_theta df(x_i)/dtheta . df(x_j)/dtheta, (n, n).
+    """Empirical NTK Gram matrix H_ij = sum_theta mu_theta df(x_i)/dtheta . df(x_j)/dtheta,
+    (n, n).
 
-    theta: the hidden weights (and the output weights with train_output). With
+    theta: the hidden weights (and the output weights with train_output); mu_theta:
+    the step-size multiplier of theta's layer (`model.lr_multipliers`: 1 but under
+    mup), so that H is the kernel of GD in function space, df = -eta H dL/df. With
     delta_l = df/dz_l (m, n) and g_l = h_{l-1} (fan_in, n), the inputs of layer l
     (one column per example, as `model.apply` lays them out),
     df(x_i)/dW_l = c_l delta_l[:, i] g_l[:, i]^T, so each layer adds
-    c_l^2 (delta_l^T delta_l) * (g_l^T g_l) (elementwise): O(n^2 m) per layer,
+    mu_l c_l^2 (delta_l^T delta_l) * (g_l^T g_l) (elementwise): O(n^2 m) per layer,
     no Jacobian is formed. X: (n, d).
     """
     width, depth = net.out.shape[0], len(net.hidden)
     scales, out_scale = model.forward_scales(param, d=X.shape[-1], width=width, depth=depth)
+    mus, mu_out = model.lr_multipliers(param, width=width, depth=depth)
+    scales = [c * math.sqrt(mu) for c, mu in zip(scales, mus)]
+    out_scale = out_scale * math.sqrt(mu_out)
     mm = functools.partial(jnp.matmul, precision=precision)
 
     def f_sum(taps):  # d f / d taps = delta

@@ -1,4 +1,4 @@
-"""Deep ReLU MLP without biases, as pure functions, in four parameterizations.
+"""Deep ReLU MLP without biases, as pure functions, in five parameterizations.
 
 A network of depth L has hidden weights W_1 (m, d), W_2..W_L (m, m) (row r is
 neuron r's incoming weights) and output weights a (m,). With h_0 = x,
@@ -18,10 +18,26 @@ forward multipliers c_l, c_out:
   ntk       W_l, a ~ N(0, 1); c_l = sqrt(2/fan_in), c_out = sqrt(2/m)
             (NTK parameterization, sigma_w = sqrt(2); Jacot et al. 2018).
   standard  W_l ~ N(0, 2/fan_in), a ~ N(0, 2/m) (He init); all c = 1.
+  mup       W_l ~ N(0, 2/fan_in), a ~ N(0, 1/m^2); all c = 1; per-layer step
+            sizes eta * mu_l with mu_1 = m (the input layer: eta * fan_out),
+            mu_l = 1 for l >= 2, mu_out = 1/m (`lr_multipliers`).
+            The maximal-update parameterization for SGD (Yang & Hu 2021,
+            "Feature Learning in Infinite-Width Neural Networks", Table 3;
+            Yang et al. 2022, "Tensor Programs V", Table 3): init variance
+            1/fan_in for every layer but the output's, 1/fan_in^2; step size
+            eta fan_out for the input layer, eta for hidden layers, eta / fan_in
+            for the output layer. The factor 2 is the ReLU gain (He), which
+            keeps activations O(1) through depth; muP fixes only the powers of
+            the width, so constants are free. Equivalently (Yang, Simon &
+            Bernstein 2023, "A Spectral Condition for Feature Learning"),
+            ||W_l||_2 and the update ||Delta W_l||_2 are both of order
+            sqrt(fan_out / fan_in): every layer's features move by O(1) as
+            m grows (docs/THEORY.md section 6).
 
 The trained parameters are W_l (and a with train_output). The engine trains
 the offset from initialization, W_l = W_l(0) + D_l, so that the radius
-||D_l|| is resolved without cancellation in float32.
+||D_l|| is resolved without cancellation in float32. Every parameterization
+but mup takes the same step size eta on every layer (multipliers 1).
 """
 
 from __future__ import annotations
@@ -49,14 +65,22 @@ def forward_scales(param: str, *, d: int, width: int, depth: int) -> tuple[tuple
         return (1.0,) + (math.sqrt(2.0 / width),) * (depth - 1), 1.0 / math.sqrt(width)
     if param == "ntk":
         return tuple(math.sqrt(2.0 / f) for f in fan_ins), math.sqrt(2.0 / width)
-    if param in ("zou", "standard"):
+    if param in ("zou", "standard", "mup"):
         return (1.0,) * depth, 1.0
     raise ValueError(f"unknown param {param!r}")
 
 
+def lr_multipliers(param: str, *, width: int, depth: int) -> tuple[tuple[float, ...], float]:
+    """(mu_1, ..., mu_L), mu_out: layer l trains with step size eta * mu_l (module
+    docstring). mup: (m, 1, ..., 1), 1/m; every other parameterization: all 1."""
+    if param == "mup":
+        return (float(width),) + (1.0,) * (depth - 1), 1.0 / width
+    return (1.0,) * depth, 1.0
+
+
 def _init_std(param: str, fan_in: int, width: int) -> float:
     return {"du": 1.0, "ntk": 1.0, "zou": math.sqrt(2.0 / width),
-            "standard": math.sqrt(2.0 / fan_in)}[param]
+            "standard": math.sqrt(2.0 / fan_in), "mup": math.sqrt(2.0 / fan_in)}[param]
 
 
 def init(key: jax.Array, *, d: int, width: int, depth: int, param: str,
@@ -82,7 +106,8 @@ def init_from_keys(hidden_key: jax.Array, out_key: jax.Array, *, d: int, width: 
         half = jnp.concatenate([jnp.ones(width // 2, dtype), -jnp.ones(width // 2, dtype)])
         out = jax.random.permutation(out_key, half)
     else:
-        out = _init_std(param, width, width) * jax.random.normal(out_key, (width,), dtype)
+        std = 1.0 / width if param == "mup" else _init_std(param, width, width)
+        out = std * jax.random.normal(out_key, (width,), dtype)
     return Net(hidden, out)
 
 

@@ -96,7 +96,9 @@ def bytes_per_network(static: train.Static) -> int:
     patterns = static.n * m * L            # bool, 1 byte
     records = static.chunk_records * (5 + 4 * L) + static.n * (static.d + 2)
     gram = 3 * static.n * static.n if static.gram_every else 0  # H(0), H^inf, H(t)
-    return (copies * params + activations + records + gram) * itemsize + patterns
+    # The Lanczos basis, its warm start and the Hessian-vector product's tangents.
+    lanczos = (static.sharpness_iters + 4) * params if static.sharpness_every else 0
+    return (copies * params + activations + records + gram + lanczos) * itemsize + patterns
 
 
 MAX_NETWORKS = 1_000_000  # per sweep: the host holds one Run and one runs.parquet row each
@@ -116,7 +118,7 @@ def cache_group_size(static: train.Static, cache_bytes: int) -> int:
 def num_networks(sweep: config_lib.Sweep) -> int:
     """How many networks `config_lib.expand(sweep)` gives, without expanding it."""
     per_seed_n = (len(sweep.widths) * len(sweep.depths) * len(sweep.param) * len(sweep.loss)
-                  * len(sweep.lr))
+                  * len(sweep.lr) * len(sweep.output_scale))
     optimizers = sum(len(sweep.batch_size) if o == "sgd" else 1 for o in sweep.optimizer)
     return sweep.num_seeds * len(sweep.n) * per_seed_n * optimizers
 
@@ -143,6 +145,7 @@ def check_resources(sweep: config_lib.Sweep, *, device_bytes: int | None = None,
         sizes = {"num_seeds": sweep.num_seeds, "widths": len(sweep.widths),
                  "depths": len(sweep.depths), "n": len(sweep.n), "lr": len(sweep.lr),
                  "loss": len(sweep.loss), "param": len(sweep.param),
+                 "output_scale": len(sweep.output_scale),
                  "batch_size": len(sweep.batch_size), "optimizer": len(sweep.optimizer)}
         field = max(sizes, key=sizes.get)
         raise config_lib.ConfigError(field, f"the grid has {count:,} networks, more than the "
@@ -162,7 +165,9 @@ def check_resources(sweep: config_lib.Sweep, *, device_bytes: int | None = None,
     largest = train.Static(width=max(sweep.widths), depth=max(sweep.depths), n=n, d=sweep.d,
                            batch_size=n, loss="squared", optimizer="gd", param="du",
                            momentum=sweep.momentum, dtype=sweep.dtype,
-                           gram_every=sweep.gram_every, chunk_records=1)
+                           gram_every=sweep.gram_every, chunk_records=1,
+                           sharpness_every=sweep.sharpness_every,
+                           sharpness_iters=sweep.sharpness_iters)
     need = bytes_per_network(largest)
     if need > device_bytes:
         field = "widths" if largest.width * largest.depth > n else "n"

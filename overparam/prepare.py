@@ -51,7 +51,8 @@ class Prepared:
             seed=np.asarray([r.seed for r in runs], np.uint32),
             init_tag=np.asarray([r.init_tag for r in runs], np.uint32),
             batch_tag=np.asarray([r.batch_tag for r in runs], np.uint32),
-            lr=np.asarray([r.lr for r in runs], dtype))
+            lr=np.asarray([r.lr for r in runs], dtype),
+            output_scale=np.asarray([r.output_scale for r in runs], dtype))
         X = np.stack([self.datasets[r.dataset_id].X for r in runs])
         y = np.stack([self.datasets[r.dataset_id].y for r in runs])
         H = None

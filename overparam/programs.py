@@ -158,7 +158,7 @@ class Programs:
                                                               sharding=sharding)
         keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
         hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
-                            spec())
+                            spec(), spec())
         H = spec(static.n, static.n) if static.gram_every else None
         return keys, hyper, spec(static.n, static.d), spec(static.n), H, sharding
 

@@ -132,6 +132,7 @@ def runs_table(sweep: config_lib.Sweep, runs: list[config_lib.Run], lambda0: dic
             "steps": sweep.steps, "dataset": sweep.dataset, "labels": sweep.labels,
             "reduction": sweep.reduction, "momentum": sweep.momentum,
             "lr_scaling": sweep.lr_scaling, "train_output": sweep.train_output,
+            "center_output": sweep.center_output,
             "precision": sweep.precision, "dtype": sweep.dtype,
             "separation": separation[r.dataset_id], "lambda0": lambda0[r.run_id]})
     frame = pd.DataFrame(rows, columns=schema.RUNS.names)

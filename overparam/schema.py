@@ -18,7 +18,8 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-VERSION = 2  # 1: results written before the schema was versioned (no key tags in runs)
+VERSION = 3  # 1: before the schema was versioned (no key tags); 2: before mup, output
+# scaling and sharpness
 
 FLOAT = pa.float32()  # placeholder of a measurement column: becomes the sweep's dtype
 ID = pa.large_string()
@@ -42,7 +43,10 @@ RUNS = _schema(
     ("lr_base", pa.float64(), "the config's lr (NaN for 'theory')"),
     ("lr_spec", ID, "the config's lr as written: a number or 'theory'"),
     ("batch_size", pa.int64(), "examples per step (n for gd)"),
-    ("param", ID, "parameterization: du, zou, ntk or standard"),
+    ("param", ID, "parameterization: du, zou, ntk, standard or mup (mup: layer l steps by lr "
+     "times model.lr_multipliers)"),
+    ("output_scale", pa.float64(), "alpha: the model is alpha f (alpha (f - f(0)) with "
+     "center_output), the objective its loss / alpha^2"),
     ("dataset_id", ID, "the training set (datasets/<dataset_id>.parquet)"),
     ("init_tag", pa.int64(), "uint32 tag of the initial weights: the network's key is "
      "split(fold_in(PRNGKey(seed), init_tag))[0]"),
@@ -61,6 +65,7 @@ RUNS = _schema(
     ("momentum", pa.float64(), "heavy-ball momentum (0: plain GD/SGD)"),
     ("lr_scaling", ID, "constant or inverse_width"),
     ("train_output", pa.bool_(), "whether the output layer is trained"),
+    ("center_output", pa.bool_(), "whether the model is centered: alpha (f - f(0))"),
     ("precision", ID, "matmul precision: highest, high or default"),
     ("dtype", ID, "float32 or float64"),
     ("separation", pa.float64(), "min ||x_i - x_j|| over y_i != y_j (NaN for real labels)"),
@@ -71,15 +76,20 @@ RUNS = _schema(
 STEPS = _schema(
     ("run_id", ID, "the run (runs.run_id)"),
     ("step", pa.int64(), "recorded step t (0: initialization)"),
-    ("loss", FLOAT, "full-batch loss, with the sweep's reduction"),
+    ("loss", FLOAT, "full-batch loss of the model's output alpha f, with the sweep's "
+     "reduction (GD minimizes loss / alpha^2)"),
     ("train_error", FLOAT, "0-1 error (+-1 labels), else the fraction of |f - y| > "
      "regression_tol"),
     ("min_margin", FLOAT, "min_i y_i f(x_i) (+-1 labels; NaN otherwise)"),
     ("grad_norm", FLOAT, "norm of the gradient of the step from t (minibatch for sgd)"),
     ("radius_output", FLOAT, "||a(t) - a(0)||_2 (0 unless train_output)"),
     ("gram_lambda_min", FLOAT, "lambda_min(H(t)) (Gram steps; NaN otherwise)"),
+    ("gram_lambda_max", FLOAT, "lambda_max(H(t)) (Gram steps; NaN otherwise)"),
     ("gram_change", FLOAT, "||H(t) - H(0)||_2 (Gram steps; NaN otherwise)"),
     ("gram_init_error", FLOAT, "||H(0)/s - H^inf||_2 (Gram steps; NaN otherwise)"),
+    ("sharpness", FLOAT, "lambda_max of the Hessian of the full-batch objective w.r.t. the "
+     "trained weights (mup: of M^1/2 Hess M^1/2, M the step-size multipliers) (sharpness "
+     "steps; NaN otherwise)"),
 )
 
 LAYERS = _schema(

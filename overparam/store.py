@@ -61,8 +61,8 @@ RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
 TABLE_DIRS = (STEPS, LAYERS, DATASETS)  # folders of Parquet files listed in the manifest
 # The runs' settings `Results.with_settings` joins to the steps and layers tables.
 SETTINGS = ("width", "depth", "seed", "n", "d", "loss", "optimizer", "lr", "lr_spec",
-            "batch_size", "param", "reduction", "momentum", "lr_scaling", "train_output",
-            "dataset_id", "status")
+            "batch_size", "param", "output_scale", "reduction", "momentum", "lr_scaling",
+            "train_output", "center_output", "dataset_id", "status")
 _JOINED_AS = {"loss": "loss_fn"}  # settings joined under another name (steps has a loss)
 TEMP_SUFFIX = ".overparam.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
@@ -233,7 +233,8 @@ class Results:
         run = rows.iloc[0]
         with jax.enable_x64(run["dtype"] == "float64"):
             tags = (np.uint32(run[k]) for k in ("seed", "init_tag", "batch_tag"))
-            keys = train.derive_keys(train.Hyper(*tags, lr=np.float32(0)))
+            keys = train.derive_keys(train.Hyper(*tags, lr=np.float32(0),
+                                                 output_scale=np.float32(1)))
             net = jax.jit(model.init_from_keys, static_argnames=(
                 "d", "width", "depth", "param", "dtype"))(
                 keys.hidden, keys.out, d=int(run["d"]), width=int(run["width"]),

@@ -2,10 +2,12 @@
 
 The empirical NTK Gram matrix of a network on the training set X (n, d) is
 
-    H_ij = sum_theta df(x_i)/dtheta . df(x_j)/dtheta,
+    H_ij = sum_theta mu_theta df(x_i)/dtheta . df(x_j)/dtheta,
 
 theta the trained parameters: W_1..W_L, and a with train_output (the laws
-and multipliers of `overparam.model`). For every parameterization there is a
+and multipliers of `overparam.model`), mu_theta the step-size multiplier of
+its layer (`model.lr_multipliers`: 1 except under mup), so that H is the
+kernel of gradient descent in function space. For every parameterization there is a
 scale s (`gram_scale`) such that H(0) / s converges, as the width m grows, to a
 deterministic kernel (`gram_inf`), with error O(m^-1/2) (THEORY.md sections
 1, 4 and 5).
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PARAMS = ("du", "zou", "ntk", "standard")
+PARAMS = ("du", "zou", "ntk", "standard", "mup")
 
 
 def extreme_eigenvalues(H) -> np.ndarray:
@@ -119,10 +121,12 @@ def gram_scale(param: str, width: int, *, depth: int | None = None,
                 layer grow like m (their inputs h_{l-1} have squared norm ~ m);
                 the first layer's share stays O(1) (it sees x, of norm 1), so at
                 depth 1 without train_output s = 1. Pass `depth` for standard.
+      mup       s = 1: the step-size multipliers (m for the input layer, 1/m for
+                the output layer) weigh each layer's share to O(1).
 
     width: m. Raises ValueError for standard without depth.
     """
-    if param in ("du", "ntk"):
+    if param in ("du", "ntk", "mup"):
         return 1.0
     if param == "zou":
         return float(width)
@@ -150,6 +154,11 @@ def gram_inf(X: np.ndarray, *, param: str, depth: int, train_output: bool = Fals
                 multipliers, so layer l >= 2 and the output carry m/2 times
                 ntk's terms, layer 1 only (d/2) times (gone at s = m).
                 Depth 1 without train_output: 2 T_1 = 2 H^inf (s = 1).
+      mup       T_1 + (1/d) sum_{l>=2} T_l (+ (2/d) T_out): standard's laws for W,
+                the output's 1/m^2 variance dividing every backward signal by
+                sqrt(2m) against standard's, and the multipliers m (layer 1),
+                1 (layers 2..L), 1/m (output): standard's 2 T_1, (2m/d) T_l and
+                (2m/d) T_out times m/(2m), 1/(2m) and 1/m.
     X: (n, d) unit rows. Returns (n, n).
     """
     T, T_out = arccos_layer_terms(X, depth)
@@ -165,6 +174,8 @@ def gram_inf(X: np.ndarray, *, param: str, depth: int, train_output: bool = Fals
         if depth == 1 and not train_output:
             return 2.0 * T[0]
         return (2.0 / d) * (T[1:].sum(0) + out)
+    if param == "mup":
+        return T[0] + (T[1:].sum(0) + 2.0 * out) / d
     raise ValueError(f"unknown param {param!r}; allowed: {', '.join(PARAMS)}")
 
 
@@ -259,12 +270,25 @@ def separation(X: np.ndarray, y: np.ndarray) -> float:
 # none; all take the run's parameterization, lr_scaling and depth (0: several depths).
 
 def width_stable(param: str, lr_scaling: str) -> bool:
-    """Whether the step size keeps training in the lazy regime as m grows (THEORY.md section 3):
-    a constant lr for du and ntk, lr / m (lr_scaling='inverse_width') for zou and standard."""
-    return lr_scaling == ("constant" if param in ("du", "ntk") else "inverse_width")
+    """Whether the step size is the one the parameterization's theory takes, so that training
+    has a limit as m grows (THEORY.md sections 3 and 6): a constant lr for du, ntk and mup
+    (mup's per-layer multipliers are in the parameterization), lr / m
+    (lr_scaling='inverse_width') for zou and standard."""
+    return lr_scaling == ("constant" if param in ("du", "ntk", "mup") else "inverse_width")
 
 
 _HALF = (-0.5, -0.5)
+_FLAT = (0.0, 0.0)
+
+
+def _lazy(param: str, lr_scaling: str) -> bool:
+    """The lazy (kernel) regime: a width-stable lr under every parameterization but mup."""
+    return param != "mup" and width_stable(param, lr_scaling)
+
+
+def _rich(param: str, lr_scaling: str) -> bool:
+    """The feature-learning limit: mup with its own (constant) lr (THEORY.md section 6)."""
+    return param == "mup" and width_stable(param, lr_scaling)
 
 
 def row_radius_exponent(param: str, *, lr_scaling: str, depth: int):
@@ -274,39 +298,56 @@ def row_radius_exponent(param: str, *, lr_scaling: str, depth: int):
 
 
 def relative_radius_exponent(param: str, *, lr_scaling: str, depth: int):
-    """max_t ||W(t) - W(0)||_2 / ||W(0)||_2 ~ m^-1/2 for the two-layer du network with a
-    width-stable lr: the update is O(1) (`spectral_radius_exponent`) while ||W(0)||_2 grows
-    like sqrt(m) (THEORY.md section 3)."""
-    return _HALF if param == "du" and depth == 1 and width_stable(param, lr_scaling) else None
+    """max_t ||W_l(t) - W_l(0)||_2 / ||W_l(0)||_2, every layer (THEORY.md sections 3 and 6):
+
+      du, ntk  ~ m^-1/2 (constant lr): the update is O(1) in spectral norm
+               (`spectral_radius_exponent`) while ||W_l(0)||_2 ~ sqrt(m);
+      zou      ~ m^-1/2 (lr / m): the update shrinks like m^-1/2, ||W_l(0)||_2 is O(1);
+      mup      m^0 (constant lr): ||W_l||_2 and ||Delta W_l||_2 are both of order
+               sqrt(fan_out / fan_in) (Yang, Simon & Bernstein 2023).
+    None for standard, and for any step size other than the width-stable one."""
+    if _rich(param, lr_scaling):
+        return _FLAT
+    return _HALF if param in ("du", "ntk", "zou") and _lazy(param, lr_scaling) else None
 
 
 def spectral_radius_exponent(param: str, *, lr_scaling: str, depth: int):
-    """max_t ||W_l(t) - W_l(0)||_2: O(1) (exponent 0) for du's first layer at depth 1 (the
-    update has rank <= n; THEORY.md section 3), ~ m^-1/2 for zou and ntk at any depth; width-stable
-    lr only."""
-    if not width_stable(param, lr_scaling):
+    """max_t ||W_l(t) - W_l(0)||_2 with the width-stable lr (THEORY.md section 3): O(1)
+    (exponent 0) for du and ntk, whose weights are N(0, 1) with the 1/sqrt(fan_in) in a
+    multiplier (the update has rank <= n per step and O(1) norm, as du's first layer
+    at depth 1); ~ m^-1/2 for zou (weights N(0, 2/m), lr / m). None for standard and
+    mup (mup's is layer-dependent: sqrt(fan_out / fan_in))."""
+    if not _lazy(param, lr_scaling):
         return None
-    if param == "du":
-        return (0.0, 0.0) if depth == 1 else None
-    return _HALF if param in ("zou", "ntk") else None
+    if param in ("du", "ntk"):
+        return _FLAT
+    return _HALF if param == "zou" else None
 
 
 def flip_exponent(param: str, *, lr_scaling: str, depth: int):
-    """The fraction of flipped ReLU patterns, between m^-1/2 and m^-1/3 (Du et al.;
-    Allen-Zhu, Li & Song), every parameterization with a width-stable lr."""
-    return (-0.5, -1 / 3) if width_stable(param, lr_scaling) else None
+    """The fraction of flipped ReLU patterns: between m^-1/2 and m^-1/3 in the lazy regime
+    (Du et al.; Allen-Zhu, Li & Song); m^0 under mup, whose pre-activations move by O(1)
+    (THEORY.md section 6)."""
+    if _rich(param, lr_scaling):
+        return _FLAT
+    return (-0.5, -1 / 3) if _lazy(param, lr_scaling) else None
 
 
 def gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
-    """max_t ||H(t) - H(0)||_2 ~ m^-1/2 where H is O(1) in m (du, ntk: `gram_scale` = 1),
-    with a width-stable lr."""
-    return _HALF if param in ("du", "ntk") and width_stable(param, lr_scaling) else None
+    """max_t ||H(t) - H(0)||_2: ~ m^-1/2 where H is O(1) in m (du, ntk: `gram_scale` = 1)
+    with a width-stable lr; m^0 under mup (H is O(1) and moves by O(1))."""
+    if _rich(param, lr_scaling):
+        return _FLAT
+    return _HALF if param in ("du", "ntk") and _lazy(param, lr_scaling) else None
 
 
 def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
-    """max_t ||H(t) - H(0)||_2 / lambda_min(H(0)) ~ m^-1/2, scale-free, so for every
-    parameterization with a width-stable lr."""
-    return _HALF if width_stable(param, lr_scaling) else None
+    """max_t ||H(t) - H(0)||_2 / lambda_min(H(0)), and / ||H(0)||_2: scale-free, so ~ m^-1/2
+    for every parameterization in the lazy regime, and m^0 under mup (THEORY.md
+    section 6)."""
+    if _rich(param, lr_scaling):
+        return _FLAT
+    return _HALF if _lazy(param, lr_scaling) else None
 
 
 def gram_init_error_exponent(param: str, *, lr_scaling: str, depth: int):

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from overparam import losses, metrics, model, schema, theory
 
@@ -64,15 +66,20 @@ class Static:
     regression_tol: float = 1e-2
     gram_every: int = 0   # record NTK Gram statistics every this many steps (0: never)
     cache_group: int = 0  # networks trained together through a chunk (0: the whole batch)
+    center_output: bool = False  # the model is alpha (f - f(0)) rather than alpha f
+    sharpness_every: int = 0     # record the loss Hessian's top eigenvalue every k steps
+    sharpness_iters: int = 20    # Lanczos iterations of each sharpness
 
 
 class Hyper(NamedTuple):
-    """Per-network scalars, vmapped: seed, init_tag, batch_tag (uint32), lr."""
+    """Per-network scalars, vmapped: seed, init_tag, batch_tag (uint32), lr and
+    output_scale (alpha: the model is alpha f, the loss divided by alpha^2)."""
 
     seed: jax.Array
     init_tag: jax.Array
     batch_tag: jax.Array
     lr: jax.Array
+    output_scale: jax.Array
 
 
 class State(NamedTuple):
@@ -90,6 +97,8 @@ class State(NamedTuple):
     init_spectral: jax.Array  # (L,): ||W_l(0)||_2
     gram0: jax.Array          # (n, n): H(0), the NTK Gram at initialization ((0, 0) if unused)
     gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
+    f0: jax.Array             # (n,): f(x_i) at step 0 with center_output, else (0,)
+    sharp_v: jax.Array        # (P,): warm start of the sharpness's Lanczos, else (0,)
 
 
 # What a record holds, in the order of the results schema's columns (overparam.schema).
@@ -141,6 +150,15 @@ def _optimizer(static: Static, lr: jax.Array) -> optax.GradientTransformation:
     return optax.sgd(learning_rate=lr, momentum=static.momentum or None)
 
 
+def _multipliers(static: Static):
+    """Each trained leaf's step-size multiplier (`model.lr_multipliers`), as the trained
+    tree's structure of Python floats; None where every one is 1 (all but mup)."""
+    hidden, out = model.lr_multipliers(static.param, width=static.width, depth=static.depth)
+    if all(mu == 1.0 for mu in (*hidden, out)):
+        return None
+    return model.Net(hidden, out) if static.train_output else hidden
+
+
 def _trainable(static: Static, delta: model.Net):
     return delta if static.train_output else delta.hidden
 
@@ -166,7 +184,7 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
     net0 = model.init_from_keys(keys.hidden, keys.out, d=static.d, width=static.width,
                                 depth=static.depth, param=static.param, dtype=dtype)
     delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
-    _, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
+    f0, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
     v = _power_block(keys.power, net0)
     opt_state = _optimizer(static, 1.0).init(_trainable(static, delta))  # no lr in it
     precision = PRECISIONS[static.precision]
@@ -183,7 +201,17 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
                  v=v, pattern0=tuple(z > 0 for z in pre), batch_key=keys.batch,
                  alive=jnp.ones((), bool),
                  diverged_step=-jnp.ones((), jnp.int32), init_spectral=init_spectral,
-                 gram0=gram0, gram_init_error=gram_err)
+                 gram0=gram0, gram_init_error=gram_err,
+                 f0=f0 if static.center_output else jnp.zeros((0,), dtype),
+                 sharp_v=_sharpness_start(static, keys.power, delta))
+
+
+def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net) -> jax.Array:
+    """A random start (P,) of the first sharpness's Lanczos iteration ((0,) when off)."""
+    flat, _ = ravel_pytree(_trainable(static, delta))
+    if not static.sharpness_every:
+        return jnp.zeros((0,), flat.dtype)
+    return jax.random.normal(jax.random.fold_in(power_key, 1), flat.shape, flat.dtype)
 
 
 def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
@@ -192,18 +220,55 @@ def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
 
 
 def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dict:
-    """lambda_min(H(t)), ||H(t) - H(0)||_2 and ||H(0)/s - H^inf||_2 on Gram steps, else NaN."""
+    """lambda_min(H(t)), lambda_max(H(t)), ||H(t) - H(0)||_2 and ||H(0)/s - H^inf||_2 on Gram
+    steps, else NaN."""
     nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
+    names = ("gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error")
     if not static.gram_every:
-        return dict(gram_lambda_min=nan, gram_change=nan, gram_init_error=nan)
+        return dict.fromkeys(names, nan)
 
     def stats(_):
         H = _gram(static, _weights(state.net0, state.delta), X)
-        return (jnp.linalg.eigvalsh(H)[0], metrics.symmetric_norm(H - state.gram0),
+        eigenvalues = jnp.linalg.eigvalsh(H)
+        return (eigenvalues[0], eigenvalues[-1], metrics.symmetric_norm(H - state.gram0),
                 state.gram_init_error)
 
-    lam, change, err = jax.lax.cond(is_gram_step, stats, lambda _: (nan, nan, nan), None)
-    return dict(gram_lambda_min=lam, gram_change=change, gram_init_error=err)
+    values = jax.lax.cond(is_gram_step, stats, lambda _: (nan,) * 4, None)
+    return dict(zip(names, values))
+
+
+def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_step):
+    """(sharpness, the next warm start): on sharpness steps the largest eigenvalue of the
+    Hessian of the full-batch objective (the loss of alpha (f - f0) divided by alpha^2)
+    with respect to the trained weights, by `metrics.lanczos_top` from state.sharp_v
+    on forward-over-reverse Hessian-vector products; NaN and sharp_v unchanged on the
+    other steps.
+
+    Under mup, whose layers step by eta * mu_l, it is the Hessian in the coordinates
+    that GD steps uniformly: M^1/2 Hess M^1/2, M = diag(mu) (for every other
+    parameterization M = I): GD on a quadratic is stable iff eta < 2 / sharpness.
+    """
+    nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
+    if not static.sharpness_every:
+        return nan, state.sharp_v
+    flat, unravel = ravel_pytree(_trainable(static, state.delta))
+    mus = _multipliers(static)
+    root = None if mus is None else ravel_pytree(jax.tree_util.tree_map(
+        lambda leaf, mu: jnp.full_like(leaf, math.sqrt(mu)), unravel(flat), mus))[0]
+
+    def objective(w):
+        return _objective(static, hyper, state.net0, state.delta, unravel(w), X, y,
+                          state.f0)[0]
+
+    def hvp(v):
+        v = v if root is None else root * v
+        hv = jax.jvp(jax.grad(objective), (flat,), (v,))[1]
+        return hv if root is None else root * hv
+
+    def compute(_):
+        return metrics.lanczos_top(hvp, state.sharp_v, iters=static.sharpness_iters)
+
+    return jax.lax.cond(is_sharpness_step, compute, lambda _: (nan, state.sharp_v), None)
 
 
 def _power_block(power_key: jax.Array, net0: model.Net):
@@ -214,30 +279,49 @@ def _power_block(power_key: jax.Array, net0: model.Net):
     return tuple(jnp.split(z, np.cumsum(fan_ins)[:-1], axis=1))
 
 
-def _batch_loss(static: Static, net0: model.Net, delta: model.Net, trained, X, y):
+def model_output(static: Static, hyper: Hyper, f: jax.Array, f0: jax.Array) -> jax.Array:
+    """The output g that the loss sees: alpha f, or alpha (f - f0) with center_output
+    (Chizat, Oyallon & Bach 2019's scaled and centered model). f, f0: (b,)."""
+    return hyper.output_scale * (f - f0 if static.center_output else f)
+
+
+def _objective(static: Static, hyper: Hyper, net0: model.Net, delta: model.Net, trained, X, y,
+               f0):
+    """(objective, (g, pre, loss)) on a batch X: (b, d), y: (b,), f0: (b,) (f(0) there;
+    (0,) without center_output): loss = the reduced loss of g = `model_output`, and the
+    objective GD minimizes, loss / alpha^2 (Chizat et al. 2019)."""
     net = _weights(net0, _with_trainable(static, delta, trained))
     f, pre = model.apply(net, X, param=static.param, precision=PRECISIONS[static.precision])
-    loss = losses.reduce(losses.per_example(static.loss, f, y), reduction=static.reduction,
+    g = model_output(static, hyper, f, f0)
+    loss = losses.reduce(losses.per_example(static.loss, g, y), reduction=static.reduction,
                          n=static.n)
-    return loss, (f, pre)
+    return loss / hyper.output_scale**2, (g, pre, loss)
 
 
-def _gradient(static: Static, state: State, X: jax.Array, y: jax.Array):
-    """Loss, (f, pre) and gradient on this step's batch (all of X for GD)."""
+def _gradient(static: Static, hyper: Hyper, state: State, X: jax.Array, y: jax.Array):
+    """Objective, (g, pre, loss) and gradient on this step's batch (all of X for GD)."""
+    f0 = state.f0
     if static.optimizer == "sgd":
         key = jax.random.fold_in(state.batch_key, state.step)
         idx = jax.random.permutation(key, static.n)[: static.batch_size]
         X, y = X[idx], y[idx]
-    grad_fn = jax.value_and_grad(functools.partial(_batch_loss, static), argnums=2,
+        f0 = f0[idx] if static.center_output else f0
+    grad_fn = jax.value_and_grad(functools.partial(_objective, static, hyper), argnums=2,
                                  has_aux=True)
-    (loss, aux), grads = grad_fn(state.net0, state.delta, _trainable(static, state.delta), X, y)
-    return loss, aux, grads
+    (objective, aux), grads = grad_fn(state.net0, state.delta, _trainable(static, state.delta),
+                                      X, y, f0)
+    return objective, aux, grads
 
 
 def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
-    """One optimizer step; frozen from the first step whose loss or gradient is not finite."""
+    """One optimizer step; frozen from the first step whose loss or gradient is not finite.
+    Under mup each layer's gradient is scaled by its step-size multiplier first (with
+    momentum too, this is SGD with per-layer step sizes eta * mu_l)."""
     ok = jnp.isfinite(loss) & jnp.isfinite(metrics.global_norm(grads))
     trained = _trainable(static, state.delta)
+    mus = _multipliers(static)
+    if mus is not None:
+        grads = jax.tree_util.tree_map(lambda g, mu: g * mu, grads, mus)
     updates, opt_state = _optimizer(static, hyper.lr).update(grads, state.opt_state, trained)
     new_delta = _with_trainable(static, state.delta, optax.apply_updates(trained, updates))
     active = state.alive & ok
@@ -250,7 +334,8 @@ def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
 
 
 def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_step):
-    """Step and layer records of the current weights, and the new power vectors."""
+    """Step and layer records of the current weights, and the new power vectors. f: the
+    model's output g (`model_output`) on X; loss: its reduced loss."""
     precision = PRECISIONS[static.precision]
     spectral, vs = [], []
     for D, v in zip(state.delta.hidden, state.v):
@@ -311,23 +396,24 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, step):
     (STEP_FIELDS values (F,), LAYER_FIELDS values (L, G)).
     """
     is_gram_step = (step % static.gram_every == 0) if static.gram_every else False
-    batch_loss, (f, pre), grads = _gradient(static, state, X, y)
-    loss = batch_loss
+    is_sharpness_step = (step % static.sharpness_every == 0) if static.sharpness_every else False
+    objective, (f, pre, loss), grads = _gradient(static, hyper, state, X, y)
     if static.optimizer == "sgd":  # metrics are over the full training set
-        loss, (f, pre) = _batch_loss(static, state.net0, state.delta,
-                                     _trainable(static, state.delta), X, y)
+        _, (f, pre, loss) = _objective(static, hyper, state.net0, state.delta,
+                                       _trainable(static, state.delta), X, y, state.f0)
     step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads, is_gram_step)
+    step_rec["sharpness"], sharp_v = _sharpness(static, hyper, state, X, y, is_sharpness_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
     step_values = jnp.stack([step_rec[name] for name in STEP_FIELDS])
     layer_values = jnp.stack([layer_rec[name] for name in LAYER_FIELDS], axis=-1)
     record = (jnp.where(alive, step_values, jnp.nan), jnp.where(alive, layer_values, jnp.nan))
-    state = state._replace(v=jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b),
-                                                    v, state.v))
-    state = _update(static, hyper, state, batch_loss, grads)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new, old)
+    state = state._replace(v=keep(v, state.v), sharp_v=keep(sharp_v, state.sharp_v))
+    state = _update(static, hyper, state, objective, grads)
 
     def plain_step(_, s):
-        loss, _, grads = _gradient(static, s, X, y)
-        return _update(static, hyper, s, loss, grads)
+        objective, _, grads = _gradient(static, hyper, s, X, y)
+        return _update(static, hyper, s, objective, grads)
 
     state = jax.lax.fori_loop(0, static.record_every - 1, plain_step, state)
     return state, record
@@ -393,7 +479,9 @@ def init_static(static: Static) -> Static:
                                reduction="sum", sign_labels=False, record_every=1,
                                chunk_records=1, power_tol=1.0, power_max_iters=1,
                                regression_tol=1.0, momentum=float(bool(static.momentum)),
-                               gram_every=int(bool(static.gram_every)), cache_group=0)
+                               gram_every=int(bool(static.gram_every)), cache_group=0,
+                               sharpness_every=int(bool(static.sharpness_every)),
+                               sharpness_iters=1)
 
 
 @functools.cache

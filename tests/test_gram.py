@@ -12,9 +12,10 @@ from overparam import config as config_lib
 from overparam import data, engine, metrics, model, theory, train
 
 
-@pytest.mark.parametrize("param", ["du", "zou", "ntk", "standard"])
+@pytest.mark.parametrize("param", ["du", "zou", "ntk", "standard", "mup"])
 @pytest.mark.parametrize("depth,train_output", [(1, False), (2, False), (3, True)])
 def test_ntk_gram_equals_jacobian_gram(param, depth, train_output):
+    """H = J M J^T, M the step-size multipliers of the trained layers (identity but for mup)."""
     with jax.enable_x64(True):
         X = jax.random.normal(jax.random.PRNGKey(0), (7, 5), jnp.float64)
         X = X / jnp.linalg.norm(X, axis=1, keepdims=True)
@@ -26,10 +27,13 @@ def test_ntk_gram_equals_jacobian_gram(param, depth, train_output):
             return model.apply(full, X, param=param)[0]
 
         theta = (net.hidden, net.out) if train_output else net.hidden
-        J = jnp.concatenate([j.reshape(7, -1) for j in
-                             jax.tree_util.tree_leaves(jax.jacrev(f)(theta))], axis=1)
+        hidden_mu, out_mu = model.lr_multipliers(param, width=12, depth=depth)
+        mus = (*hidden_mu, out_mu) if train_output else hidden_mu
+        leaves = jax.tree_util.tree_leaves(jax.jacrev(f)(theta))
+        J = jnp.concatenate([j.reshape(7, -1) for j in leaves], axis=1)
+        M = jnp.concatenate([jnp.full(j[0].size, mu) for j, mu in zip(leaves, mus, strict=True)])
         H = metrics.ntk_gram(net, X, param=param, train_output=train_output)
-        np.testing.assert_allclose(H, J @ J.T, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(H, (J * M[None, :]) @ J.T, rtol=1e-12, atol=1e-12)
 
 
 def test_init_spectral_is_the_norm_of_the_initial_weights():
@@ -38,7 +42,7 @@ def test_init_spectral_is_the_norm_of_the_initial_weights():
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=8, d=6, seed=0,
                                 dtype="float32"))
     hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(3), np.uint32(1), np.uint32(2),
-                                                     np.float32(0.1))))
+                                                     np.float32(0.1), np.float32(1))))
     state = jax.jit(functools.partial(train.init_single, static))(hyper, jnp.asarray(ds.X))
     for W, got in zip(state.net0.hidden, state.init_spectral):
         ref = np.linalg.norm(np.asarray(W, np.float64), 2)
@@ -65,7 +69,7 @@ def test_sweep_records_gram_statistics_every_gram_step(tmp_path):
                           loss="squared", optimizer="gd", param="du")
     hyper = train.Hyper(*(jnp.asarray(v) for v in (
         np.uint32(run.seed), np.uint32(config_lib.expand(sweep)[0].init_tag),
-        np.uint32(0), np.float32(0.1))))
+        np.uint32(0), np.float32(0.1), np.float32(1))))
     assert config_lib.expand(sweep)[0].run_id == run.run_id
     net0 = jax.jit(functools.partial(train.init_single, static))(hyper, jnp.asarray(X)).net0
     with jax.enable_x64(True):
@@ -121,7 +125,7 @@ def test_long_chunks_with_gram_tracking_do_not_deadlock():
             "p = train.make_program(st)\n"
             "X = jax.random.normal(jax.random.PRNGKey(0), (M, n, 16)) / 4.0\n"
             "h = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),"
-            " jnp.zeros(M, jnp.uint32), jnp.full(M, 0.1))\n"
+            " jnp.zeros(M, jnp.uint32), jnp.full(M, 0.1), jnp.ones(M))\n"
             "s = p.init(train.batch_keys(h), X, jnp.zeros((M, n, n)))\n"
             "s, r = p.chunk(s, h, X, X[..., 0], jnp.int32(0))\n"
             "jax.block_until_ready(r)\n")

@@ -17,11 +17,11 @@ import pytest
 
 from overparam import losses, model
 
-PARAMS = ("du", "zou", "ntk", "standard")
+PARAMS = ("du", "zou", "ntk", "standard", "mup")
 
 
 def _doc_scales(param, d, m, depth):
-    """(c_1..c_L), c_out as written in the model docstring."""
+    """(c_1..c_L), c_out as written in the model docstring (zou, standard, mup: all 1)."""
     if param == "du":
         return [1.0] + [math.sqrt(2.0 / m)] * (depth - 1), 1.0 / math.sqrt(m)
     if param == "ntk":
@@ -95,19 +95,19 @@ def test_init_hidden_std_matches_law(param):
     for layer, W in enumerate(net.hidden):
         fan_in = d if layer == 0 else m
         want = {"du": 1.0, "ntk": 1.0, "zou": math.sqrt(2.0 / m),
-                "standard": math.sqrt(2.0 / fan_in)}[param]
+                "standard": math.sqrt(2.0 / fan_in), "mup": math.sqrt(2.0 / fan_in)}[param]
         W = np.asarray(W, np.float64)
         assert abs(W.std() / want - 1.0) < 0.03, (layer, W.std(), want)
         assert abs(W.mean()) < 0.03 * want
 
 
-@pytest.mark.parametrize("param", ["ntk", "standard"])
+@pytest.mark.parametrize("param", ["ntk", "standard", "mup"])
 def test_init_gaussian_output_std(param):
     m = 512
     keys = jax.random.split(jax.random.PRNGKey(2), 16)
     outs = np.concatenate([np.asarray(model.init(k, d=4, width=m, depth=1, param=param).out,
                                       np.float64) for k in keys])
-    want = {"ntk": 1.0, "standard": math.sqrt(2.0 / m)}[param]
+    want = {"ntk": 1.0, "standard": math.sqrt(2.0 / m), "mup": 1.0 / m}[param]
     assert abs(outs.std() / want - 1.0) < 0.03
     assert abs(outs.mean()) < 0.03 * want
     # Gaussian, not a scaled sign vector.
@@ -276,7 +276,9 @@ def test_deep_gradient_matches_finite_differences(param, depth, loss):
 @pytest.mark.parametrize("param", PARAMS)
 @pytest.mark.parametrize("depth", [1, 2])
 def test_forward_scale_is_width_stable(param, depth):
-    """mean f(x)^2 at init over random unit inputs is O(1) in m: m=64 vs m=1024."""
+    """mean f(x)^2 at init over random unit inputs is O(1) in m: m=64 vs m=1024. Under mup
+    the output layer's variance 1/m^2 makes it O(1/m): f starts at 0 in the limit (Yang &
+    Hu 2021), and only training moves it by O(1)."""
     d, n, num_nets = 8, 64, 8
     X = _unit_inputs(jax.random.PRNGKey(0), n, d, jnp.float32)
     second_moment = {}
@@ -289,5 +291,15 @@ def test_forward_scale_is_width_stable(param, depth):
             fs.append(np.asarray(f, np.float64))
         second_moment[m] = float(np.mean(np.square(fs)))
     ratio = second_moment[1024] / second_moment[64]
+    if param == "mup":
+        ratio, second_moment = ratio * 16, {m: v * m for m, v in second_moment.items()}
     assert 1 / 3 < ratio < 3, second_moment
     assert 1e-2 < second_moment[1024] < 1e2
+
+
+def test_lr_multipliers():
+    """mup: eta fan_out for the input layer, eta for hidden layers, eta / fan_in for the output
+    (Yang & Hu 2021, Table 3); every other parameterization: eta everywhere."""
+    assert model.lr_multipliers("mup", width=64, depth=3) == ((64.0, 1.0, 1.0), 1 / 64)
+    for param in ("du", "zou", "ntk", "standard"):
+        assert model.lr_multipliers(param, width=64, depth=2) == ((1.0, 1.0), 1.0)

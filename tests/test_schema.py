@@ -28,7 +28,8 @@ SCHEMAS = {"runs.parquet": schema.RUNS, "steps": schema.STEPS, "layers": schema.
            "datasets": schema.DATASETS}
 FLOATS = {"float32": pa.float32(), "float64": pa.float64()}
 STEP_COLUMNS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output",
-                "gram_lambda_min", "gram_change", "gram_init_error")
+                "gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error",
+                "sharpness")
 LAYER_COLUMNS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac",
                  "init_spectral")
 

@@ -72,7 +72,8 @@ def test_gram_scale_needs_depth_for_standard():
 
 
 def _empirical_gram(X, *, key, param, depth, width, train_output):
-    """H = J J^T with J the Jacobian of f(X) (n,) w.r.t. the trained parameters, float64."""
+    """H = J M J^T with J the Jacobian of f(X) (n,) w.r.t. the trained parameters and M their
+    step-size multipliers (model.lr_multipliers: identity but for mup), float64."""
     net = model.init(key, d=X.shape[1], width=width, depth=depth, param=param,
                      dtype=jnp.float64)
 
@@ -81,8 +82,10 @@ def _empirical_gram(X, *, key, param, depth, width, train_output):
         return model.apply(full, X, param=param)[0]
 
     theta = (net.hidden, net.out) if train_output else net.hidden
+    hidden_mu, out_mu = model.lr_multipliers(param, width=width, depth=depth)
+    mus = [*hidden_mu, out_mu] if train_output else list(hidden_mu)
     blocks = [j.reshape(X.shape[0], -1) for j in jax.tree_util.tree_leaves(jax.jacrev(f)(theta))]
-    return sum(J @ J.T for J in blocks)  # = J J^T of the concatenated Jacobian
+    return sum(mu * J @ J.T for mu, J in zip(mus, blocks, strict=True))  # J M J^T, J concatenated
 
 
 # Depth 2 has an (n, m, m) Jacobian, so smaller widths there. Measured with these seeds,
@@ -92,7 +95,7 @@ WIDTHS = {1: (256, 1024, 4096, 16384), 2: (64, 256, 1024)}
 SEEDS = 8
 MAX_RELATIVE_ERROR = {1: 0.05, 2: 0.2}
 CASES = [(p, depth, False) for depth in (1, 2) for p in theory.PARAMS] + [
-    ("du", 1, True), ("standard", 1, True)]
+    ("du", 1, True), ("standard", 1, True), ("mup", 1, True)]
 
 
 @pytest.mark.parametrize("param,depth,train_output", CASES)
@@ -174,29 +177,43 @@ def test_separation_is_the_data_separation():
 
 
 def test_width_exponents_follow_theory_section_5():
-    half, stable = (-0.5, -0.5), dict(lr_scaling="constant", depth=1)
+    half, flat = (-0.5, -0.5), (0.0, 0.0)
+    stable = dict(lr_scaling="constant", depth=1)
     assert [theory.width_stable(p, "constant") for p in theory.PARAMS] == [True, False, True,
-                                                                           False]
+                                                                           False, True]
     assert [theory.width_stable(p, "inverse_width") for p in theory.PARAMS] == [False, True,
-                                                                                False, True]
+                                                                                False, True,
+                                                                                False]
     assert theory.row_radius_exponent("du", **stable) == half
     assert theory.row_radius_exponent("du", lr_scaling="constant", depth=2) is None
     assert theory.row_radius_exponent("ntk", **stable) is None
     assert theory.relative_radius_exponent("du", **stable) == half
+    assert theory.relative_radius_exponent("ntk", lr_scaling="constant", depth=3) == half
+    assert theory.relative_radius_exponent("zou", lr_scaling="inverse_width", depth=2) == half
     assert theory.relative_radius_exponent("du", lr_scaling="inverse_width", depth=1) is None
-    assert theory.spectral_radius_exponent("du", **stable) == (0.0, 0.0)
-    assert theory.spectral_radius_exponent("du", lr_scaling="constant", depth=2) is None
-    assert theory.spectral_radius_exponent("ntk", lr_scaling="constant", depth=3) == half
+    assert theory.relative_radius_exponent("standard", lr_scaling="inverse_width",
+                                           depth=2) is None
+    # N(0, 1) weights with a 1/sqrt(fan_in) multiplier (du, ntk) move by O(1) in spectral
+    # norm at every depth; zou's N(0, 2/m) weights with lr / m by m^-1/2.
+    assert theory.spectral_radius_exponent("du", **stable) == flat
+    assert theory.spectral_radius_exponent("du", lr_scaling="constant", depth=2) == flat
+    assert theory.spectral_radius_exponent("ntk", lr_scaling="constant", depth=3) == flat
     assert theory.spectral_radius_exponent("zou", lr_scaling="inverse_width", depth=2) == half
     assert theory.spectral_radius_exponent("zou", **stable) is None  # lr not width-stable
     assert theory.spectral_radius_exponent("standard", lr_scaling="inverse_width",
                                            depth=2) is None
+    assert theory.spectral_radius_exponent("mup", **stable) is None  # layer-dependent
     assert theory.flip_exponent("standard", lr_scaling="inverse_width", depth=2) == (-0.5,
                                                                                      -1 / 3)
     assert theory.gram_change_exponent("ntk", **stable) == half
     assert theory.gram_change_exponent("zou", lr_scaling="inverse_width", depth=1) is None
     assert theory.relative_gram_change_exponent("zou", lr_scaling="inverse_width",
                                                 depth=1) == half
+    # mup with its own lr learns features: relative radius, flips and kernel change stay O(1).
+    for exponent in (theory.relative_radius_exponent, theory.flip_exponent,
+                     theory.gram_change_exponent, theory.relative_gram_change_exponent):
+        assert exponent("mup", lr_scaling="constant", depth=2) == flat
+        assert exponent("mup", lr_scaling="inverse_width", depth=2) is None
     assert theory.gram_init_error_exponent("zou", **stable) == half  # any step size
 
 

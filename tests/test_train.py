@@ -32,7 +32,8 @@ def _hyper(seeds, lrs):
     return train.Hyper(seed=jnp.asarray(seeds, jnp.uint32),
                        init_tag=jnp.full((k,), 11, jnp.uint32),
                        batch_tag=jnp.full((k,), 5, jnp.uint32),
-                       lr=jnp.asarray(lrs, jnp.float32))
+                       lr=jnp.asarray(lrs, jnp.float32),
+                       output_scale=jnp.ones((k,), jnp.float32))
 
 
 def _run_all(static, hyper, X, y, num_chunks):
@@ -89,7 +90,7 @@ def test_gd_step_is_minus_lr_times_gradient():
     init = jax.jit(functools.partial(train.init_single, static))
     chunk = jax.jit(functools.partial(train.chunk_single, static))
     hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3),
-                                                     np.float32(lr))))
+                                                     np.float32(lr), np.float32(1))))
     state = init(hyper, X)
 
     def loss_fn(W):

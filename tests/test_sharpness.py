@@ -1,0 +1,190 @@
+"""Sharpness: the recorded top eigenvalue of the loss Hessian against a dense eigendecomposition.
+
+Each recorded `sharpness` is checked against np.linalg.eigvalsh of jax.hessian of the same
+objective (the reduced loss of alpha (f - f0), divided by alpha^2) at the same weights,
+rebuilt here from the model and losses modules, not from train's objective; under mup the
+Hessian is M^1/2 Hess M^1/2 with M the step-size multipliers (model.lr_multipliers). In
+float64 with as many Lanczos steps as parameters the two agree to 1e-9; in float32 with the
+default 20 warm-started steps to 1e-4, at initialization and at every step of training.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import overparam
+from overparam import config as config_lib
+from overparam import data, engine, losses, metrics, model, train
+
+N, D, WIDTH = 6, 4, 8
+
+
+@functools.cache
+def _jitted(static):
+    return (jax.jit(functools.partial(train.init_single, static)),
+            jax.jit(functools.partial(train.chunk_single, static)))
+
+
+def _dense_sharpness(static, state, hyper, X, y):
+    """lambda_max of M^1/2 Hess M^1/2 (float64 NumPy) of the objective at state's weights."""
+    trained0 = state.delta if static.train_output else state.delta.hidden
+    flat, unravel = ravel_pytree(trained0)
+
+    def objective(w):
+        trained = unravel(w)
+        delta = trained if static.train_output else state.delta._replace(hidden=trained)
+        net = jax.tree_util.tree_map(jnp.add, state.net0, delta)
+        f, _ = model.apply(net, X, param=static.param)
+        alpha = hyper.output_scale
+        g = alpha * (f - state.f0 if static.center_output else f)
+        loss = losses.reduce(losses.per_example(static.loss, g, y),
+                             reduction=static.reduction, n=static.n)
+        return loss / alpha**2
+
+    hess = np.asarray(jax.hessian(objective)(flat), np.float64)
+    hidden_mu, out_mu = model.lr_multipliers(static.param, width=static.width,
+                                             depth=static.depth)
+    mus = (*hidden_mu, out_mu) if static.train_output else hidden_mu
+    leaves = jax.tree_util.tree_leaves(trained0)
+    root = np.sqrt(np.concatenate([np.full(a.size, mu) for a, mu in zip(leaves, mus,
+                                                                          strict=True)]))
+    return np.linalg.eigvalsh(root[:, None] * hess * root[None, :])[-1]
+
+
+def _problem(loss, dtype):
+    sign = loss != "squared"
+    ds = data.make_dataset(dict(dataset="sphere", labels="random_sign" if sign else "gaussian",
+                                n=N, d=D, seed=3, dtype=dtype))
+    return jnp.asarray(ds.X), jnp.asarray(ds.y), sign
+
+
+def _hyper(lr, alpha, dtype):
+    return train.Hyper(*(jnp.asarray(v) for v in (np.uint32(5), np.uint32(2), np.uint32(9))),
+                       lr=jnp.asarray(lr, dtype), output_scale=jnp.asarray(alpha, dtype))
+
+
+def _check_every_step(static, hyper, X, y, steps, rtol):
+    init, chunk = _jitted(static)
+    state = init(hyper, X)
+    for t in range(steps):
+        want = _dense_sharpness(static, state, hyper, X, y)
+        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
+        got = train.columns(jax.device_get(rec))["sharpness"][0]
+        assert abs(got - want) <= rtol * abs(want), (t, got, want)
+
+
+# Every parameterization (squared loss), and every classification loss; deep, with the
+# output layer trained and not, sum and mean, GD and SGD, scaled and centered outputs.
+CASES = [
+    # param, loss, depth, train_output, reduction, optimizer, alpha, center, lr
+    ("du", "squared", 2, False, "sum", "gd", 1.0, False, 0.1),
+    ("zou", "squared", 2, True, "mean", "gd", 1.0, False, 0.05),
+    ("ntk", "squared", 3, False, "sum", "sgd", 2.0, True, 0.1),
+    ("standard", "squared", 2, True, "sum", "gd", 0.5, False, 0.05),
+    ("mup", "squared", 2, True, "sum", "gd", 1.0, True, 0.2),
+    ("mup", "hinge", 2, False, "mean", "gd", 1.0, False, 0.5),
+    ("ntk", "squared_hinge", 2, True, "sum", "gd", 3.0, True, 0.05),
+    ("du", "exponential", 1, True, "sum", "sgd", 1.0, False, 0.1),
+    ("standard", "logistic", 3, False, "mean", "gd", 1.0, False, 0.5),
+]
+
+
+def _static(param, loss, depth, train_output, reduction, optimizer, center, sign, dtype,
+            iters):
+    return train.Static(width=WIDTH, depth=depth, n=N, d=D,
+                        batch_size=N if optimizer == "gd" else 3, loss=loss,
+                        optimizer=optimizer, param=param, reduction=reduction,
+                        train_output=train_output, sign_labels=sign, chunk_records=1,
+                        dtype=dtype, center_output=center, sharpness_every=1,
+                        sharpness_iters=iters)
+
+
+@pytest.mark.parametrize("param,loss,depth,train_output,reduction,optimizer,alpha,center,lr",
+                         CASES)
+def test_sharpness_is_the_dense_hessians_top_eigenvalue_float64(param, loss, depth,
+                                                                train_output, reduction,
+                                                                optimizer, alpha, center, lr):
+    """As many Lanczos steps as parameters: exact, at init and at every step after."""
+    with jax.enable_x64(True):
+        X, y, sign = _problem(loss, "float64")
+        P = D * WIDTH + (depth - 1) * WIDTH * WIDTH + (WIDTH if train_output else 0)
+        static = _static(param, loss, depth, train_output, reduction, optimizer, center, sign,
+                         "float64", P)
+        _check_every_step(static, _hyper(lr, alpha, jnp.float64), X, y, steps=4, rtol=1e-9)
+
+
+@pytest.mark.parametrize("param,loss,depth,train_output,reduction,optimizer,alpha,center,lr",
+                         CASES[::2])
+def test_warm_started_sharpness_float32(param, loss, depth, train_output, reduction,
+                                        optimizer, alpha, center, lr):
+    """The default 20 Lanczos steps, each record warm-started from the previous Ritz vector."""
+    X, y, sign = _problem(loss, "float32")
+    static = _static(param, loss, depth, train_output, reduction, optimizer, center, sign,
+                     "float32", 20)
+    _check_every_step(static, _hyper(lr, alpha, jnp.float32), X, y, steps=12, rtol=1e-4)
+
+
+def test_two_layer_du_sharpness_is_the_gram_matrixs_top_eigenvalue():
+    """Du's net with a fixed output is piecewise linear in W: Hess = J^T J, whose nonzero
+    eigenvalues are H's (THEORY.md section 7), so sharpness = lambda_max(H(t))."""
+    X, y, _ = _problem("squared", "float32")
+    static = train.Static(width=64, depth=1, n=N, d=D, batch_size=N, loss="squared",
+                          optimizer="gd", param="du", chunk_records=30, gram_every=1,
+                          sharpness_every=1)
+    init, chunk = _jitted(static)
+    hyper = _hyper(0.5, 1.0, jnp.float32)
+    _, rec = chunk(init(hyper, X), hyper, X, y, jnp.int32(0))
+    cols = train.columns(jax.device_get(rec))
+    np.testing.assert_allclose(cols["sharpness"], cols["gram_lambda_max"], rtol=2e-5)
+
+
+def test_sharpness_only_on_its_steps_and_its_warm_start_kept_between():
+    X, y, _ = _problem("squared", "float32")
+    static = train.Static(width=WIDTH, depth=2, n=N, d=D, batch_size=N, loss="squared",
+                          optimizer="gd", param="ntk", chunk_records=1, sharpness_every=3)
+    init, chunk = _jitted(static)
+    hyper = _hyper(0.1, 1.0, jnp.float32)
+    state = init(hyper, X)
+    for t in range(7):
+        before = np.asarray(state.sharp_v)
+        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
+        sharpness = train.columns(jax.device_get(rec))["sharpness"][0]
+        assert np.isfinite(sharpness) == (t % 3 == 0), t
+        assert np.array_equal(before, state.sharp_v) == (t % 3 != 0), t
+
+
+def test_lanczos_finds_the_largest_algebraic_eigenvalue():
+    """Of an indefinite matrix whose most negative eigenvalue is the largest in magnitude,
+    of a negative definite one, and from a start inside an invariant subspace."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((40, 40))
+    A = (A + A.T) / 2 - 4 * np.eye(40)
+    want = np.linalg.eigvalsh(A)
+    assert abs(want[0]) > abs(want[-1])
+    with jax.enable_x64(True):
+        top, v = metrics.lanczos_top(lambda x: jnp.asarray(A) @ x, jnp.asarray(
+            rng.standard_normal(40)), iters=40)
+        assert abs(top - want[-1]) < 1e-10
+        np.testing.assert_allclose(A @ np.asarray(v), top * np.asarray(v), atol=1e-8)
+        B = -np.diag(np.arange(1.0, 7.0))
+        top, v = metrics.lanczos_top(lambda x: jnp.asarray(B) @ x, jnp.ones(6), iters=12)
+        assert abs(top + 1.0) < 1e-12 and abs(abs(v[0]) - 1.0) < 1e-12
+        # e_2 spans an invariant subspace: theta is its eigenvalue, never a masked step's 0.
+        top, v = metrics.lanczos_top(lambda x: jnp.asarray(B) @ x,
+                                     jnp.zeros(6).at[2].set(1.0), iters=5)
+        assert top == -3.0
+
+
+def test_a_sweep_records_sharpness_on_its_steps(tmp_path):
+    sweep = config_lib.validate(dict(name="s", widths=(16,), depths=(2,), num_seeds=2,
+                                     n=(8,), d=4, steps=9, chunk_steps=4, sharpness_every=3,
+                                     param=("mup",), lr=(0.1,)))
+    engine.run_sweep(sweep, tmp_path / "r", show_progress=False)
+    s = overparam.load(tmp_path / "r").steps
+    on = s.step % 3 == 0
+    assert s.loc[on, "sharpness"].notna().all() and s.loc[~on, "sharpness"].isna().all()
+    assert (s.loc[on, "sharpness"] > 0).all()
