@@ -114,6 +114,9 @@ def _define_flags():
         tail_fraction=f.DEFINE_float(
             "tail_fraction", 0.5, "convergence_rate: fit ln(loss) over this last fraction of "
             "the recorded steps."),
+        eos_fraction=f.DEFINE_float(
+            "eos_fraction", 0.95, "steps_to_eos: first step with sharpness >= this times "
+            "2 / eta, the stability limit (0.95: 1.9 / eta)."),
         n_boot=f.DEFINE_integer("n_boot", 1000, "Bootstrap resamples of the seeds per fit."),
         level=f.DEFINE_float("level", 0.95, "Confidence level of the intervals."),
         ci=f.DEFINE_enum("ci", "t", list(CI_METHODS), "Bootstrap interval (see "
@@ -136,6 +139,8 @@ def _check_flags(v: dict) -> None:
         fail(f"--loss_threshold: must be > 0, got {v['loss_threshold']}")
     if not 0 < v["tail_fraction"] <= 1:
         fail(f"--tail_fraction: must be in (0, 1], got {v['tail_fraction']}")
+    if not v["eos_fraction"] > 0:
+        fail(f"--eos_fraction: must be > 0, got {v['eos_fraction']}")
     if v["n_boot"] < 1:
         fail(f"--n_boot: must be >= 1, got {v['n_boot']}")
     if not 0 < v["level"] < 1:
@@ -164,7 +169,8 @@ def run(argv: list[str] | None = None) -> None:
         try:
             fits = analyze(v["results"], out=v["out"],
                            loss_threshold=v["loss_threshold"],
-                           tail_fraction=v["tail_fraction"], n_boot=v["n_boot"],
+                           tail_fraction=v["tail_fraction"],
+                           eos_fraction=v["eos_fraction"], n_boot=v["n_boot"],
                            level=v["level"], ci=v["ci"], seed=v["seed"], plots=v["plots"])
         except store.ResultsError as e:
             fail(one_line(e))

@@ -350,6 +350,16 @@ def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
     return _HALF if _lazy(param, lr_scaling) else None
 
 
+def output_scale_exponent(param: str, *, center_output: bool):
+    """Against the output scale alpha: the weights' movement (every radius), the flipped
+    fraction and the kernel's change ~ alpha^-1 for the centered model alpha (f - f(0)) on
+    loss / alpha^2 (Chizat, Oyallon & Bach 2019, section 2: its function-space dynamics do
+    not depend on alpha while its weights move at speed O(1/alpha); THEORY.md section 6).
+    The limit of large alpha (lazy); small alpha leaves it. None without center_output, whose
+    output alpha f(0) grows with alpha."""
+    return (-1.0, -1.0) if center_output else None
+
+
 def gram_init_error_exponent(param: str, *, lr_scaling: str, depth: int):
     """||H(0) / s - H^inf||_2 ~ m^-1/2 (`gram_inf`): a property of the initialization, for
     every parameterization and step size."""

@@ -284,7 +284,11 @@ def test_deep_sweep_fits_against_depth_per_layer(deep):
     row = _fit(fits, "convergence_rate", x="depth")  # per run, not per layer
     assert (row.group, row.n_runs) == ("all", 2 * SEEDS) and pd.isna(row.layer)
     text = analyze.format_table(fits)
-    assert "max_radius_spectral  depth  layer=1" in text, text
+    assert re.search(r"^max_radius_spectral +depth +layer=1 ", text, re.M), text
+    # No run reached the loss threshold: the censored quantity is reported, every run
+    # excluded, rather than dropped.
+    row = _fit(fits, "steps_to_loss_threshold", x="depth")
+    assert (row.n_runs, row.n_excluded) == (0, 2 * SEEDS) and np.isnan(row.exponent)
 
 
 def test_fit_figure_has_one_panel_per_group(du_analysis, du):
@@ -320,13 +324,20 @@ def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(
         assert q.title and q.text("label", options) and q.text("definition", options), q.name
         for table, column in (c.split(".") for c in q.columns):
             assert column in getattr(du, table), (q.name, table, column)
-        assert q.prediction is None or q.prediction.__module__ == theory.__name__, q.name
+        for predict in (q.prediction, q.scale_prediction):
+            assert predict is None or predict.__module__ == theory.__name__, q.name
         expected = q.prediction("du", lr_scaling="constant", depth=1) if q.prediction else None
         assert analyze.predicted_exponent(q.name, "width", param="du") == expected
+        expected = (q.scale_prediction("mup", center_output=True) if q.scale_prediction
+                    else None)
+        assert analyze.predicted_exponent(q.name, "output_scale", param="mup",
+                                          center_output=True) == expected
         assert analyze.predicted_exponent(q.name, "n", param="du") is None
     assert "0.25" in analyze.QUANTITY["steps_to_loss_threshold"].text(
         "label", QuantityOptions(loss_threshold=0.25))
-    assert [v.name for v in analyze.X_VARIABLES] == ["width", "n", "depth"]
+    assert "0.9" in analyze.QUANTITY["steps_to_eos"].text("label",
+                                                          QuantityOptions(eos_fraction=0.9))
+    assert [v.name for v in analyze.X_VARIABLES] == ["width", "n", "depth", "output_scale"]
     assert all(v.name in analyze.SETTINGS and v.symbol and v.axis and v.title
                for v in analyze.X_VARIABLES)
 

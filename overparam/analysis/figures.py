@@ -60,6 +60,8 @@ CURVES = {  # column -> (table, title, axis label)
                         r"$\|W_l(t)-W_l(0)\|_2$"),
     "flip_frac": ("layers", "Flipped ReLU patterns", "fraction of patterns flipped"),
     "gram_change": ("steps", "Change of the NTK Gram matrix", r"$\|H(t)-H(0)\|_2$"),
+    "sharpness": ("steps", "Sharpness against the stability limit 2/eta",
+                  r"sharpness $\lambda_{\max}(\nabla^2 L)$"),
 }
 
 COLUMN_WIDTH_IN = 3.3  # one column of a two-column paper
@@ -195,7 +197,8 @@ def _sort_key(value) -> tuple:
 
 def _constant_label(frame: pd.DataFrame, exclude: Sequence[str]) -> str:
     """The settings shared by every run of `frame`, e.g. 'param=du, loss=squared, lr=0.1'."""
-    order = ("param", "loss", "optimizer", "lr_config", "batch_size", "depth", "n", "width")
+    order = ("param", "loss", "optimizer", "lr_config", "output_scale", "batch_size", "depth",
+             "n", "width")
     parts = [f"{SHORT_NAMES.get(k, k)}={frame[k].iloc[0]}" for k in order
              if k not in exclude and frame[k].nunique(dropna=False) == 1
              and not pd.isna(frame[k].iloc[0])]
@@ -669,6 +672,10 @@ def _plot_curves(sweeps: dict, column: str, x: str):
             lo = max(lo, 10 * roundoff)
         ax.set_yscale("log")
         ax.set_ylim(lo, hi)
+        if column == "sharpness":
+            ys += _plot_stability_limits(ax, grp, x, colors)
+            lo, hi = _limits(ys)
+            ax.set_ylim(lo, hi)
         if bounded:
             for st in styles:
                 _plot_loss_bounds(ax, _rows(grp, st), st, len(styles) > 1)
@@ -681,7 +688,8 @@ def _plot_curves(sweeps: dict, column: str, x: str):
     if roundoff is not None:
         subtitle += f"; step 0 not drawn (0 up to round-off, at most {roundoff:.1e})"
     lines = _title_lines(fig, f"{title} during training, per {x}", subtitle, len(panels))
-    handles, labels = _curve_legend(frame, colors, symbol, x, styles, bounded)
+    handles, labels = _curve_legend(frame, colors, symbol, x, styles, bounded,
+                                    limits=column == "sharpness")
     ncols = _figure_legend(fig, handles, labels, wide_cols=3)
     _suptitle(fig, lines)
     _set_height(fig, n_shown, panel_lines=0, legend_lines=_legend_lines(labels, ncols),
@@ -689,7 +697,7 @@ def _plot_curves(sweeps: dict, column: str, x: str):
     return fig
 
 
-def _curve_legend(frame, colors, symbol, x, styles, bounded):
+def _curve_legend(frame, colors, symbol, x, styles, bounded, limits=False):
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -705,6 +713,9 @@ def _curve_legend(frame, colors, symbol, x, styles, bounded):
     if len(styles) > 1:
         entries += [(Line2D([], [], color="0.2", ls=s.linestyle, marker=s.marker, ms=3.5,
                             markevery=[1]), s.name) for s in styles]
+    if limits:
+        entries.append((Line2D([], [], color="0.3", ls="--", lw=0.9),
+                        "2/$\\eta$: GD's stability limit\n(in each line's colour)"))
     if bounded:
         entries += [
             (Line2D([], [], color=BOUND_COLOR, ls="--", lw=1.0),
@@ -729,6 +740,19 @@ def _plot_band(ax, g: pd.DataFrame, color, linestyle) -> list[float]:
     band = pos & (q25 > 0)
     ax.fill_between(wide.index[band], q25[band], q75[band], color=color, alpha=0.18, lw=0)
     return list(q50[pos]) + list(q25[band]) + list(q75[band])
+
+
+def _plot_stability_limits(ax, g: pd.DataFrame, x: str, colors: dict) -> list[float]:
+    """Dashed lines at 2 / eta, gradient descent's stability limit on a quadratic, one per
+    value of `x` in its colour (eta: the median step size of its runs in the panel; the
+    same for every width unless lr_scaling scales it); returns the levels drawn."""
+    levels = []
+    for v, color in colors.items():
+        eta = g.lr[g[x] == v].median()
+        if np.isfinite(eta) and eta > 0:
+            ax.axhline(2.0 / eta, color=color, ls="--", lw=0.9, label="_2/eta")
+            levels.append(2.0 / eta)
+    return levels
 
 
 def _plot_loss_bounds(ax, g: pd.DataFrame, style: Style, several: bool) -> None:

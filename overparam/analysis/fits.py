@@ -1,14 +1,15 @@
 """Power-law fits with seed-bootstrap intervals, and the fit table of a sweep.
 
-For each quantity and each swept variable x among width, n and depth that takes two or more
-values, log y = log C + alpha log x by least squares over every run of a group, a group
+For each quantity and each swept variable x among width, n, depth and output scale that
+takes two or more values, log y = log C + alpha log x by least squares over every run of a group, a group
 being one combination of the other swept settings (depth, n, lr, batch size, loss,
 optimizer, parameterization; width when x is not width) and the layer. Diverged runs are
 left out and counted; values <= 0 or non-finite are left out of the fit and counted. The
 confidence interval resamples seeds: seed ids with replacement, all runs of the drawn
 seeds, refit (see `power_law_fit`). Each fit is set beside the quantity's prediction
-(quantities.predicted_exponent), which THEORY.md section 5 gives for the width only, and
-only with the width-stable step size of the parameterization (theory.width_stable).
+(quantities.predicted_exponent), which THEORY.md sections 5 and 6 give for the width (with
+the width-stable step size of the parameterization, theory.width_stable) and the output
+scale (the centered model).
 Several sweeps analyzed together (a SWEEP column) are fitted each on its own, and the
 table gains a first column SWEEP. The figures' per-width medians and their seed-bootstrap
 intervals are `median_interval`.
@@ -194,7 +195,7 @@ def fit_table(per_run: pd.DataFrame, *, x: Sequence[str] | None = None, n_boot: 
     """One power-law fit per quantity, swept variable and group (module docstring).
 
     per_run: from `per_run_quantities`. x: the swept variables to fit against (default:
-    those of X_VARIABLES, width, n, depth, that take two or more values). Columns
+    those of X_VARIABLES, width, n, depth, output_scale, that take two or more values). Columns
     (FIT_COLUMNS): quantity, x, group, the group's settings and layer, exponent, ci_low,
     ci_high, prefactor, stderr, predicted (text), predicted_low, predicted_high, consistent
     (the interval meets the prediction; <NA> without one), n_runs, n_seeds, n_excluded,
@@ -249,7 +250,8 @@ def _fit_row(grp: pd.DataFrame, quantity: str, x: str, key: dict, label: str,
                         groups=ok.seed.to_numpy(), **fit_kw)
     pred = predicted_exponent(quantity, x, param=str(grp.param.iloc[0]),
                               lr_scaling=grp.lr_scaling.iloc[0],
-                              depth=int(grp.depth.iloc[0]) if grp.depth.nunique() == 1 else 0)
+                              depth=int(grp.depth.iloc[0]) if grp.depth.nunique() == 1 else 0,
+                              center_output=bool(grp.center_output.iloc[0]))
     p_lo, p_hi = pred if pred else (math.nan, math.nan)
     consistent = pd.NA
     if pred and np.isfinite(fit.ci_low):
@@ -270,8 +272,8 @@ def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
     xorder = {v.name: i for i, v in enumerate(X_VARIABLES)}
     lr_num = pd.to_numeric(fits.lr_config, errors="coerce").fillna(np.inf)  # 'theory' last
     fits = fits.assign(_q=fits.quantity.map(order), _x=fits.x.map(xorder), _lr=lr_num)
-    cols = ["_q", "_x", "layer", "width", "depth", "n", "_lr", "lr_config", "batch_size",
-            "loss", "optimizer", "param"]
+    cols = ["_q", "_x", "layer", "width", "depth", "n", "_lr", "lr_config", "output_scale",
+            "batch_size", "loss", "optimizer", "param"]
     fits = fits.sort_values(cols, kind="stable", na_position="first")
     fits = fits.drop(columns=["_q", "_x", "_lr"]).reset_index(drop=True)
     for col in ("width", "depth", "n", "batch_size", "layer"):

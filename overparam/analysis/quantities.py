@@ -2,10 +2,11 @@
 per-run table: one row per run x quantity (x layer) with the run's settings.
 
 Owns the registry QUANTITIES: for each quantity its definition (the text report.md prints),
-its labels (figure title, axis label), its prediction (the `overparam.theory` function that
-gives its exponent in the width) and how it is computed from the results' tables; and the
-registry X_VARIABLES of the variables fits are taken against (width, n, depth). The fit
-table, the figures and the report read both, and never define a quantity themselves.
+its labels (figure title, axis label), its predictions (the `overparam.theory` functions that
+give its exponent in the width and in the output scale) and how it is computed from the
+results' tables; and the registry X_VARIABLES of the variables fits are taken against
+(width, n, depth, output scale). The fit table, the figures and the report read both, and
+never define a quantity themselves.
 Reads the results' tables; never fits, plots or writes a file.
 """
 
@@ -27,10 +28,11 @@ SWEEP = "sweep"  # the column naming the sweep when several are analyzed togethe
 # Swept settings (config.SWEPT), as the columns of `per_run_quantities` that hold them.
 # lr_config is the config's lr as written (the step size of a run, column lr, is
 # lr_config / width with lr_scaling='inverse_width'); batch_size is <NA> for full-batch GD.
-SETTINGS = ("width", "depth", "n", "lr_config", "batch_size", "loss", "optimizer", "param")
+SETTINGS = ("width", "depth", "n", "lr_config", "output_scale", "batch_size", "loss",
+            "optimizer", "param")
 RUN_COLUMNS = ("run_id", "seed", "status", *SETTINGS, "lr", "lr_scaling", "reduction",
-               "momentum", "lambda0")
-SHORT_NAMES = {"lr_config": "lr", "batch_size": "B"}  # settings' names in labels
+               "momentum", "center_output", "lambda0")
+SHORT_NAMES = {"lr_config": "lr", "batch_size": "B", "output_scale": "α"}  # in labels
 SCHEMAS = {"runs": schema.RUNS, "steps": schema.STEPS, "layers": schema.LAYERS}
 
 
@@ -51,6 +53,7 @@ X_VARIABLES = (
     XVariable("width", "m", "width m", "width m"),
     XVariable("n", "n", "training set size n", "training set size n"),
     XVariable("depth", "L", "depth L (hidden layers)", "depth L"),
+    XVariable("output_scale", "α", "output scale α", "output scale α"),
 )
 X_VARIABLE = {v.name: v for v in X_VARIABLES}
 
@@ -64,6 +67,7 @@ class QuantityOptions:
     loss_threshold: float = 1e-3  # steps_to_loss_threshold: loss <= this x loss(0)
     tail_fraction: float = 0.5    # convergence_rate: over this last fraction of the steps
     rate_floor: float = 1e-10     # convergence_rate: losses below this x loss(0) left out
+    eos_fraction: float = 0.95    # steps_to_eos: sharpness >= this x 2 / eta (1.9 / eta)
 
 
 class Tables(NamedTuple):
@@ -88,6 +92,8 @@ class Quantity:
     compute(tables, options) -> its values, a Series indexed by run_id, or by (run_id,
     layer) if per_layer. prediction: the theory function of its exponent in the width,
     (param, *, lr_scaling, depth) -> Interval | None; None if the theory gives none.
+    scale_prediction: likewise in the output scale alpha, (param, *, center_output) ->
+    Interval | None.
     censored: for a quantity whose value is missing (NaN) when the run never got there in
     its recorded steps (a right-censored time), what that means, e.g. 'never reached the
     loss threshold'; '' where a missing value is just undefined.
@@ -102,6 +108,7 @@ class Quantity:
     compute: Callable[[Tables, QuantityOptions], pd.Series]
     prediction: Callable[..., Interval | None] | None = None
     censored: str = ""
+    scale_prediction: Callable[..., Interval | None] | None = None
 
     def __post_init__(self):
         for table, column in (c.split(".") for c in self.columns):
@@ -169,6 +176,32 @@ def _rel_gram_change(t: Tables, o: QuantityOptions) -> pd.Series:
     return _max_gram_change(t, o) / _gram_lambda_min_init(t, o)
 
 
+def _at_first_step(column: str) -> Callable[[Tables, QuantityOptions], pd.Series]:
+    """compute: run_id -> `column` at the run's first recorded step."""
+    return lambda t, o: t.steps[column].where(t.steps.first).groupby(t.steps.run_id).max()
+
+
+def _gram_change_rel_norm(t: Tables, o: QuantityOptions) -> pd.Series:
+    return _max_gram_change(t, o) / _at_first_step("gram_lambda_max")(t, o)
+
+
+def _step_size(t: Tables) -> pd.Series:
+    """Each step row's run's step size eta (runs.lr), aligned with t.steps."""
+    return t.steps.run_id.map(t.runs.set_index("run_id").lr).astype(float)
+
+
+def _max_sharpness_ratio(t: Tables, o: QuantityOptions) -> pd.Series:
+    ratio = t.steps.sharpness * _step_size(t) / 2.0
+    return ratio.groupby(t.steps.run_id).max()
+
+
+def _steps_to_eos(t: Tables, o: QuantityOptions) -> pd.Series:
+    """First recorded step with sharpness >= eos_fraction x 2 / eta; NaN (censored) if none."""
+    at_edge = t.steps.sharpness >= o.eos_fraction * 2.0 / _step_size(t)
+    steps = t.steps.step[at_edge].groupby(t.steps.run_id[at_edge]).min().astype(float)
+    return steps.reindex(t.steps.run_id[t.steps.sharpness.notna()].unique())
+
+
 QUANTITIES = (
     Quantity(
         "max_radius_spectral", per_layer=True,
@@ -176,21 +209,23 @@ QUANTITIES = (
         label=r"$\max_t\,\|W_l(t)-W_l(0)\|_2$",
         definition="max over recorded steps t of ||W_l(t) - W_l(0)||_2 (layer l).",
         columns=("layers.radius_spectral",), compute=_layer_stat("radius_spectral", "max"),
-        prediction=theory.spectral_radius_exponent),
+        prediction=theory.spectral_radius_exponent,
+        scale_prediction=theory.output_scale_exponent),
     Quantity(
         "rel_radius_spectral", per_layer=True,
         title="Relative spectral norm of the weight change",
         label=r"$\max_t\,\|W_l(t)-W_l(0)\|_2\,/\,\|W_l(0)\|_2$",
         definition="max_t ||W_l(t) - W_l(0)||_2 / ||W_l(0)||_2.",
         columns=("layers.radius_spectral", "layers.init_spectral"),
-        compute=_rel_radius_spectral, prediction=theory.relative_radius_exponent),
+        compute=_rel_radius_spectral, prediction=theory.relative_radius_exponent,
+        scale_prediction=theory.output_scale_exponent),
     Quantity(
         "max_radius_rowmax", per_layer=True,
         title="Largest movement of one neuron",
         label=r"$\max_t\,\max_r\,\|w_r(t)-w_r(0)\|_2$",
         definition="max_t max_r ||w_r(t) - w_r(0)||_2 (Du et al.'s R').",
         columns=("layers.radius_rowmax",), compute=_layer_stat("radius_rowmax", "max"),
-        prediction=theory.row_radius_exponent),
+        prediction=theory.row_radius_exponent, scale_prediction=theory.output_scale_exponent),
     Quantity(
         "final_flip_frac", per_layer=True,
         title="Flipped ReLU patterns at the end of training",
@@ -198,14 +233,14 @@ QUANTITIES = (
         definition="fraction of (example, neuron) ReLU patterns of layer l that differ from "
                    "step 0, at the last recorded step.",
         columns=("layers.flip_frac",), compute=_layer_stat("flip_frac", "last"),
-        prediction=theory.flip_exponent),
+        prediction=theory.flip_exponent, scale_prediction=theory.output_scale_exponent),
     Quantity(
         "max_flip_frac", per_layer=True,
         title="Flipped ReLU patterns, largest during training",
         label=r"$\max_t$ fraction of patterns flipped",
         definition="max over t of the flipped fraction.",
         columns=("layers.flip_frac",), compute=_layer_stat("flip_frac", "max"),
-        prediction=theory.flip_exponent),
+        prediction=theory.flip_exponent, scale_prediction=theory.output_scale_exponent),
     Quantity(
         "steps_to_zero_error", per_layer=False,
         title="Steps to zero training error",
@@ -249,29 +284,62 @@ QUANTITIES = (
         label=r"$\max_t\,\|H(t)-H(0)\|_2$",
         definition="max_t ||H(t) - H(0)||_2 over the steps where H was recorded.",
         columns=("steps.gram_change",), compute=_max_gram_change,
-        prediction=theory.gram_change_exponent),
+        prediction=theory.gram_change_exponent, scale_prediction=theory.output_scale_exponent),
     Quantity(
         "rel_gram_change", per_layer=False,
         title="Relative change of the NTK Gram matrix",
         label=r"$\max_t\,\|H(t)-H(0)\|_2\,/\,\lambda_{{\min}}(H(0))$",
         definition="max_t ||H(t) - H(0)||_2 / lambda_min(H(0)).",
         columns=("steps.gram_change", "steps.gram_lambda_min"), compute=_rel_gram_change,
-        prediction=theory.relative_gram_change_exponent),
+        prediction=theory.relative_gram_change_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
+        "gram_change_rel_norm", per_layer=False,
+        title="Change of the NTK Gram matrix, relative to its norm",
+        label=r"$\max_t\,\|H(t)-H(0)\|_2\,/\,\|H(0)\|_2$",
+        definition="max_t ||H(t) - H(0)||_2 / ||H(0)||_2 (||H(0)||_2 = lambda_max(H(0))).",
+        columns=("steps.gram_change", "steps.gram_lambda_max"), compute=_gram_change_rel_norm,
+        prediction=theory.relative_gram_change_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
+        "sharpness_init", per_layer=False,
+        title="Sharpness at initialization",
+        label=r"$\lambda_{{\max}}(\nabla^2 L)$ at $t = 0$",
+        definition="the largest eigenvalue of the loss Hessian at the first recorded step.",
+        columns=("steps.sharpness",), compute=_at_first_step("sharpness")),
+    Quantity(
+        "max_sharpness_ratio", per_layer=False,
+        title="Largest sharpness, as a fraction of the stability limit 2/eta",
+        label=r"$\max_t\,\eta\,\lambda_{{\max}}(\nabla^2 L(t))\,/\,2$",
+        definition="max_t sharpness(t) x eta / 2: 1 is gradient descent's stability limit "
+                   "2 / eta, the edge of stability.",
+        columns=("steps.sharpness", "runs.lr"), compute=_max_sharpness_ratio),
+    Quantity(
+        "steps_to_eos", per_layer=False,
+        title="Steps to the edge of stability",
+        label=r"steps to sharpness $\geq$ {eos_fraction:g} $\times$ 2/$\eta$",
+        definition="first recorded step with sharpness >= {eos_fraction:g} x 2 / eta (never "
+                   "reached: `excluded`).",
+        columns=("steps.sharpness", "runs.lr"), compute=_steps_to_eos,
+        censored="never reached the edge of stability"),
 )
 QUANTITY = {q.name: q for q in QUANTITIES}
 
 
 def predicted_exponent(quantity: str, x: str, *, param: str, lr_scaling: str = "constant",
-                       depth: int = 1) -> Interval | None:
+                       depth: int = 1, center_output: bool = False) -> Interval | None:
     """THEORY.md's exponent of `quantity` against `x`, as an interval (lo, hi); None if none.
 
-    Only the width has predictions (THEORY.md section 5): the quantity's `prediction`, for
-    the run's param, lr_scaling and depth (0: a group of several depths).
+    The width (THEORY.md sections 5 and 6): the quantity's `prediction`, for the run's
+    param, lr_scaling and depth (0: a group of several depths); the output scale (section
+    6): its `scale_prediction`, for param and center_output. n and depth have none.
     """
-    predict = QUANTITY[quantity].prediction
-    if x != "width" or predict is None:
-        return None
-    return predict(param, lr_scaling=lr_scaling, depth=depth)
+    q = QUANTITY[quantity]
+    if x == "width" and q.prediction is not None:
+        return q.prediction(param, lr_scaling=lr_scaling, depth=depth)
+    if x == "output_scale" and q.scale_prediction is not None:
+        return q.scale_prediction(param, center_output=center_output)
+    return None
 
 
 # ----------------------------------------------------------------------------- settings
@@ -320,19 +388,32 @@ def _has_columns(results: store.Results, quantity: Quantity) -> bool:
                for table, column in (c.split(".") for c in quantity.columns))
 
 
+def _recorded(results: store.Results, quantity: Quantity) -> bool:
+    """Whether every column `quantity` reads holds a finite value for a non-diverged run."""
+    ok = set(results.runs.run_id[results.runs.status == "ok"])
+    for table, column in (c.split(".") for c in quantity.columns):
+        frame = getattr(results, table)
+        values = pd.to_numeric(frame[column][frame.run_id.isin(ok)], errors="coerce")
+        if not np.isfinite(values.astype(float)).any():
+            return False
+    return True
+
+
 def per_run_quantities(results: store.Results | str | os.PathLike, *,
                        loss_threshold: float = 1e-3, tail_fraction: float = 0.5,
-                       rate_floor: float = 1e-10) -> pd.DataFrame:
+                       rate_floor: float = 1e-10, eos_fraction: float = 0.95) -> pd.DataFrame:
     """One row per run x quantity (x layer): the run's settings (`run_settings`), quantity,
     layer (<NA> for per-run quantities) and value. Definitions: QUANTITIES; the options are
     QuantityOptions'.
 
     Diverged runs are included (status 'diverged'; their values use the steps before
     divergence) so that they can be counted; `fit_table` leaves them out. A quantity whose
-    columns are absent, or hold no finite value for any non-diverged run, is skipped.
+    columns are absent, or hold no finite value for any non-diverged run, is skipped; but a
+    censored quantity (steps to a threshold) whose columns were recorded is kept even where
+    no run reached its threshold, so that every run's "never" is reported.
     """
     r = results if isinstance(results, store.Results) else store.load(results)
-    options = QuantityOptions(loss_threshold, tail_fraction, rate_floor)
+    options = QuantityOptions(loss_threshold, tail_fraction, rate_floor, eos_fraction)
     tables = _tables(r)
     computed = [q for q in QUANTITIES if _has_columns(r, q)]
     run_index = pd.Index(sorted(r.runs.run_id), name="run_id")
@@ -348,7 +429,9 @@ def per_run_quantities(results: store.Results | str | os.PathLike, *,
     long["value"] = long["value"].astype(float)
     out = run_settings(r.runs).merge(long, on="run_id", how="inner")
     ok = out.status == "ok"
-    out = out[out.quantity.isin(set(out.quantity[ok & np.isfinite(out.value)]))]
+    kept = set(out.quantity[ok & np.isfinite(out.value)])
+    kept |= {q.name for q in computed if q.censored and _recorded(r, q)}
+    out = out[out.quantity.isin(kept)]
     order = {q.name: i for i, q in enumerate(QUANTITIES)}
     out = out.assign(_q=out.quantity.map(order)).sort_values(
         ["_q", "layer", *[c for c in SETTINGS if c != "lr_config"], "lr_config", "seed"],

@@ -426,9 +426,9 @@ def finished_runs(results: store.Results) -> store.Results:
 
 def analyze(path: str | os.PathLike | Sequence[str | os.PathLike], *,
             out: str | os.PathLike | None = None, loss_threshold: float = 1e-3,
-            tail_fraction: float = 0.5, rate_floor: float = 1e-10, n_boot: int = 1000,
-            level: float = 0.95, ci: str = "t", seed: int = 0,
-            plots: bool = True) -> pd.DataFrame:
+            tail_fraction: float = 0.5, rate_floor: float = 1e-10,
+            eos_fraction: float = 0.95, n_boot: int = 1000, level: float = 0.95, ci: str = "t",
+            seed: int = 0, plots: bool = True) -> pd.DataFrame:
     """Analyzes the sweep in `path` and writes into `out` (default path/analysis):
     report.md, fits.csv, per_run.parquet and figures/*.png and *.pdf (unless plots=False).
     Returns the fit table (`fit_table`), with attrs['out'] the directory written.
@@ -450,7 +450,7 @@ def analyze(path: str | os.PathLike | Sequence[str | os.PathLike], *,
         raise ValueError("analyze: no results directory given")
     check_distinct(paths)
     loaded = [finished_runs(store.load(p, partial=True)) for p in paths]  # before writing
-    options = QuantityOptions(loss_threshold, tail_fraction, rate_floor)
+    options = QuantityOptions(loss_threshold, tail_fraction, rate_floor, eos_fraction)
     fit_options = dict(n_boot=n_boot, level=level, ci=ci, seed=seed)
     quantity_options = dataclasses.asdict(options)
     if len(loaded) == 1:
