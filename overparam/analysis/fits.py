@@ -1,9 +1,10 @@
 """Power-law fits with seed-bootstrap intervals, and the fit table of a sweep.
 
 For each quantity and each swept variable x among width, n, depth and output scale that
-takes two or more values, log y = log C + alpha log x by least squares over every run of a group, a group
-being one combination of the other swept settings (depth, n, lr, batch size, loss,
-optimizer, parameterization; width when x is not width) and the layer. Diverged runs are
+takes two or more values, log y = log C + alpha log x by least squares over every run of a
+group, a group being one combination of the other swept settings (depth, n, lr, output
+scale, batch size, loss, optimizer, parameterization; width when x is not width) and the
+layer. Diverged runs are
 left out and counted; values <= 0 or non-finite are left out of the fit and counted. The
 confidence interval resamples seeds: seed ids with replacement, all runs of the drawn
 seeds, refit (see `power_law_fit`). Each fit is set beside the quantity's prediction
