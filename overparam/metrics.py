@@ -133,53 +133,92 @@ def initial_spectral_norm(W: jax.Array, V: jax.Array, *,
                          precision=precision)[0]
 
 
-def lanczos_top(matvec, v0: jax.Array, *, iters: int) -> tuple[jax.Array, jax.Array]:
+def _tree_dot(a, b) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
+                                               jax.tree_util.tree_leaves(b)))
+
+
+def _tree_axpy(c, x, y):
+    """c x + y for pytrees x, y of one structure and a scalar c."""
+    return jax.tree_util.tree_map(lambda u, v: c * u + v, x, y)
+
+
+def _tree_scale(c, x):
+    return jax.tree_util.tree_map(lambda u: c * u, x)
+
+
+def lanczos_top(matvec, v0, *, iters: int) -> tuple[jax.Array, object]:
     """The largest eigenvalue of a symmetric operator and its Ritz vector, by `iters` steps
-    of Lanczos with full reorthogonalization from v0.
+    of Lanczos from v0.
 
-    matvec: v (P,) -> A v; v0: (P,) the start (the previous call's Ritz vector warm-starts
-    the next). Builds the orthonormal Krylov basis Q (iters, P) and the tridiagonal
-    T = Q A Q^T (alpha_j = q_j . A q_j on the diagonal, beta_j = ||r_j|| off it, r_j the
-    part of A q_j orthogonal to q_0..q_j, removed twice), and returns the top eigenvalue
-    theta of T with the Ritz vector Q^T s (s its eigenvector, unit norm). By Rayleigh-Ritz
-    theta <= lambda_max(A), and it is lambda_max(A) once the basis spans A's top
-    eigenvector, at the latest after P steps; unlike a power iteration it finds the largest
-    *algebraic* eigenvalue of an indefinite A (a loss Hessian away from a minimum), and it
-    converges much faster. Memory: the basis, iters x P.
+    matvec: v -> A v on pytrees of v0's structure (the weights of a network); v0: the
+    start (the previous call's Ritz vector warm-starts the next). The three-term
+    recurrence q_{j+1} beta_j = A q_j - alpha_j q_j - beta_{j-1} q_{j-1} builds the
+    tridiagonal T (alpha_j = q_j . A q_j, beta_j), whose top eigenvalue theta is the
+    estimate; the Ritz vector sum_j s_j q_j (s: theta's eigenvector of T) is rebuilt by
+    running the recurrence a second time with the stored alpha, beta, so that no Krylov
+    basis is kept: memory is a few copies of v0, time 2 x iters products A v.
 
-    Where the Krylov space is invariant (beta_j ~ 0: at the latest at j = P) the steps after
-    j are masked out of T (their diagonal set to alpha_0, a Rayleigh quotient, their
-    couplings to 0), so they can never raise theta. A zero v0 starts from e_0.
+    Lanczos finds the largest *algebraic* eigenvalue, also of an indefinite A (a loss
+    Hessian away from a minimum, whose most negative eigenvalue can be the largest in
+    magnitude, where a power iteration would find that one instead), and converges much
+    faster than a power iteration. Without reorthogonalization the q_j lose orthogonality
+    once theta has converged; that adds copies of converged eigenvalues to T (Paige
+    1976), not errors to theta, which stays within rounding of lambda_max(A).
+
+    Where the Krylov space is invariant (beta_j ~ 0: A restricted to it is exact) the
+    steps after j are masked out of T (their diagonal set to alpha_0, a Rayleigh
+    quotient, their couplings to 0), so they can never raise theta. A zero v0 starts
+    from the first leaf's first coordinate.
     """
-    P, dtype = v0.shape[0], v0.dtype
+    leaves, treedef = jax.tree_util.tree_flatten(v0)
+    dtype = leaves[0].dtype
     eps, tiny = jnp.finfo(dtype).eps, jnp.finfo(dtype).tiny
-    norm0 = jnp.linalg.norm(v0)
-    q0 = jnp.where(norm0 > 0, v0 / jnp.maximum(norm0, tiny), jnp.zeros_like(v0).at[0].set(1.0))
-    # One spare row and flag: the last step's next vector goes there, unused.
-    Q = jnp.zeros((iters + 1, P), dtype).at[0].set(q0)
-    valid = jnp.zeros((iters + 1,), bool).at[0].set(True)
+    norm0 = jnp.sqrt(_tree_dot(v0, v0))
+    zero = jax.tree_util.tree_map(jnp.zeros_like, v0)
+    first = jnp.zeros_like(leaves[0]).reshape(-1).at[0].set(1.0).reshape(leaves[0].shape)
+    e0 = jax.tree_util.tree_unflatten(treedef, [first, *jax.tree_util.tree_leaves(zero)[1:]])
+    q0 = jax.tree_util.tree_map(
+        lambda v, e: jnp.where(norm0 > 0, v / jnp.maximum(norm0, tiny), e), v0, e0)
 
-    def body(j, carry):
-        Q, alphas, betas, valid = carry
-        w = matvec(Q[j])
-        alpha = jnp.dot(Q[j], w)
-        scale = jnp.linalg.norm(w)
-        for _ in range(2):  # the rows of Q after j are still zero
-            w = w - jnp.dot(Q.T, jnp.dot(Q, w))
-        beta = jnp.linalg.norm(w)
-        goes_on = valid[j] & (beta > 100 * eps * jnp.maximum(scale, tiny))
-        Q = Q.at[j + 1].set(jnp.where(goes_on, w / jnp.maximum(beta, tiny), 0.0))
-        return (Q, alphas.at[j].set(alpha), betas.at[j].set(jnp.where(goes_on, beta, 0.0)),
-                valid.at[j + 1].set(goes_on))
+    def advance(q_prev, q, beta_prev, alpha=None, beta=None, valid=True):
+        """One step of the recurrence: (alpha, beta, next q, whether it goes on); with alpha
+        and beta given (the second pass), those are used rather than recomputed."""
+        w = _tree_axpy(-beta_prev, q_prev, matvec(q))
+        if alpha is None:
+            alpha = _tree_dot(q, w)
+        w = _tree_axpy(-alpha, q, w)
+        if beta is None:
+            beta = jnp.sqrt(_tree_dot(w, w))
+            scale = jnp.sqrt(alpha * alpha + beta_prev * beta_prev + beta * beta)
+            valid = valid & (beta > 100 * eps * jnp.maximum(scale, tiny))
+            beta = jnp.where(valid, beta, 0.0)
+        q_next = _tree_scale(jnp.where(valid, 1.0 / jnp.maximum(beta, tiny), 0.0), w)
+        return alpha, beta, q_next, valid
 
-    zeros = jnp.zeros((iters,), dtype)
-    Q, alphas, betas, valid = jax.lax.fori_loop(0, iters, body, (Q, zeros, zeros, valid))
-    alphas = jnp.where(valid[:iters], alphas, alphas[0])
+    def first_pass(carry, _):
+        q_prev, q, beta_prev, valid = carry
+        alpha, beta, q_next, goes_on = advance(q_prev, q, beta_prev, valid=valid)
+        return (q, q_next, beta, goes_on), (alpha, beta, valid)
+
+    init = (zero, q0, jnp.zeros((), dtype), jnp.ones((), bool))
+    _, (alphas, betas, valid) = jax.lax.scan(first_pass, init, None, length=iters)
+    alphas = jnp.where(valid, alphas, alphas[0])
     T = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
     theta, S = jnp.linalg.eigh(T)
-    ritz = jnp.dot(S[:, -1], Q[:iters])
-    length = jnp.linalg.norm(ritz)
-    ritz = jnp.where(length > 0.5, ritz / jnp.maximum(length, tiny), q0)
+
+    def second_pass(carry, step):
+        q_prev, q, beta_prev, ritz = carry
+        s, alpha, beta, ok = step
+        ritz = _tree_axpy(jnp.where(ok, s, 0.0), q, ritz)
+        _, _, q_next, _ = advance(q_prev, q, beta_prev, alpha, beta, beta > 0)
+        return (q, q_next, beta, ritz), None
+
+    (_, _, _, ritz), _ = jax.lax.scan(second_pass, (zero, q0, jnp.zeros((), dtype), zero),
+                                      (S[:, -1], alphas, betas, valid))
+    length = jnp.sqrt(_tree_dot(ritz, ritz))
+    ritz = jax.tree_util.tree_map(
+        lambda r, q: jnp.where(length > 0.5, r / jnp.maximum(length, tiny), q), ritz, q0)
     return theta[-1], ritz
 
 

@@ -96,8 +96,9 @@ def bytes_per_network(static: train.Static) -> int:
     patterns = static.n * m * L            # bool, 1 byte
     records = static.chunk_records * (5 + 4 * L) + static.n * (static.d + 2)
     gram = 3 * static.n * static.n if static.gram_every else 0  # H(0), H^inf, H(t)
-    # The Lanczos basis, its warm start and the Hessian-vector product's tangents.
-    lanczos = (static.sharpness_iters + 4) * params if static.sharpness_every else 0
+    # Lanczos's vectors (three, and the Ritz vector), its warm start and the Hessian-vector
+    # product's tangents.
+    lanczos = 8 * params if static.sharpness_every else 0
     return (copies * params + activations + records + gram + lanczos) * itemsize + patterns
 
 

@@ -264,10 +264,11 @@ def separation(X: np.ndarray, y: np.ndarray) -> float:
 
 # ------------------------------------------------------------------ the analysis's predictions
 #
-# What `overparam.analysis` compares its fits with (THEORY.md sections 1, 3 and 5). Each
+# What `overparam.analysis` compares its fits with (THEORY.md sections 1, 3, 5 and 6). Each
 # `*_exponent` function gives the exponent alpha of a quantity ~ m^alpha in the width m,
 # as an interval (lo, hi) (lo == hi for a single value), or None where the theory gives
-# none; all take the run's parameterization, lr_scaling and depth (0: several depths).
+# none; all take the run's parameterization, lr_scaling and depth (0: several depths), and
+# the layer for a per-layer quantity (None: not known).
 
 def width_stable(param: str, lr_scaling: str) -> bool:
     """Whether the step size is the one the parameterization's theory takes, so that training
@@ -291,13 +292,15 @@ def _rich(param: str, lr_scaling: str) -> bool:
     return param == "mup" and width_stable(param, lr_scaling)
 
 
-def row_radius_exponent(param: str, *, lr_scaling: str, depth: int):
+def row_radius_exponent(param: str, *, lr_scaling: str, depth: int,
+                        layer: int | None = None):
     """max_t max_r ||w_r(t) - w_r(0)||_2 ~ m^-1/2: Du et al.'s R' (`du_radius_bound`), for
     the two-layer du network (depth 1) with a width-stable lr."""
     return _HALF if param == "du" and depth == 1 and width_stable(param, lr_scaling) else None
 
 
-def relative_radius_exponent(param: str, *, lr_scaling: str, depth: int):
+def relative_radius_exponent(param: str, *, lr_scaling: str, depth: int,
+                             layer: int | None = None):
     """max_t ||W_l(t) - W_l(0)||_2 / ||W_l(0)||_2, every layer (THEORY.md sections 3 and 6):
 
       du, ntk  ~ m^-1/2 (constant lr): the update is O(1) in spectral norm
@@ -311,12 +314,17 @@ def relative_radius_exponent(param: str, *, lr_scaling: str, depth: int):
     return _HALF if param in ("du", "ntk", "zou") and _lazy(param, lr_scaling) else None
 
 
-def spectral_radius_exponent(param: str, *, lr_scaling: str, depth: int):
-    """max_t ||W_l(t) - W_l(0)||_2 with the width-stable lr (THEORY.md section 3): O(1)
+def spectral_radius_exponent(param: str, *, lr_scaling: str, depth: int,
+                             layer: int | None = None):
+    """max_t ||W_l(t) - W_l(0)||_2 with the width-stable lr (THEORY.md sections 3 and 6): O(1)
     (exponent 0) for du and ntk, whose weights are N(0, 1) with the 1/sqrt(fan_in) in a
     multiplier (the update has rank <= n per step and O(1) norm, as du's first layer
-    at depth 1); ~ m^-1/2 for zou (weights N(0, 2/m), lr / m). None for standard and
-    mup (mup's is layer-dependent: sqrt(fan_out / fan_in))."""
+    at depth 1); ~ m^-1/2 for zou (weights N(0, 2/m), lr / m); under mup
+    sqrt(fan_out / fan_in) (Yang, Simon & Bernstein 2023): m^1/2 for the input layer
+    (fan_in = d), m^0 for the hidden layers (l >= 2), None where the layer is not
+    known. None for standard."""
+    if _rich(param, lr_scaling):
+        return None if layer is None else (0.5, 0.5) if layer == 1 else _FLAT
     if not _lazy(param, lr_scaling):
         return None
     if param in ("du", "ntk"):
@@ -324,7 +332,8 @@ def spectral_radius_exponent(param: str, *, lr_scaling: str, depth: int):
     return _HALF if param == "zou" else None
 
 
-def flip_exponent(param: str, *, lr_scaling: str, depth: int):
+def flip_exponent(param: str, *, lr_scaling: str, depth: int,
+                  layer: int | None = None):
     """The fraction of flipped ReLU patterns: between m^-1/2 and m^-1/3 in the lazy regime
     (Du et al.; Allen-Zhu, Li & Song); m^0 under mup, whose pre-activations move by O(1)
     (THEORY.md section 6)."""
@@ -333,7 +342,8 @@ def flip_exponent(param: str, *, lr_scaling: str, depth: int):
     return (-0.5, -1 / 3) if _lazy(param, lr_scaling) else None
 
 
-def gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
+def gram_change_exponent(param: str, *, lr_scaling: str, depth: int,
+                         layer: int | None = None):
     """max_t ||H(t) - H(0)||_2: ~ m^-1/2 where H is O(1) in m (du, ntk: `gram_scale` = 1)
     with a width-stable lr; m^0 under mup (H is O(1) and moves by O(1))."""
     if _rich(param, lr_scaling):
@@ -341,7 +351,8 @@ def gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
     return _HALF if param in ("du", "ntk") and _lazy(param, lr_scaling) else None
 
 
-def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int):
+def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int,
+                                  layer: int | None = None):
     """max_t ||H(t) - H(0)||_2 / lambda_min(H(0)), and / ||H(0)||_2: scale-free, so ~ m^-1/2
     for every parameterization in the lazy regime, and m^0 under mup (THEORY.md
     section 6)."""
@@ -360,7 +371,8 @@ def output_scale_exponent(param: str, *, center_output: bool):
     return (-1.0, -1.0) if center_output else None
 
 
-def gram_init_error_exponent(param: str, *, lr_scaling: str, depth: int):
+def gram_init_error_exponent(param: str, *, lr_scaling: str, depth: int,
+                             layer: int | None = None):
     """||H(0) / s - H^inf||_2 ~ m^-1/2 (`gram_inf`): a property of the initialization, for
     every parameterization and step size."""
     return _HALF

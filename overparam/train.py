@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 
 from overparam import losses, metrics, model, schema, theory
 
@@ -98,7 +97,8 @@ class State(NamedTuple):
     gram0: jax.Array          # (n, n): H(0), the NTK Gram at initialization ((0, 0) if unused)
     gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
     f0: jax.Array             # (n,): f(x_i) at step 0 with center_output, else (0,)
-    sharp_v: jax.Array        # (P,): warm start of the sharpness's Lanczos, else (0,)
+    sharp_v: Any              # shaped as the trained weights: the sharpness's warm start
+                              # (a (0,) array when sharpness is off)
 
 
 # What a record holds, in the order of the results schema's columns (overparam.schema).
@@ -206,12 +206,16 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
                  sharp_v=_sharpness_start(static, keys.power, delta))
 
 
-def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net) -> jax.Array:
-    """A random start (P,) of the first sharpness's Lanczos iteration ((0,) when off)."""
-    flat, _ = ravel_pytree(_trainable(static, delta))
+def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net):
+    """A random start of the first sharpness's Lanczos iteration, shaped as the trained
+    weights (a zero-size array when sharpness is off)."""
+    trained = _trainable(static, delta)
     if not static.sharpness_every:
-        return jnp.zeros((0,), flat.dtype)
-    return jax.random.normal(jax.random.fold_in(power_key, 1), flat.shape, flat.dtype)
+        return jnp.zeros((0,), delta.out.dtype)
+    leaves, treedef = jax.tree_util.tree_flatten(trained)
+    keys = jax.random.split(jax.random.fold_in(power_key, 1), len(leaves))
+    return jax.tree_util.tree_unflatten(treedef, [
+        jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
 
 def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
@@ -251,19 +255,16 @@ def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_st
     nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
     if not static.sharpness_every:
         return nan, state.sharp_v
-    flat, unravel = ravel_pytree(_trainable(static, state.delta))
+    trained = _trainable(static, state.delta)
     mus = _multipliers(static)
-    root = None if mus is None else ravel_pytree(jax.tree_util.tree_map(
-        lambda leaf, mu: jnp.full_like(leaf, math.sqrt(mu)), unravel(flat), mus))[0]
+    root = lambda v: v if mus is None else jax.tree_util.tree_map(
+        lambda leaf, mu: math.sqrt(mu) * leaf, v, mus)
 
     def objective(w):
-        return _objective(static, hyper, state.net0, state.delta, unravel(w), X, y,
-                          state.f0)[0]
+        return _objective(static, hyper, state.net0, state.delta, w, X, y, state.f0)[0]
 
     def hvp(v):
-        v = v if root is None else root * v
-        hv = jax.jvp(jax.grad(objective), (flat,), (v,))[1]
-        return hv if root is None else root * hv
+        return root(jax.jvp(jax.grad(objective), (trained,), (root(v),))[1])
 
     def compute(_):
         return metrics.lanczos_top(hvp, state.sharp_v, iters=static.sharpness_iters)

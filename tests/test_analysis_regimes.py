@@ -102,6 +102,9 @@ def test_mup_is_predicted_flat_in_width_and_ntk_to_fall(regimes):
     assert (ntk.predicted == "-1/2").all()
     ntk = width[(width.quantity == "max_radius_spectral") & (width.param == "ntk")]
     assert (ntk.predicted == "0").all()
+    # mup's input layer moves like sqrt(fan_out / fan_in) = sqrt(m / d) (spectral condition).
+    mup = width[(width.quantity == "max_radius_spectral") & (width.param == "mup")]
+    assert set(mup.predicted) == {"1/2"}  # depth 1: only the input layer
 
 
 def test_sharpness_curves_draw_two_over_eta(regimes):

@@ -326,7 +326,8 @@ def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(
             assert column in getattr(du, table), (q.name, table, column)
         for predict in (q.prediction, q.scale_prediction):
             assert predict is None or predict.__module__ == theory.__name__, q.name
-        expected = q.prediction("du", lr_scaling="constant", depth=1) if q.prediction else None
+        expected = (q.prediction("du", lr_scaling="constant", depth=1, layer=None)
+                    if q.prediction else None)
         assert analyze.predicted_exponent(q.name, "width", param="du") == expected
         expected = (q.scale_prediction("mup", center_output=True) if q.scale_prediction
                     else None)

@@ -9,12 +9,18 @@ default 20 warm-started steps to 1e-4, at initialization and at every step of tr
 """
 
 import functools
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from tables import assert_same_tables
 
 import overparam
 from overparam import config as config_lib
@@ -150,11 +156,13 @@ def test_sharpness_only_on_its_steps_and_its_warm_start_kept_between():
     hyper = _hyper(0.1, 1.0, jnp.float32)
     state = init(hyper, X)
     for t in range(7):
-        before = np.asarray(state.sharp_v)
+        before = [np.asarray(v) for v in jax.tree_util.tree_leaves(state.sharp_v)]
         state, rec = chunk(state, hyper, X, y, jnp.int32(t))
         sharpness = train.columns(jax.device_get(rec))["sharpness"][0]
         assert np.isfinite(sharpness) == (t % 3 == 0), t
-        assert np.array_equal(before, state.sharp_v) == (t % 3 != 0), t
+        after = jax.tree_util.tree_leaves(state.sharp_v)
+        same = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+        assert same == (t % 3 != 0), t
 
 
 def test_lanczos_finds_the_largest_algebraic_eigenvalue():
@@ -188,3 +196,29 @@ def test_a_sweep_records_sharpness_on_its_steps(tmp_path):
     on = s.step % 3 == 0
     assert s.loc[on, "sharpness"].notna().all() and s.loc[~on, "sharpness"].isna().all()
     assert (s.loc[on, "sharpness"] > 0).all()
+
+
+def test_a_killed_sharpness_sweep_resumes_to_identical_tables(tmp_path):
+    """The Lanczos warm start is part of the checkpoint: a sweep killed between chunks and
+    resumed records the same sharpness, bit for bit, as one never killed (mup, centered
+    and scaled output, so that every new piece of the state is on the path)."""
+    root = Path(__file__).resolve().parents[1]
+    args = ["--config=sweeps/eos.py:quick", "--progress=false", "--config.widths=(8,16)",
+            "--config.num_seeds=1", "--config.lr=(0.5,)", "--config.steps=12",
+            "--config.chunk_steps=4", "--config.checkpoint_seconds=0",
+            "--config.sharpness_every=2", "--config.param=(mup,)",
+            "--config.center_output=True", "--config.output_scale=(2.0,)"]
+
+    def cli(out, crash=None):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        if crash:
+            env["OVERPARAM_CRASH_AT"] = crash
+        return subprocess.run([sys.executable, "-m", "overparam.sweep", *args, f"--out={out}"],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+    assert cli(tmp_path / "ref").returncode == 0
+    for crash in ("chunk:2", "chunk:4"):  # after a chunk's parts: resumed from a checkpoint
+        assert cli(tmp_path / "r", crash).returncode == -signal.SIGKILL
+    proc = cli(tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_same_tables(tmp_path / "ref", tmp_path / "r")

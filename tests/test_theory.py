@@ -202,7 +202,11 @@ def test_width_exponents_follow_theory_section_5():
     assert theory.spectral_radius_exponent("zou", **stable) is None  # lr not width-stable
     assert theory.spectral_radius_exponent("standard", lr_scaling="inverse_width",
                                            depth=2) is None
-    assert theory.spectral_radius_exponent("mup", **stable) is None  # layer-dependent
+    # mup: sqrt(fan_out / fan_in) (the spectral condition): m^1/2 for the input layer.
+    assert theory.spectral_radius_exponent("mup", **stable) is None  # layer not known
+    assert theory.spectral_radius_exponent("mup", **stable, layer=1) == (0.5, 0.5)
+    assert theory.spectral_radius_exponent("mup", lr_scaling="constant", depth=3,
+                                           layer=3) == flat
     assert theory.flip_exponent("standard", lr_scaling="inverse_width", depth=2) == (-0.5,
                                                                                      -1 / 3)
     assert theory.gram_change_exponent("ntk", **stable) == half

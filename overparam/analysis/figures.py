@@ -201,7 +201,8 @@ def _constant_label(frame: pd.DataFrame, exclude: Sequence[str]) -> str:
              "n", "width")
     parts = [f"{SHORT_NAMES.get(k, k)}={frame[k].iloc[0]}" for k in order
              if k not in exclude and frame[k].nunique(dropna=False) == 1
-             and not pd.isna(frame[k].iloc[0])]
+             and not pd.isna(frame[k].iloc[0])
+             and not (k == "output_scale" and frame[k].iloc[0] == 1.0)]  # unscaled: unsaid
     if SWEEP in frame and frame[SWEEP].nunique() > 1:
         seeds = frame.groupby(SWEEP, sort=False).seed.nunique()
         return ", ".join(parts + ["seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items())])

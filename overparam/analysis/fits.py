@@ -252,7 +252,9 @@ def _fit_row(grp: pd.DataFrame, quantity: str, x: str, key: dict, label: str,
     pred = predicted_exponent(quantity, x, param=str(grp.param.iloc[0]),
                               lr_scaling=grp.lr_scaling.iloc[0],
                               depth=int(grp.depth.iloc[0]) if grp.depth.nunique() == 1 else 0,
-                              center_output=bool(grp.center_output.iloc[0]))
+                              center_output=bool(grp.center_output.iloc[0]),
+                              layer=None if pd.isna(key.get("layer", pd.NA)) else
+                              int(key["layer"]))
     p_lo, p_hi = pred if pred else (math.nan, math.nan)
     consistent = pd.NA
     if pred and np.isfinite(fit.ci_low):

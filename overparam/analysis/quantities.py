@@ -91,7 +91,7 @@ class Quantity:
     'table.column's it reads, each a column of the results schema (SCHEMAS);
     compute(tables, options) -> its values, a Series indexed by run_id, or by (run_id,
     layer) if per_layer. prediction: the theory function of its exponent in the width,
-    (param, *, lr_scaling, depth) -> Interval | None; None if the theory gives none.
+    (param, *, lr_scaling, depth, layer) -> Interval | None; None if the theory gives none.
     scale_prediction: likewise in the output scale alpha, (param, *, center_output) ->
     Interval | None.
     censored: for a quantity whose value is missing (NaN) when the run never got there in
@@ -327,16 +327,18 @@ QUANTITY = {q.name: q for q in QUANTITIES}
 
 
 def predicted_exponent(quantity: str, x: str, *, param: str, lr_scaling: str = "constant",
-                       depth: int = 1, center_output: bool = False) -> Interval | None:
+                       depth: int = 1, center_output: bool = False,
+                       layer: int | None = None) -> Interval | None:
     """THEORY.md's exponent of `quantity` against `x`, as an interval (lo, hi); None if none.
 
     The width (THEORY.md sections 5 and 6): the quantity's `prediction`, for the run's
-    param, lr_scaling and depth (0: a group of several depths); the output scale (section
-    6): its `scale_prediction`, for param and center_output. n and depth have none.
+    param, lr_scaling, depth (0: a group of several depths) and layer (of a per-layer
+    quantity); the output scale (section 6): its `scale_prediction`, for param and
+    center_output. n and depth have none.
     """
     q = QUANTITY[quantity]
     if x == "width" and q.prediction is not None:
-        return q.prediction(param, lr_scaling=lr_scaling, depth=depth)
+        return q.prediction(param, lr_scaling=lr_scaling, depth=depth, layer=layer)
     if x == "output_scale" and q.scale_prediction is not None:
         return q.scale_prediction(param, center_output=center_output)
     return None

@@ -1,0 +1,137 @@
+"""Cost of sharpness tracking: a Hessian-vector product, and a recorded step with a sharpness.
+
+    python benchmarks/sharpness_cost.py [--rounds=5]
+
+For each case (a batch of networks of one shape), in one process, interleaved over rounds
+(off, on, off, on, ...), it times:
+
+  step       one recorded training step of the compiled chunk program, every metric on,
+             sharpness off (best of a chunk's K steps, per step);
+  +sharp     the same with sharpness_every = 1: a sharpness (20 Lanczos steps, each two
+             Hessian-vector products: metrics.lanczos_top) at every recorded step;
+  grad, hvp  one gradient, and one forward-over-reverse Hessian-vector product, of the
+             full-batch loss of every network of the batch (vmapped, jitted alone).
+
+It prints per case the medians over rounds and the ranges of the ratios: +sharp / step
+(the cost of a recorded step that carries a sharpness), (+sharp - step) / 20 per
+Lanczos step, and hvp / grad. Record the table in BENCHMARKS.md with the machine.
+"""
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overparam import losses, model, train
+
+CASES = [  # (param, width, depth, n, d, networks): sweeps/eos.py:quick's shapes, and wider
+    ("ntk", 16, 2, 32, 16, 9),
+    ("ntk", 64, 2, 32, 16, 9),
+    ("ntk", 256, 2, 32, 16, 9),
+    ("ntk", 1024, 2, 32, 16, 4),
+    ("du", 1024, 1, 64, 16, 16),
+]
+K, ITERS = 10, 20
+
+
+def _inputs(static, M):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((M, static.n, static.d))
+    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((M, static.n)), jnp.float32)
+    hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
+                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
+                        jnp.ones(M, jnp.float32))
+    return X, y, hyper
+
+
+class ChunkTimer:
+    """A compiled chunk program, warmed up; `step()` times one chunk, per recorded step."""
+
+    def __init__(self, static, M):
+        self.X, self.y, self.hyper = _inputs(static, M)
+        self.program = train.make_program(static)
+        self.state = self.program.init(train.batch_keys(self.hyper), self.X)
+        self.start = 0
+        self.step()  # compile
+
+    def step(self) -> float:
+        t = time.perf_counter()
+        self.state, rec = self.program.chunk(self.state, self.hyper, self.X, self.y,
+                                             jnp.int32(self.start))
+        jax.block_until_ready(rec)
+        self.start += K
+        return (time.perf_counter() - t) / K
+
+
+class DerivativeTimer:
+    """One gradient and one Hessian-vector product of every network's full-batch loss."""
+
+    def __init__(self, param, width, depth, n, d, M):
+        X, y, _ = _inputs(train.Static(width=width, depth=depth, n=n, d=d, batch_size=n,
+                                       loss="squared", optimizer="gd", param=param), M)
+        keys = jax.random.split(jax.random.PRNGKey(0), M)
+        nets = jax.vmap(lambda k: model.init(k, d=d, width=width, depth=depth,
+                                             param=param))(keys)
+
+        def loss(hidden, out, X, y):
+            f, _ = model.apply(model.Net(hidden, out), X, param=param)
+            return losses.reduce(losses.per_example("squared", f, y), reduction="sum", n=n)
+
+        grad = jax.jit(jax.vmap(jax.grad(loss)))
+        hvp = jax.jit(jax.vmap(lambda h, v, o, X, y: jax.jvp(
+            lambda w: jax.grad(loss)(w, o, X, y), (h,), (v,))[1]))
+        # Arguments, not closed-over constants (XLA would fold those at compile time).
+        self.calls = {"grad": (grad, (nets.hidden, nets.out, X, y)),
+                      "hvp": (hvp, (nets.hidden, nets.hidden, nets.out, X, y))}
+        self.time("grad"), self.time("hvp")  # compile
+
+    def time(self, which: str, reps: int = 5) -> float:
+        fn, args = self.calls[which]
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            best = min(best, time.perf_counter() - t)
+        return best
+
+
+def _spread(values) -> str:
+    return f"{statistics.median(values):6.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    rounds = parser.parse_args().rounds
+    print(f"device: {jax.devices()[0].device_kind}, {rounds} interleaved rounds, "
+          f"{ITERS} Lanczos steps per sharpness; times are medians, ratios median [range]")
+    print(f"{'case':28s} {'step ms':>8s} {'+sharp ms':>9s} {'+sharp/step':>20s} "
+          f"{'ms/Lanczos step':>15s} {'hvp ms':>7s} {'hvp/grad':>20s}")
+    for param, width, depth, n, d, M in CASES:
+        base = dict(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
+                    optimizer="gd", param=param, chunk_records=K)
+        off = ChunkTimer(train.Static(**base), M)
+        on = ChunkTimer(train.Static(**base, sharpness_every=1, sharpness_iters=ITERS), M)
+        deriv = DerivativeTimer(param, width, depth, n, d, M)
+        t_off, t_on, t_grad, t_hvp = [], [], [], []
+        for _ in range(rounds):
+            t_off.append(off.step())
+            t_on.append(on.step())
+            t_grad.append(deriv.time("grad"))
+            t_hvp.append(deriv.time("hvp"))
+        ratio = [b / a for a, b in zip(t_off, t_on)]
+        per_iter = [(b - a) / ITERS for a, b in zip(t_off, t_on)]
+        hvp_ratio = [h / g for g, h in zip(t_grad, t_hvp)]
+        name = f"{param} m={width} L={depth} n={n} x{M}"
+        print(f"{name:28s} {1e3 * statistics.median(t_off):8.2f} "
+              f"{1e3 * statistics.median(t_on):9.2f} {_spread(ratio):>20s} "
+              f"{1e3 * statistics.median(per_iter):15.3f} {1e3 * statistics.median(t_hvp):7.3f} "
+              f"{_spread(hvp_ratio):>20s}")
+
+
+if __name__ == "__main__":
+    main()
