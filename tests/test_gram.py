@@ -56,7 +56,7 @@ def test_sweep_records_gram_statistics_every_gram_step(tmp_path):
     r = overparam.load(tmp_path / "r")
     s = r.steps
     on = s.step % 4 == 0
-    for col in ("gram_lambda_min", "gram_change", "gram_init_error"):
+    for col in ("gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error"):
         assert s.loc[on, col].notna().all() and s.loc[~on, col].isna().all(), col
     assert (s.loc[s.step == 0, "gram_change"] < 1e-6).all()  # H(0) again, up to rounding
     assert (s.loc[on & (s.step > 0), "gram_change"] > 0).all()
@@ -78,6 +78,7 @@ def test_sweep_records_gram_statistics_every_gram_step(tmp_path):
                                          train_output=False))
     row = s[(s.run_id == run.run_id) & (s.step == 0)].iloc[0]
     np.testing.assert_allclose(row.gram_lambda_min, np.linalg.eigvalsh(H0)[0], rtol=1e-4)
+    np.testing.assert_allclose(row.gram_lambda_max, np.linalg.eigvalsh(H0)[-1], rtol=1e-5)
     H_inf = theory.gram_inf(X.astype(np.float64), param="du", depth=1)
     scale = theory.gram_scale("du", int(run.width), depth=1)
     err = np.abs(np.linalg.eigvalsh(H0 / scale - H_inf)).max()

@@ -136,3 +136,10 @@ def test_run_ids_of_sweeps_without_the_new_fields_are_unchanged():
 def test_output_scale_must_be_a_positive_number(value):
     with pytest.raises(config_lib.ConfigError, match="config.output_scale"):
         config_lib.validate(dict(output_scale=(value,)))
+
+
+def test_sharpness_every_must_be_a_multiple_of_record_every():
+    with pytest.raises(config_lib.ConfigError, match="^config.sharpness_every:"):
+        config_lib.validate(dict(steps=12, record_every=3, sharpness_every=4))
+    with pytest.raises(config_lib.ConfigError, match="^config.center_output:"):
+        config_lib.validate(dict(center_output="yes"))
