@@ -215,6 +215,8 @@ class _Job:
             if stop.signum is not None:
                 return
             state, recs = chunk(state, hyper, X, y, jnp.int32(c * self.plan.steps_per_chunk))
+            if sharding:  # XLA returns empty arrays (a feature turned off) replicated
+                state = jax.device_put(state, sharding)
             pending.append(writer.submit(self._finish_chunk, batch, c, recs, state, parts,
                                          results, cadence))
             if len(pending) >= 2:
