@@ -37,9 +37,14 @@ PARAMS = ("du", "zou", "ntk", "standard", "mup")
 LOSSES = ("squared", "hinge", "squared_hinge", "exponential", "logistic")
 CLASSIFICATION_LOSSES = LOSSES[1:]
 OPTIMIZERS = ("gd", "sgd")
-DATASETS = ("sphere", "zou")
-LABELS = ("gaussian", "random_sign", "teacher", "teacher_regression")
-SIGN_LABELS = ("random_sign", "teacher")
+DATASETS = ("sphere", "zou", "digits")
+LABELS = ("auto", "gaussian", "random_sign", "teacher", "teacher_regression", "task")
+SIGN_LABELS = ("random_sign", "teacher")  # and 'task' but for digits_task 'value'
+# scikit-learn's digits (overparam/data.py): images of each digit 0..9, 8x8 pixels.
+DIGIT_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+DIGITS_D = 64
+SYNTHETIC_D = 16    # d = 0 (the default) is this for the synthetic sets, DIGITS_D for digits
+TEST_CAP = 1000     # n_test = 0 (automatic) takes every other image of a task, at most this
 REDUCTIONS = ("sum", "mean")
 LR_SCALINGS = ("constant", "inverse_width")
 PRECISIONS = ("highest", "high", "default")
@@ -107,6 +112,34 @@ def _step_size(field: str, value: Any) -> float | str:
     return value if value == "theory" else _number(0.0, open_low=True)(field, value)
 
 
+def _dimension(field: str, value: Any) -> int:
+    if value == 0:
+        return 0
+    return _integer(low=2)(field, value)
+
+
+def digit_pair(task: str) -> tuple[int, int] | None:
+    """(a, b) of a digits task 'aVb' (images of digits a, label +1, and b, label -1); None
+    for 'even_odd' and 'value'."""
+    if len(task) == 3 and task[1] in "vV" and task[0].isdigit() and task[2].isdigit():
+        return int(task[0]), int(task[2])
+    return None
+
+
+def _digits_task(field: str, value: Any) -> str:
+    pair = digit_pair(value) if isinstance(value, str) else None
+    if value in ("even_odd", "value") or (pair and pair[0] != pair[1]):
+        return value
+    raise ConfigError(field, f"unknown task {value!r}; allowed: 'aVb' for two different digits "
+                      "a, b (e.g. '0v1', '3v8'), 'even_odd', 'value'")
+
+
+def task_pool(task: str) -> int:
+    """How many digits images a task draws from: those of its two digits, or all."""
+    pair = digit_pair(task)
+    return DIGIT_COUNTS[pair[0]] + DIGIT_COUNTS[pair[1]] if pair else sum(DIGIT_COUNTS)
+
+
 # ---------------------------------------------------------------- the fields
 
 
@@ -131,12 +164,22 @@ class Sweep:
     num_seeds: int = _field(8, _integer(), "seeds per grid point", identity=False)
     seed: int = _field(0, _integer(low=0), "the first seed", identity=False)
     n: tuple[int, ...] = _field((64,), _integer(low=2), "training points", swept=True)
-    d: int = _field(16, _integer(low=2), "input dimension")
+    d: int = _field(0, _dimension, "input dimension (0: 16, and 64 for digits)")
     dataset: str = _field("sphere", _one_of(DATASETS),
-                          "sphere: uniform on S^{d-1}; zou: unit norm, last coordinate mu")
-    labels: str = _field("gaussian", _one_of(LABELS),
-                         "gaussian: N(0, 1) targets; random_sign: +-1; teacher: the sign "
-                         "of a random ReLU teacher; teacher_regression: its value")
+                          "sphere: uniform on S^{d-1}; zou: unit norm, last coordinate mu; "
+                          "digits: scikit-learn's 8x8 digit images, centered, on the unit "
+                          "sphere")
+    labels: str = _field("auto", _one_of(LABELS),
+                         "auto: task for digits, gaussian otherwise; gaussian: N(0, 1) "
+                         "targets; random_sign: +-1; teacher: the sign of a random ReLU "
+                         "teacher; teacher_regression: its value; task: digits_task's")
+    digits_task: tuple[str, ...] = _field(("0v1",), _digits_task,
+                                          "digits' labels: 'aVb' (+1 for digit a, -1 for b), "
+                                          "'even_odd' (+1 even), 'value' (the digit, "
+                                          "standardized: regression)", swept=True)
+    n_test: int = _field(0, _integer(low=0), "held-out test points per training set, drawn "
+                         "with it (0: the rest of a digits task, at most 1,000; n for the "
+                         "synthetic sets)", identity=False)
     phi: float = _field(0.0, _number(0.0, 2.0),
                         "distance >= phi between points of different classes (0: any)")
     mu: float = _field(0.5, _number(0.0, 1.0), "last coordinate of the zou dataset's points")
@@ -206,7 +249,7 @@ class Sweep:
     @property
     def sign_labels(self) -> bool:
         """True when labels are +-1 (classification error and margins apply)."""
-        return self.labels in SIGN_LABELS
+        return _sign_labels(self.labels, self.digits_task)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
@@ -220,7 +263,12 @@ SWEPT = tuple(f.name for f in FIELDS if f.metadata["swept"])
 NOT_IDENTITY = tuple(f.name for f in FIELDS if not f.metadata["identity"])
 # Identity fields added after run_ids were first published: they enter a run's identity
 # only where they differ from their default, so that every earlier run keeps its run_id.
+# (digits_task enters it through the dataset_id, and only for digits.)
 LATER_IDENTITY = ("output_scale", "center_output")
+
+
+def _sign_labels(labels: str, tasks: tuple[str, ...]) -> bool:
+    return labels in SIGN_LABELS or (labels == "task" and "value" not in tasks)
 
 
 def markdown() -> str:
@@ -269,6 +317,8 @@ class Run:
     param: str
     output_scale: float
     dataset_id: str
+    digits_task: str  # digits' labelling task ('' for the synthetic sets)
+    n_test: int       # held-out test points drawn with the training set
     init_tag: int   # uint32 hash of (width, depth, param, d, train_output, dtype)
     batch_tag: int  # uint32 hash of (n, batch_size)
 
@@ -324,8 +374,19 @@ def validate(config: Mapping[str, Any]) -> Sweep:
         check = f.metadata["check"]
         s[f.name] = (tuple(check(f.name, v) for v in _as_tuple(f.name, c[f.name]))
                      if f.metadata["swept"] else check(f.name, c[f.name]))
+    _resolve_automatic(s)
     _check_consistency(s)
     return Sweep(**s)
+
+
+def _resolve_automatic(s: dict[str, Any]) -> None:
+    """labels 'auto' and d = 0 become the dataset's own: 'task' and 64 for digits, 'gaussian'
+    and 16 for the synthetic sets (a Sweep, its manifest and its run_ids hold the values)."""
+    digits = s["dataset"] == "digits"
+    if s["labels"] == "auto":
+        s["labels"] = "task" if digits else "gaussian"
+    if s["d"] == 0:
+        s["d"] = DIGITS_D if digits else SYNTHETIC_D
 
 
 SEED_LIMIT = 2**32  # seeds are uint32 (train.Hyper)
@@ -352,8 +413,12 @@ def _check_consistency(s: dict[str, Any]) -> None:
     if s["phi"] > 0 and s["labels"] not in SIGN_LABELS:
         raise ConfigError("phi", "a class separation needs +-1 labels (labels 'random_sign' "
                           f"or 'teacher'), got labels={s['labels']!r}")
+    _check_digits(s)
     for loss in s["loss"]:
-        if loss in CLASSIFICATION_LOSSES and s["labels"] not in SIGN_LABELS:
+        if loss in CLASSIFICATION_LOSSES and not _sign_labels(s["labels"], s["digits_task"]):
+            if s["labels"] == "task":
+                raise ConfigError("digits_task", f"loss {loss!r} needs +-1 labels: a task "
+                                  "'aVb' or 'even_odd', got 'value'")
             raise ConfigError("labels", f"loss {loss!r} needs +-1 labels: 'random_sign' or "
                               f"'teacher', got {s['labels']!r}")
     if "sgd" in s["optimizer"]:
@@ -368,12 +433,55 @@ def _check_consistency(s: dict[str, Any]) -> None:
                               f"+1, half -1), got {odd[0]}")
 
 
+def _check_digits(s: dict[str, Any]) -> None:
+    """The digits' fields: where they apply, and sizes their images can give."""
+    tasks = s["digits_task"]
+    if s["dataset"] != "digits":
+        if s["labels"] == "task":
+            raise ConfigError("labels", "'task' labels are digits_task's: they need dataset "
+                              f"'digits', got dataset={s['dataset']!r}")
+        if len(tasks) > 1:
+            raise ConfigError("digits_task", f"applies to dataset 'digits' only, got "
+                              f"{len(tasks)} tasks with dataset={s['dataset']!r}")
+        return
+    if s["d"] != DIGITS_D:
+        raise ConfigError("d", f"dataset 'digits' has d={DIGITS_D} (8x8 images), got {s['d']}")
+    if s["phi"] > 0:
+        raise ConfigError("phi", "a class separation is drawn for the synthetic datasets; "
+                          "dataset 'digits' takes its images as they are (phi=0)")
+    if "value" in tasks and len(tasks) > 1 and s["labels"] == "task":
+        raise ConfigError("digits_task", "'value' (regression) cannot be swept with the "
+                          f"classification tasks {tuple(t for t in tasks if t != 'value')}")
+    for task in tasks:
+        pool = task_pool(task)
+        for n in s["n"]:
+            room = pool - n
+            if room < 1:
+                raise ConfigError("n", f"task {task!r} has {pool} images: n={n} training "
+                                  "images leave none for testing")
+            if room < s["n_test"]:
+                raise ConfigError("n_test", f"task {task!r} has {pool} images: n={n} "
+                                  f"training images leave {room} for testing, fewer than "
+                                  f"n_test={s['n_test']}")
+
+
+def held_out_points(s: Sweep, n: int, task: str) -> int:
+    """The held-out test points of a training set of n: n_test, or where it is 0 every other
+    image of the digits task (at most TEST_CAP), n for the synthetic sets."""
+    if s.n_test:
+        return s.n_test
+    return min(task_pool(task) - n, TEST_CAP) if s.dataset == "digits" else n
+
+
 # ---------------------------------------------------------------- expansion
 
 
-def data_identity(s: Sweep, *, seed: int, n: int) -> dict[str, Any]:
-    """Everything that determines a training set."""
+def data_identity(s: Sweep, *, seed: int, n: int, task: str = "") -> dict[str, Any]:
+    """Everything that determines a training set (its held-out test points continue its
+    draw: they are not part of it). task: the digits task ('' for the synthetic sets)."""
     ident = dict(dataset=s.dataset, labels=s.labels, n=n, d=s.d, seed=seed, dtype=s.dtype)
+    if s.dataset == "digits":
+        ident.update(digits_task=task)
     if s.dataset == "zou":
         ident.update(mu=s.mu)
     if s.phi > 0:
@@ -397,11 +505,11 @@ def expand(s: Sweep) -> list[Run]:
     """
     runs = []
     fixed = {k: v for k, v in s.to_dict().items() if k not in SWEPT and k not in NOT_IDENTITY}
-    for seed, n, width, depth, param, loss, opt, lr, alpha in itertools.product(
-            range(s.seed, s.seed + s.num_seeds), s.n, s.widths, s.depths, s.param,
+    for seed, n, task, width, depth, param, loss, opt, lr, alpha in itertools.product(
+            range(s.seed, s.seed + s.num_seeds), s.n, tasks(s), s.widths, s.depths, s.param,
             s.loss, s.optimizer, s.lr, s.output_scale):
         for batch in (s.batch_size if opt == "sgd" else (n,)):
-            did = dataset_id(data_identity(s, seed=seed, n=n))
+            did = dataset_id(data_identity(s, seed=seed, n=n, task=task))
             init_tag = stable_hash("init", width, depth, param, s.d, s.train_output, s.dtype,
                                    nbytes=4)
             batch_tag = stable_hash("batches", n, batch, nbytes=4)
@@ -416,8 +524,14 @@ def expand(s: Sweep) -> list[Run]:
                             depth=depth, n=n, d=s.d, loss=loss, optimizer=opt,
                             lr=step_size, lr_base=base, lr_spec=str(lr),
                             batch_size=batch, param=param, output_scale=alpha,
-                            dataset_id=did, init_tag=init_tag, batch_tag=batch_tag))
+                            dataset_id=did, digits_task=task, n_test=held_out_points(s, n, task),
+                            init_tag=init_tag, batch_tag=batch_tag))
     return runs
+
+
+def tasks(s: Sweep) -> tuple[str, ...]:
+    """The digits tasks of a sweep; ('',) for a synthetic dataset (digits_task ignored)."""
+    return s.digits_task if s.dataset == "digits" else ("",)
 
 
 def _default_value(field: str) -> Any:

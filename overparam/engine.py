@@ -197,9 +197,9 @@ class _Job:
         written; a signal stops the loop at the next chunk boundary."""
         init, chunk = self.compiled.get(batch.static, batch.size)
         sharding = programs.models_sharding(batch.size)
-        keys, hyper, X, y, H = jax.device_put(
+        keys, hyper, X, y, X_test, y_test, H = jax.device_put(
             self.prepared.batch_arrays(batch, jnp.dtype(self.sweep.dtype)), sharding)
-        state = init(keys, X, H)
+        state = init(keys, X, H, X_test)
         first, parts = meta["chunks_done"], dict(meta["parts"])
         results = (records.RunResults.from_dict(meta["results"]) if first
                    else records.RunResults.empty(batch.num_real))
@@ -214,7 +214,8 @@ class _Job:
         for c in range(first, self.plan.num_chunks):
             if stop.signum is not None:
                 return
-            state, recs = chunk(state, hyper, X, y, jnp.int32(c * self.plan.steps_per_chunk))
+            state, recs = chunk(state, hyper, X, y, jnp.int32(c * self.plan.steps_per_chunk),
+                                X_test, y_test)
             if sharding:  # XLA returns empty arrays (a feature turned off) replicated
                 state = jax.device_put(state, sharding)
             pending.append(writer.submit(self._finish_chunk, batch, c, recs, state, parts,

@@ -95,11 +95,13 @@ def bytes_per_network(static: train.Static) -> int:
     activations = 4 * static.n * m * L     # z, relu(z), their cotangents
     patterns = static.n * m * L            # bool, 1 byte
     records = static.chunk_records * (5 + 4 * L) + static.n * (static.d + 2)
+    test = static.n_test * (static.d + 2 + 2 * m * L)  # X_test, y_test, f0_test, forward
     gram = 3 * static.n * static.n if static.gram_every else 0  # H(0), H^inf, H(t)
     # Lanczos's vectors (three, and the Ritz vector), its warm start and the Hessian-vector
     # product's tangents.
     lanczos = 8 * params if static.sharpness_every else 0
-    return (copies * params + activations + records + gram + lanczos) * itemsize + patterns
+    return ((copies * params + activations + records + test + gram + lanczos) * itemsize
+            + patterns)
 
 
 MAX_NETWORKS = 1_000_000  # per sweep: the host holds one Run and one runs.parquet row each
@@ -121,7 +123,8 @@ def num_networks(sweep: config_lib.Sweep) -> int:
     per_seed_n = (len(sweep.widths) * len(sweep.depths) * len(sweep.param) * len(sweep.loss)
                   * len(sweep.lr) * len(sweep.output_scale))
     optimizers = sum(len(sweep.batch_size) if o == "sgd" else 1 for o in sweep.optimizer)
-    return sweep.num_seeds * len(sweep.n) * per_seed_n * optimizers
+    return (sweep.num_seeds * len(sweep.n) * len(config_lib.tasks(sweep)) * per_seed_n
+            * optimizers)
 
 
 def _gib(nbytes: float) -> str:
@@ -147,6 +150,7 @@ def check_resources(sweep: config_lib.Sweep, *, device_bytes: int | None = None,
                  "depths": len(sweep.depths), "n": len(sweep.n), "lr": len(sweep.lr),
                  "loss": len(sweep.loss), "param": len(sweep.param),
                  "output_scale": len(sweep.output_scale),
+                 "digits_task": len(config_lib.tasks(sweep)),
                  "batch_size": len(sweep.batch_size), "optimizer": len(sweep.optimizer)}
         field = max(sizes, key=sizes.get)
         raise config_lib.ConfigError(field, f"the grid has {count:,} networks, more than the "

@@ -26,10 +26,11 @@ from overparam import plan as plan_lib
 class Prepared:
     """A sweep ready to train.
 
-    runs: every Run, step sizes resolved; datasets / idents: each training set and
-    its identity, by dataset id; H_inf: H^inf in the sweep's dtype, by `kernel_key`,
-    only with Gram tracking; eigenvalues: [lambda_min, lambda_max] (float64) of each
-    H^inf; plan: the batches (None on a process that reads the leader's plan).
+    runs: every Run, step sizes resolved; datasets / idents: each training set (with
+    its test points) and its identity, by dataset id; H_inf: H^inf in the sweep's dtype,
+    by `kernel_key`, only with Gram tracking; eigenvalues: [lambda_min, lambda_max]
+    (float64) of each H^inf; arora: Arora et al.'s measure sqrt(2 y^T (H^inf)^-1 y / n)
+    of each; plan: the batches (None on a process that reads the leader's plan).
     """
 
     runs: list[config_lib.Run]
@@ -37,15 +38,20 @@ class Prepared:
     idents: dict[str, dict]
     H_inf: dict[tuple, np.ndarray]
     eigenvalues: dict[tuple, np.ndarray]
+    arora: dict[tuple, float]
     plan: plan_lib.Plan | None
 
     def lambda0(self, sweep: config_lib.Sweep, run: config_lib.Run) -> float:
         """lambda_min(H^inf) of the run's training set and architecture."""
         return float(self.eigenvalues[kernel_key(run, sweep.train_output)][0])
 
+    def arora_bound(self, sweep: config_lib.Sweep, run: config_lib.Run) -> float:
+        """sqrt(2 y^T (H^inf)^-1 y / n) of the run's training set and architecture."""
+        return self.arora[kernel_key(run, sweep.train_output)]
+
     def batch_arrays(self, batch: plan_lib.Batch, dtype):
-        """Per-network arrays of a batch: Keys, Hyper, X, y, and H^inf (None without Gram
-        tracking), in `dtype`."""
+        """Per-network arrays of a batch: Keys, Hyper, X, y, X_test, y_test (None where the
+        program has no test points) and H^inf (None without Gram tracking), in `dtype`."""
         runs = batch.runs
         hyper = train.Hyper(
             seed=np.asarray([r.seed for r in runs], np.uint32),
@@ -53,13 +59,16 @@ class Prepared:
             batch_tag=np.asarray([r.batch_tag for r in runs], np.uint32),
             lr=np.asarray([r.lr for r in runs], dtype),
             output_scale=np.asarray([r.output_scale for r in runs], dtype))
-        X = np.stack([self.datasets[r.dataset_id].X for r in runs])
-        y = np.stack([self.datasets[r.dataset_id].y for r in runs])
+        sets = [self.datasets[r.dataset_id] for r in runs]
+        X, y, X_test, y_test = (np.stack([getattr(ds, k) for ds in sets])
+                                for k in ("X", "y", "X_test", "y_test"))
+        if not batch.static.n_test:
+            X_test = y_test = None
         H = None
         if batch.static.gram_every:
             H = np.stack([self.H_inf[kernel_key(r, batch.static.train_output)]
                           for r in runs]).astype(dtype)
-        return train.batch_keys(hyper), hyper, X, y, H
+        return train.batch_keys(hyper), hyper, X, y, X_test, y_test, H
 
 
 def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
@@ -68,7 +77,7 @@ def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
     sweep, a new one measured on `compiled` for the leader of a new sweep."""
     runs = config_lib.expand(sweep)
     datasets, idents = make_datasets(sweep)
-    H_inf, eigenvalues = kernels(sweep, runs, datasets)
+    H_inf, eigenvalues, arora = kernels(sweep, runs, datasets)
     runs = resolve_theory_lr(sweep, runs, eigenvalues)
     if mode in ("resume", "complete"):  # a resumed sweep keeps its batches
         plan = plan_of_manifest(sweep, runs, manifest)
@@ -77,7 +86,7 @@ def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
                                   measure=compiled.memory, cache_bytes=programs.cache_bytes())
     else:
         plan = None  # the leader's plan is read from the manifest it writes
-    return Prepared(runs, datasets, idents, H_inf, eigenvalues, plan)
+    return Prepared(runs, datasets, idents, H_inf, eigenvalues, arora, plan)
 
 
 def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.Plan:
@@ -94,11 +103,12 @@ def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
 
 
 def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
-                                                            dict[tuple, np.ndarray]]:
+                                                            dict[tuple, np.ndarray],
+                                                            dict[tuple, float]]:
     """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
-    and architecture, kept only where Gram tracking compares against it, and its
-    extreme eigenvalues [lambda_min, lambda_max] (float64; the runs table records
-    lambda_min, lr='theory' uses lambda_max).
+    and architecture, kept only where Gram tracking compares against it, its extreme
+    eigenvalues [lambda_min, lambda_max] (float64; the runs table records lambda_min,
+    lr='theory' uses lambda_max) and `theory.arora_bound` of its labels (float64, a solve).
 
     One task per kernel on a thread pool as wide as the host: LAPACK releases
     the GIL, and each task runs on one BLAS thread (overparam/__init__.py), so
@@ -109,16 +119,18 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
         todo.setdefault(kernel_key(r, sweep.train_output), r)
 
     def one(run):
-        X = datasets[run.dataset_id].X.astype(np.float64)
-        H = theory.gram_inf(X, param=run.param, depth=run.depth,
+        ds = datasets[run.dataset_id]
+        H = theory.gram_inf(ds.X.astype(np.float64), param=run.param, depth=run.depth,
                             train_output=sweep.train_output)
-        return theory.extreme_eigenvalues(H), H.astype(sweep.dtype) if sweep.gram_every else None
+        return (theory.extreme_eigenvalues(H), theory.arora_bound(H, ds.y),
+                H.astype(sweep.dtype) if sweep.gram_every else None)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         done = dict(zip(todo, pool.map(one, todo.values())))
-    eigenvalues = {key: e for key, (e, _) in done.items()}
-    H_inf = {key: H for key, (_, H) in done.items() if H is not None}
-    return H_inf, eigenvalues
+    eigenvalues = {key: e for key, (e, _, _) in done.items()}
+    arora = {key: a for key, (_, a, _) in done.items()}
+    H_inf = {key: H for key, (_, _, H) in done.items() if H is not None}
+    return H_inf, eigenvalues, arora
 
 
 def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config_lib.Run]:
@@ -139,12 +151,16 @@ def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config
 
 def make_datasets(sweep: config_lib.Sweep) -> tuple[dict[str, data_lib.Dataset],
                                                     dict[str, dict]]:
-    """Every training set of the sweep, keyed by dataset id, and their identities."""
+    """Every training set of the sweep with its held-out points, keyed by dataset id, and
+    their identities."""
     datasets, idents = {}, {}
     for seed in range(sweep.seed, sweep.seed + sweep.num_seeds):
         for n in sweep.n:
-            ident = config_lib.data_identity(sweep, seed=seed, n=n)
-            did = config_lib.dataset_id(ident)
-            if did not in datasets:
-                datasets[did], idents[did] = data_lib.make_dataset(ident), ident
+            for task in config_lib.tasks(sweep):
+                ident = config_lib.data_identity(sweep, seed=seed, n=n, task=task)
+                did = config_lib.dataset_id(ident)
+                if did not in datasets:
+                    n_test = config_lib.held_out_points(sweep, n, task)
+                    datasets[did] = data_lib.make_dataset(ident, n_test)
+                    idents[did] = ident
     return datasets, idents

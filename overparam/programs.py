@@ -160,22 +160,25 @@ class Programs:
         hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
                             spec(), spec())
         H = spec(static.n, static.n) if static.gram_every else None
-        return keys, hyper, spec(static.n, static.d), spec(static.n), H, sharding
+        test = ((spec(static.n_test, static.d), spec(static.n_test)) if static.n_test
+                else (None, None))
+        return keys, hyper, spec(static.n, static.d), spec(static.n), *test, H, sharding
 
     def get(self, static: train.Static, size: int) -> tuple[Any, Any]:
-        """(init, chunk): executables called as init(keys, X, H) and
-        chunk(state, hyper, X, y, start). Shapes with the same `train.init_static`
-        share their init executable."""
+        """(init, chunk): executables called as init(keys, X, H, X_test) and
+        chunk(state, hyper, X, y, start, X_test, y_test) (the test arrays None where
+        static.n_test is 0). Shapes with the same `train.init_static` share their init
+        executable."""
         key = (static, size)
         if key not in self._compiled:
             store.crash_point("compile")
             program = train.make_program(static)
-            keys, hyper, X, y, H, sharding = self._abstract(static, size)
+            keys, hyper, X, y, X_test, y_test, H, sharding = self._abstract(static, size)
             t = time.perf_counter()
             with self._compiling(static, size):
                 init_key = (train.init_static(static), size)
                 if init_key not in self._inits:
-                    lowered = program.init.lower(keys, X, H)
+                    lowered = program.init.lower(keys, X, H, X_test)
                     self._inits[init_key] = (
                         lowered.compile(compiler_options=compiler_options()), lowered.out_info)
                 init, out_info = self._inits[init_key]
@@ -183,7 +186,7 @@ class Programs:
                     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
                     out_info)
                 chunk = program.chunk.lower(state, hyper, X, y,
-                                            jax.ShapeDtypeStruct((), jnp.int32)
+                                            jax.ShapeDtypeStruct((), jnp.int32), X_test, y_test
                                             ).compile(compiler_options=compiler_options())
             self.compile_seconds += time.perf_counter() - t
             state_bytes = sum(a.size * a.dtype.itemsize

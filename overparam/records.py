@@ -95,25 +95,34 @@ def write_datasets(out: Path, datasets: dict[str, data_lib.Dataset],
     files = {}
     for did, ds in datasets.items():
         rel = f"{store.DATASETS}/{did}.parquet"
-        table = dataset_table(did, ds.X, ds.y, dtype)
+        table = dataset_table(did, ds.X, ds.y, dtype, X_test=ds.X_test, y_test=ds.y_test)
         files[rel] = store.write_parquet_if_changed(table, out / rel).to_dict()
     return files
 
 
-def dataset_table(dataset_id: str, X: np.ndarray, y: np.ndarray, dtype: str):
-    """X: (n, d), y: (n,) -> one row per point, x as a fixed-size list of d."""
-    n, d = X.shape
-    return schema.table(store.DATASETS, {"dataset_id": [dataset_id] * n,
-                                         "index": np.arange(n, dtype=np.int64),
-                                         "x": list(X), "y": y}, dtype, d=d)
+def dataset_table(dataset_id: str, X: np.ndarray, y: np.ndarray, dtype: str, *,
+                  X_test: np.ndarray | None = None, y_test: np.ndarray | None = None):
+    """X: (n, d), y: (n,) and the test points X_test: (n_test, d), y_test: (n_test,) -> one
+    row per point (the training points first), x as a fixed-size list of d."""
+    d = X.shape[1]
+    X_test = np.zeros((0, d), X.dtype) if X_test is None else X_test
+    y_test = np.zeros((0,), y.dtype) if y_test is None else y_test
+    n, n_test = len(X), len(X_test)
+    return schema.table(store.DATASETS, {
+        "dataset_id": [dataset_id] * (n + n_test),
+        "split": ["train"] * n + ["test"] * n_test,
+        "index": np.concatenate([np.arange(n), np.arange(n_test)]).astype(np.int64),
+        "x": list(X) + list(X_test), "y": np.concatenate([y, y_test])}, dtype, d=d)
 
 
 def runs_table(sweep: config_lib.Sweep, runs: list[config_lib.Run], lambda0: dict[str, float],
                separation: dict[str, float], diverged: dict[str, int],
-               results: dict[str, tuple[int | None, float | None]]):
+               results: dict[str, tuple[int | None, float | None]],
+               arora: dict[str, float] | None = None):
     """runs.parquet: one row per run, from its Run, the sweep's settings and its results.
 
-    lambda0: {run_id: lambda_min(H^inf)}; separation: {dataset_id: phi};
+    lambda0: {run_id: lambda_min(H^inf)}; arora: {run_id: theory.arora_bound} (NaN where
+    absent); separation: {dataset_id: phi};
     diverged: {run_id: first non-finite step} of the diverged runs;
     results: {run_id: (steps_to_zero_error, final_loss)} from `RunResults`, of the runs
     whose batch is finished; the others are 'running', with null results.
@@ -134,7 +143,8 @@ def runs_table(sweep: config_lib.Sweep, runs: list[config_lib.Run], lambda0: dic
             "lr_scaling": sweep.lr_scaling, "train_output": sweep.train_output,
             "center_output": sweep.center_output,
             "precision": sweep.precision, "dtype": sweep.dtype,
-            "separation": separation[r.dataset_id], "lambda0": lambda0[r.run_id]})
+            "separation": separation[r.dataset_id], "lambda0": lambda0[r.run_id],
+            "arora_bound": (arora or {}).get(r.run_id, math.nan)})
     frame = pd.DataFrame(rows, columns=schema.RUNS.names)
     for col in ("diverged_step", "steps_to_zero_error"):
         frame[col] = frame[col].astype("Int64")
@@ -158,4 +168,5 @@ def runs_of(sweep: config_lib.Sweep, prepared, batches, finished: dict[int, dict
     runs = prepared.runs
     return runs_table(sweep, runs, {r.run_id: prepared.lambda0(sweep, r) for r in runs},
                       {did: ds.separation for did, ds in prepared.datasets.items()},
-                      diverged, results)
+                      diverged, results,
+                      {r.run_id: prepared.arora_bound(sweep, r) for r in runs})

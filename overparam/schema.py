@@ -18,8 +18,8 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-VERSION = 3  # 1: before the schema was versioned (no key tags); 2: before mup, output
-# scaling and sharpness
+VERSION = 4  # 1: before the schema was versioned (no key tags); 2: before mup, output
+# scaling and sharpness; 3: before the test split
 
 FLOAT = pa.float32()  # placeholder of a measurement column: becomes the sweep's dtype
 ID = pa.large_string()
@@ -48,6 +48,9 @@ RUNS = _schema(
     ("output_scale", pa.float64(), "alpha: the model is alpha f (alpha (f - f(0)) with "
      "center_output), the objective its loss / alpha^2"),
     ("dataset_id", ID, "the training set (datasets/<dataset_id>.parquet)"),
+    ("digits_task", ID, "digits' labelling task: 'aVb', 'even_odd' or 'value' ('' for the "
+     "synthetic sets)"),
+    ("n_test", pa.int64(), "held-out test points drawn with the training set"),
     ("init_tag", pa.int64(), "uint32 tag of the initial weights: the network's key is "
      "split(fold_in(PRNGKey(seed), init_tag))[0]"),
     ("batch_tag", pa.int64(), "uint32 tag of the SGD batches: step t's key is "
@@ -59,8 +62,8 @@ RUNS = _schema(
     ("steps_to_zero_error", pa.int64(), "first recorded step with train_error = 0 (null if never)"),
     ("final_loss", pa.float64(), "loss at the last step (NaN if diverged)"),
     ("steps", pa.int64(), "training steps"),
-    ("dataset", ID, "sphere or zou"),
-    ("labels", ID, "gaussian, random_sign, teacher or teacher_regression"),
+    ("dataset", ID, "sphere, zou or digits"),
+    ("labels", ID, "gaussian, random_sign, teacher, teacher_regression or task (digits')"),
     ("reduction", ID, "the loss over examples: sum or mean"),
     ("momentum", pa.float64(), "heavy-ball momentum (0: plain GD/SGD)"),
     ("lr_scaling", ID, "constant or inverse_width"),
@@ -71,6 +74,9 @@ RUNS = _schema(
     ("separation", pa.float64(), "min ||x_i - x_j|| over y_i != y_j (NaN for real labels)"),
     ("lambda0", pa.float64(), "lambda_min(H^inf) of the run's training set and architecture "
      "(normalization of theory.gram_inf)"),
+    ("arora_bound", pa.float64(), "sqrt(2 y^T (H^inf)^-1 y / n) of the run's training set: "
+     "Arora et al. 2019's measure for du at depth 1 (output fixed), otherwise the same "
+     "expression with the analytic kernel of theory.gram_inf (NaN if H^inf is singular)"),
 )
 
 STEPS = _schema(
@@ -90,6 +96,9 @@ STEPS = _schema(
     ("sharpness", FLOAT, "lambda_max of the Hessian of the full-batch objective w.r.t. the "
      "trained weights (mup: of M^1/2 Hess M^1/2, M the step-size multipliers) (sharpness "
      "steps; NaN otherwise)"),
+    ("test_loss", FLOAT, "loss on the held-out test points, in the units of loss (the sum "
+     "reduction: n / n_test times their sum)"),
+    ("test_error", FLOAT, "train_error's measure on the held-out test points"),
 )
 
 LAYERS = _schema(
@@ -106,7 +115,8 @@ LAYERS = _schema(
 
 DATASETS = _schema(
     ("dataset_id", ID, "the training set (runs.dataset_id)"),
-    ("index", pa.int64(), "the point's index i"),
+    ("split", ID, "train (the points trained on) or test (the held-out points)"),
+    ("index", pa.int64(), "the point's index i within its split"),
     ("x", pa.list_(FLOAT), "x_i, d values (a fixed-size list of d)"),
     ("y", FLOAT, "label or target y_i"),
 )

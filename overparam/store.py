@@ -61,8 +61,8 @@ RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
 TABLE_DIRS = (STEPS, LAYERS, DATASETS)  # folders of Parquet files listed in the manifest
 # The runs' settings `Results.with_settings` joins to the steps and layers tables.
 SETTINGS = ("width", "depth", "seed", "n", "d", "loss", "optimizer", "lr", "lr_spec",
-            "batch_size", "param", "output_scale", "reduction", "momentum", "lr_scaling",
-            "train_output", "center_output", "dataset_id", "status")
+            "batch_size", "param", "output_scale", "digits_task", "reduction", "momentum",
+            "lr_scaling", "train_output", "center_output", "dataset_id", "status")
 _JOINED_AS = {"loss": "loss_fn"}  # settings joined under another name (steps has a loss)
 TEMP_SUFFIX = ".overparam.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")
@@ -210,11 +210,16 @@ class Results:
         return frame.merge(joined, on="run_id", how="left", validate="many_to_one")[
             [*frame.columns[:1], *names.values(), *frame.columns[1:]]]
 
-    def dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """The exact (X (n, d), y (n,)) that runs with this dataset_id trained on."""
-        path = self.path / DATASETS / f"{dataset_id}.parquet"
-        df = _read(path)
-        return np.stack(df["x"].to_numpy()), df["y"].to_numpy()
+    def dataset(self, dataset_id: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """The exact (X (n, d), y (n,)) that runs with this dataset_id trained on, or with
+        split='test' their held-out points (n_test, d), (n_test,)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        df = _read(self.path / DATASETS / f"{dataset_id}.parquet")
+        df = df[df["split"] == split]
+        d = len(df["x"].iloc[0]) if len(df) else int(self.manifest["config"]["d"])
+        X = np.stack(df["x"].to_numpy()) if len(df) else np.zeros((0, d), df["y"].dtype)
+        return X, df["y"].to_numpy()
 
     def initial_net(self, run_id: str):
         """The initial weights of run `run_id`, rebuilt bit-identically from its seed

@@ -250,6 +250,25 @@ def du_radius_bound(X: np.ndarray, y: np.ndarray, u0: np.ndarray, width: int) ->
     return float(4.0 * np.sqrt(n) * residual / (np.sqrt(width) * lambda_0(du_gram_inf(X))))
 
 
+def arora_bound(H: np.ndarray, y: np.ndarray) -> float:
+    """sqrt(2 y^T H^-1 y / n): Arora, Du, Hu, Li & Wang 2019's complexity measure (their
+    Theorem 5.1: for Du's two-layer network trained by GD from a small initialization,
+    with H = H^inf (`du_gram_inf`) and labels |y_i| <= 1, the population loss of a
+    1-Lipschitz loss bounded in [0, 1] is at most this plus O(sqrt(log(n / (lambda_0
+    delta)) / n)); THEORY.md section 8).
+
+    H: (n, n) symmetric positive definite, y: (n,). In float64, by a solve of H z = y,
+    never an inverse (np.linalg.solve: LU with partial pivoting). NaN where H is singular
+    (two parallel points) or y^T H^-1 y comes out negative.
+    """
+    H, y = np.asarray(H, np.float64), np.asarray(y, np.float64)
+    try:
+        quad = float(y @ np.linalg.solve(H, y))
+    except np.linalg.LinAlgError:
+        return float("nan")
+    return float(np.sqrt(2.0 * quad / len(y))) if quad >= 0 else float("nan")
+
+
 def separation(X: np.ndarray, y: np.ndarray) -> float:
     """Zou et al. 2018, Assumption 3.2's phi: min ||x_i - x_j|| over pairs with
     y_i != y_j (inf if there is one class). X: (n, d); y: (n,). overparam.data

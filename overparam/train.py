@@ -2,11 +2,13 @@
 
 `make_program(static)` returns two jitted functions over a batch of networks:
 
-  init(keys, X, H)         -> State        draws each network from its own keys
-  chunk(state, hyper, X, y, start) -> (State, Records)
+  init(keys, X, H, X_test) -> State        draws each network from its own keys
+  chunk(state, hyper, X, y, start, X_test, y_test) -> (State, Records)
                            one lax.scan over `static.chunk_records` records,
                            its body vmapped over networks; each record
-                           measures the current weights, then takes
+                           measures the current weights (on the training set,
+                           and on the held-out test points where the program
+                           has them: static.n_test > 0), then takes
                            `record_every` optimizer steps.
 
 A network is a function of its `Hyper` row (seed, key tags, lr) and its data,
@@ -66,6 +68,7 @@ class Static:
     gram_every: int = 0   # record NTK Gram statistics every this many steps (0: never)
     cache_group: int = 0  # networks trained together through a chunk (0: the whole batch)
     center_output: bool = False  # the model is alpha (f - f(0)) rather than alpha f
+    n_test: int = 0              # held-out test points measured at every record (0: none)
     sharpness_every: int = 0     # record the loss Hessian's top eigenvalue every k steps
     sharpness_iters: int = 20    # Lanczos iterations of each sharpness
 
@@ -97,6 +100,7 @@ class State(NamedTuple):
     gram0: jax.Array          # (n, n): H(0), the NTK Gram at initialization ((0, 0) if unused)
     gram_init_error: jax.Array  # (): ||H(0)/s - H^inf||_2 (NaN if H^inf is not given)
     f0: jax.Array             # (n,): f(x_i) at step 0 with center_output, else (0,)
+    f0_test: jax.Array        # (n_test,): f at step 0 on the test points, likewise
     sharp_v: Any              # shaped as the trained weights: the sharpness's warm start
                               # (a (0,) array when sharpness is off)
 
@@ -172,13 +176,14 @@ def _weights(net0: model.Net, delta: model.Net) -> model.Net:
 
 
 def init_single(static: Static, hyper: Hyper, X: jax.Array,
-                gram_inf: jax.Array | None = None) -> State:
-    """State at step 0 of one network. X: (n, d); gram_inf: (n, n) H^inf / s, or None."""
-    return init_from_keys(static, derive_keys(hyper), X, gram_inf)
+                gram_inf: jax.Array | None = None, X_test: jax.Array | None = None) -> State:
+    """State at step 0 of one network. X: (n, d); gram_inf: (n, n) H^inf / s, or None;
+    X_test: (n_test, d) (None without test points)."""
+    return init_from_keys(static, derive_keys(hyper), X, gram_inf, X_test)
 
 
 def init_from_keys(static: Static, keys: Keys, X: jax.Array,
-                   gram_inf: jax.Array | None = None) -> State:
+                   gram_inf: jax.Array | None = None, X_test: jax.Array | None = None) -> State:
     """`init_single` from the network's derived keys (what the init program runs)."""
     dtype = jnp.dtype(static.dtype)
     net0 = model.init_from_keys(keys.hidden, keys.out, d=static.d, width=static.width,
@@ -203,7 +208,41 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
                  diverged_step=-jnp.ones((), jnp.int32), init_spectral=init_spectral,
                  gram0=gram0, gram_init_error=gram_err,
                  f0=f0 if static.center_output else jnp.zeros((0,), dtype),
+                 f0_test=_test_output(static, net0, X_test) if static.center_output
+                 else jnp.zeros((0,), dtype),
                  sharp_v=_sharpness_start(static, keys.power, delta))
+
+
+def _test_output(static: Static, net: model.Net, X_test: jax.Array | None) -> jax.Array:
+    """f on the test points (n_test,) ((0,) without them)."""
+    if not static.n_test:
+        return jnp.zeros((0,), net.out.dtype)
+    if X_test is None:
+        raise ValueError(f"the program has n_test={static.n_test} test points: pass X_test")
+    return model.apply(net, X_test, param=static.param,
+                       precision=PRECISIONS[static.precision])[0]
+
+
+def _errors(static: Static, g: jax.Array, y: jax.Array) -> jax.Array:
+    """The 0-1 error of +-1 labels, else the fraction of |g - y| > regression_tol."""
+    if static.sign_labels:
+        return metrics.zero_one_error(g, y).astype(g.dtype)
+    return metrics.regression_error(g, y, static.regression_tol).astype(g.dtype)
+
+
+def _test_metrics(static: Static, hyper: Hyper, state: State, X_test, y_test) -> dict:
+    """test_loss and test_error of the current weights on the held-out points: the loss of
+    the model's output with the sweep's reduction in the units of the training loss (a
+    sum is rescaled to n points: (n / n_test) sum), and the error as train_error's; NaN
+    without test points."""
+    nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
+    if not static.n_test:
+        return dict(test_loss=nan, test_error=nan)
+    f = _test_output(static, _weights(state.net0, state.delta), X_test)
+    g = model_output(static, hyper, f, state.f0_test)
+    loss = losses.reduce(losses.per_example(static.loss, g, y_test),
+                         reduction=static.reduction, n=static.n)
+    return dict(test_loss=loss, test_error=_errors(static, g, y_test))
 
 
 def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net):
@@ -335,8 +374,9 @@ def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
 
 
 def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_step):
-    """Step and layer records of the current weights, and the new power vectors. f: the
-    model's output g (`model_output`) on X; loss: its reduced loss."""
+    """Step and layer records of the current weights (but the test metrics and the
+    sharpness), and the new power vectors. f: the model's output g (`model_output`) on X;
+    loss: its reduced loss."""
     precision = PRECISIONS[static.precision]
     spectral, vs = [], []
     for D, v in zip(state.delta.hidden, state.v):
@@ -344,12 +384,9 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_st
                                          max_iters=static.power_max_iters, precision=precision)
         spectral.append(sigma)
         vs.append(v)
-    if static.sign_labels:
-        error, margin = metrics.zero_one_error(f, y), metrics.min_margin(f, y)
-    else:
-        error = metrics.regression_error(f, y, static.regression_tol)
-        margin = jnp.full((), jnp.nan, f.dtype)
-    step_rec = dict(loss=loss, train_error=error.astype(f.dtype), min_margin=margin,
+    margin = (metrics.min_margin(f, y) if static.sign_labels
+              else jnp.full((), jnp.nan, f.dtype))
+    step_rec = dict(loss=loss, train_error=_errors(static, f, y), min_margin=margin,
                     grad_norm=metrics.global_norm(grads),
                     radius_output=jnp.linalg.norm(state.delta.out),
                     **_gram_stats(static, state, X, is_gram_step))
@@ -389,7 +426,8 @@ def columns(records: Records) -> dict[str, np.ndarray]:
     return out
 
 
-def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, step):
+def _record_then_train(static: Static, hyper: Hyper, X, y, X_test, y_test, state: State,
+                       step):
     """Measures the weights at state.step (= `step`), then takes record_every steps.
 
     step is an unbatched value, so that the Gram matrix is computed (lax.cond)
@@ -403,6 +441,7 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, step):
         _, (f, pre, loss) = _objective(static, hyper, state.net0, state.delta,
                                        _trainable(static, state.delta), X, y, state.f0)
     step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads, is_gram_step)
+    step_rec.update(_test_metrics(static, hyper, state, X_test, y_test))
     step_rec["sharpness"], sharp_v = _sharpness(static, hyper, state, X, y, is_sharpness_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
     step_values = jnp.stack([step_rec[name] for name in STEP_FIELDS])
@@ -421,10 +460,12 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, state: State, step):
 
 
 def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array,
-                start: jax.Array) -> tuple[State, Records]:
+                start: jax.Array, X_test: jax.Array | None = None,
+                y_test: jax.Array | None = None) -> tuple[State, Records]:
     """`static.chunk_records` records of a batch of networks from step `start`
     (= state.step, unbatched). Every argument but `start` has a leading networks
-    axis (B); X: (B, n, d), y: (B, n).
+    axis (B); X: (B, n, d), y: (B, n); X_test: (B, n_test, d), y_test: (B, n_test)
+    where static.n_test > 0 (else None).
 
     One lax.scan over records whose body is vmapped over networks: the records
     come out (K, B, ...) as the scan stacks them, with no transposing copy. With
@@ -434,24 +475,27 @@ def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax
     planner's job).
     """
     steps = start + jnp.arange(static.chunk_records, dtype=jnp.int32) * static.record_every
+    if static.n_test and X_test is None:
+        raise ValueError(f"the program has n_test={static.n_test} test points: pass them")
     record = jax.vmap(functools.partial(_record_then_train, static),
-                      in_axes=(0, 0, 0, 0, None))
+                      in_axes=(0, 0, 0, 0, 0, 0, None))
 
     def run(args):
-        state, hyper, X, y = args
-        state, values = jax.lax.scan(lambda s, t: record(hyper, X, y, s, t), state, steps)
+        state, hyper, data = args
+        state, values = jax.lax.scan(lambda s, t: record(hyper, *data, s, t), state, steps)
         return state, values
 
+    data = (X, y, X_test, y_test)
     B = X.shape[0]
     g = static.cache_group or B
     if g >= B:
-        state, (step_values, layer_values) = run((state, hyper, X, y))
+        state, (step_values, layer_values) = run((state, hyper, data))
     else:
         if B % g:
             raise ValueError(f"group {g} does not divide the batch of {B} networks")
         tree = jax.tree_util.tree_map
         state, values = jax.lax.map(run, tree(lambda a: a.reshape(B // g, g, *a.shape[1:]),
-                                              (state, hyper, X, y)))
+                                              (state, hyper, data)))
         state = tree(lambda a: a.reshape(B, *a.shape[2:]), state)
         step_values, layer_values = (  # (B/g, K, g, ...) -> (K, B, ...)
             jnp.swapaxes(v, 0, 1).reshape(v.shape[1], B, *v.shape[3:]) for v in values)
@@ -459,17 +503,20 @@ def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax
 
 
 def chunk_single(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array,
-                 start: jax.Array) -> tuple[State, Records]:
-    """`chunk_batch` for one network (no networks axis). X: (n, d), y: (n,)."""
+                 start: jax.Array, X_test: jax.Array | None = None,
+                 y_test: jax.Array | None = None) -> tuple[State, Records]:
+    """`chunk_batch` for one network (no networks axis). X: (n, d), y: (n,); X_test:
+    (n_test, d), y_test: (n_test,) or None."""
     add = lambda tree: jax.tree_util.tree_map(lambda a: a[None], tree)
-    state, records = chunk_batch(static, add(state), add(hyper), X[None], y[None], start)
+    state, records = chunk_batch(static, add(state), add(hyper), X[None], y[None], start,
+                                 add(X_test), add(y_test))
     return (jax.tree_util.tree_map(lambda a: a[0], state),
             records._replace(steps=records.steps[:, 0], layers=records.layers[:, 0]))
 
 
 class Program(NamedTuple):
-    init: Any   # init(keys, X, H) -> State, every argument with a networks axis
-    chunk: Any  # chunk(state, hyper, X, y, start) -> (State, Records)
+    init: Any   # init(keys, X, H, X_test) -> State, every argument with a networks axis
+    chunk: Any  # chunk(state, hyper, X, y, start, X_test, y_test) -> (State, Records)
 
 
 def init_static(static: Static) -> Static:

@@ -198,12 +198,23 @@ SIZE_FIELDS = ["widths", "depths", "num_seeds", "n", "d", "batch_size", "steps",
 @given(field=st.sampled_from(SIZE_FIELDS), value=st.integers(-1000, 0),
        as_tuple=st.booleans())
 def test_nonpositive_size_field_is_named(field, value, as_tuple):
+    if field == "d" and value == 0:
+        value = 1  # d = 0 is the dataset's own dimension (below); d = 1 is refused
     if field in config_lib.SWEPT and as_tuple:
         value = (value,)
     with pytest.raises(ConfigError) as info:
         validate({field: value})
     assert info.value.field == field
     assert str(info.value).startswith(f"config.{field}:")
+
+
+def test_d_and_labels_default_to_the_datasets_own():
+    s = validate({})
+    assert (s.d, s.labels) == (16, "gaussian")
+    s = validate({"dataset": "digits"})
+    assert (s.d, s.labels, s.sign_labels) == (64, "task", True)
+    assert validate({"dataset": "digits", "digits_task": "value"}).sign_labels is False
+    assert validate({"dataset": "zou", "d": 8, "labels": "teacher"}).d == 8
 
 
 def test_memory_budget_zero_means_auto_and_negative_is_refused():

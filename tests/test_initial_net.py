@@ -34,8 +34,8 @@ def test_initial_net_is_the_engines_initial_weights(tmp_path, fields):
         checked = 0
         for batch in prepared.plan.batches:
             init, _ = compiled.get(batch.static, batch.size)
-            keys, _, X, _, H = prepared.batch_arrays(batch, jnp.dtype(sweep.dtype))
-            net0 = jax.device_get(init(keys, X, H).net0)
+            keys, _, X, _, X_test, _, H = prepared.batch_arrays(batch, jnp.dtype(sweep.dtype))
+            net0 = jax.device_get(init(keys, X, H, X_test).net0)
             for i, run in enumerate(batch.runs[:batch.num_real]):
                 net = results.initial_net(run.run_id)
                 assert len(net.hidden) == run.depth

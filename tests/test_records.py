@@ -265,15 +265,22 @@ def test_dataset_table_round_trips_x_and_y_exactly(dtype, n, d):
 
 
 def test_write_datasets_writes_each_once_and_keeps_identical_files(tmp_path, monkeypatch):
-    Ds = dataclasses.make_dataclass("Ds", ["X", "y"])
-    sets = {f"id{k}": Ds(*_tricky(5, 2, np.float64)) for k in range(2)}
+    Ds = dataclasses.make_dataclass("Ds", ["X", "y", "X_test", "y_test"])
+    sets = {f"id{k}": Ds(*_tricky(5, 2, np.float64), *_tricky(3, 2, np.float64))
+            for k in range(2)}
     sets["id1"].X = sets["id1"].X[::-1].copy()
     files = records.write_datasets(tmp_path, sets, "float64")
     assert sorted(files) == ["datasets/id0.parquet", "datasets/id1.parquet"]
     for rel, entry in files.items():
-        assert entry == {"rows": 5, "sha256": store.sha256(tmp_path / rel)}
+        assert entry == {"rows": 8, "sha256": store.sha256(tmp_path / rel)}
         got = pd.read_parquet(tmp_path / rel)
-        np.testing.assert_array_equal(np.stack(got["x"].to_numpy()), sets[rel[9:12]].X)
+        ds = sets[rel[9:12]]
+        train, test = got[got.split == "train"], got[got.split == "test"]
+        assert got.split.tolist() == ["train"] * 5 + ["test"] * 3
+        assert train["index"].tolist() == [0, 1, 2, 3, 4] and test["index"].tolist() == [0, 1, 2]
+        np.testing.assert_array_equal(np.stack(train["x"].to_numpy()), ds.X)
+        np.testing.assert_array_equal(np.stack(test["x"].to_numpy()), ds.X_test)
+        np.testing.assert_array_equal(test["y"].to_numpy(), ds.y_test)
     writes = []
     real = store.write_parquet
     monkeypatch.setattr(store, "write_parquet", lambda t, p: writes.append(p) or real(t, p))

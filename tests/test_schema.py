@@ -29,7 +29,7 @@ SCHEMAS = {"runs.parquet": schema.RUNS, "steps": schema.STEPS, "layers": schema.
 FLOATS = {"float32": pa.float32(), "float64": pa.float64()}
 STEP_COLUMNS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output",
                 "gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error",
-                "sharpness")
+                "sharpness", "test_loss", "test_error")
 LAYER_COLUMNS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac",
                  "init_spectral")
 
@@ -87,7 +87,7 @@ def test_tables_are_the_four_of_the_results_directory():
     assert (store.RUNS, store.STEPS, store.LAYERS, store.DATASETS) == NAMES
     assert schema.STEPS.names[:2] == ["run_id", "step"]
     assert schema.LAYERS.names[:3] == ["run_id", "step", "layer"]
-    assert schema.DATASETS.names == ["dataset_id", "index", "x", "y"]
+    assert schema.DATASETS.names == ["dataset_id", "split", "index", "x", "y"]
     assert isinstance(schema.VERSION, int) and schema.VERSION >= 2
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from overparam import store
-from overparam.analysis.fits import format_prediction, median_interval
+from overparam.analysis.fits import BOUND_QUANTITY, format_prediction, median_interval
 from overparam.analysis.quantities import (
     QUANTITY,
     SETTINGS,
@@ -62,7 +62,9 @@ CURVES = {  # column -> (table, title, axis label)
     "gram_change": ("steps", "Change of the NTK Gram matrix", r"$\|H(t)-H(0)\|_2$"),
     "sharpness": ("steps", "Sharpness against the stability limit 2/eta",
                   r"sharpness $\lambda_{\max}(\nabla^2 L)$"),
+    "test_error": ("steps", "Test error", "test error (held-out points)"),
 }
+LINEAR_CURVES = {"test_error"}  # fractions that reach 0: a linear y axis from 0
 
 COLUMN_WIDTH_IN = 3.3  # one column of a two-column paper
 PAGE_WIDTH_IN = 6.5    # the text width of a page
@@ -144,6 +146,13 @@ def _ylabel(text: str, n_panels: int) -> str:
     mathtext label is one formula, kept whole)."""
     chars = int(_axis_height(n_panels) * 72 / (0.55 * FONT_PT))
     return text if "$" in text or len(text) <= chars else "\n".join(textwrap.wrap(text, chars))
+
+
+def _panel_title(text: str, n_panels: int) -> str:
+    """A panel's group label on lines no wider than the panel, broken after commas."""
+    width = _grid(n_panels)[2] / _grid(n_panels)[1]
+    chars = int(width * 72 / (0.7 * FONT_PT)) - 3  # centred over the axes, not the column
+    return "\n".join(textwrap.wrap(text, chars, break_long_words=False))
 
 
 def _log_ticks(ax, values) -> None:
@@ -363,7 +372,7 @@ def _plot_fit(per_run, fits, quantity, x, options, bounds, n_boot, seed):
             if panel.fit_line is not None:
                 fit_handles.append(panel.fit_line)
         notes = [n for n in dict.fromkeys(notes) if n]
-        ax.set_title((group_label(key, shown) if shown else "")
+        ax.set_title(_panel_title(group_label(key, shown) if shown else "", n_shown)
                      + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=FONT_PT)
         if not any(p.has_points for p in drawn):  # all diverged, censored, or <= 0
             ax.set_xticks([])
@@ -598,6 +607,84 @@ def _match(fq: pd.DataFrame, key: dict, layer):
     return next(rows.itertuples(), None) if len(rows) == 1 else None
 
 
+# ----------------------------------------------------------------------------- generalization
+
+def plot_bound(per_run: pd.DataFrame, bound_fits: pd.DataFrame):
+    """matplotlib Figure of each run's final test error against Arora et al.'s measure
+    sqrt(2 y^T (H^inf)^-1 y / n) (linear axes from 0; the test error's own range), one
+    panel per group of
+    `fits.bound_fit_table`: the runs (colour: the digits task, marker: n), the fitted line
+    with its slope's interval, and the line test error = measure (dashed), below which
+    Arora et al.'s theorem puts every run up to a lower-order term (THEORY.md section 8).
+    per_run: `per_run_quantities`; bound_fits: `fits.bound_fit_table`."""
+    with _rc():
+        return _plot_bound(per_run, bound_fits)
+
+
+def _plot_bound(per_run: pd.DataFrame, bound_fits: pd.DataFrame):
+    from matplotlib.lines import Line2D
+
+    rows = per_run[(per_run.quantity == BOUND_QUANTITY) & (per_run.status == "ok")]
+    rows = rows[np.isfinite(rows.value.astype(float)) & np.isfinite(rows.arora_bound)]
+    keys = [s for s in SETTINGS if s not in ("n", "digits_task")]
+    shown = varying_within(rows, keys)
+    panels = _panels(rows, shown)
+    tasks = sorted(rows.digits_task.unique(), key=str)
+    colors = {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(tasks)}
+    sizes = sorted(rows.n.unique())
+    markers = {n: MARKERS[i % len(MARKERS)] for i, n in enumerate(sizes)}
+    n_shown = min(len(panels), MAX_PANELS)
+    fig, axes = _figure(n_shown)
+    for ax, (key, g) in zip(axes, panels):
+        for (task, n), pts in g.groupby(["digits_task", "n"], sort=True):
+            ax.scatter(pts.arora_bound, pts.value, s=12, color=colors[task],
+                       marker=markers[n], alpha=0.75, lw=0)
+        right = 1.05 * max(float(g.arora_bound.max()), 1e-12)
+        top = 1.15 * max(float(g.value.max()), 1e-3)
+        ax.plot([0, right], [0, right], color=BOUND_COLOR, ls="--", lw=1.0)
+        fit = bound_fits[_matching(bound_fits, key)]
+        title = _panel_title(group_label(key, shown) if shown else "", n_shown)
+        if len(fit) and np.isfinite(fit.slope.iloc[0]):
+            f = fit.iloc[0]
+            xs = np.array([g.arora_bound.min(), g.arora_bound.max()])
+            ax.plot(xs, f.intercept + f.slope * xs, color="0.2", lw=1.3)
+            ci = (f" [{f.slope_low:.2g}, {f.slope_high:.2g}]"
+                  if np.isfinite(f.slope_low) else "")
+            title += ("\n" if title else "") + _minus(
+                f"slope {f.slope:.3g}{ci}\nrank corr. {f.spearman:.2f}\n"
+                f"{100 * f.below_bound:.0f}% \N{LESS-THAN OR EQUAL TO} measure")
+        ax.set_title(title, fontsize=FONT_PT)
+        ax.set_xlim(0, right)
+        ax.set_ylim(0, top)
+        ax.set_xlabel(r"$\sqrt{2\,y^\top (H^\infty)^{-1} y\,/\,n}$")
+        ax.set_ylabel(_ylabel("final test error", n_shown))
+        ax.grid(True, which="major", alpha=0.25, lw=0.5)
+    entries = [(Line2D([], [], color=colors[t], marker="o", ls="", ms=4),
+                f"task {t}" if t else "synthetic labels") for t in tasks]
+    entries += [(Line2D([], [], color="0.3", marker=markers[n], ls="", ms=4), f"n = {n}")
+                for n in sizes]
+    entries += [(Line2D([], [], color="0.2", lw=1.3), "least-squares line (title: its slope,\n"
+                 "seed-bootstrap interval; Spearman's\nrank correlation)"),
+                (Line2D([], [], color=BOUND_COLOR, ls="--", lw=1.0),
+                 "test error = measure: Arora et al.'s\nbound, lower-order term aside")]
+    lines = _title_lines(fig, "Test error against Arora et al.'s complexity measure",
+                         _constant_label(rows, ["n", "digits_task"]), len(panels))
+    ncols = _figure_legend(fig, [h for h, _ in entries], [lab for _, lab in entries])
+    _suptitle(fig, lines)
+    _set_height(fig, n_shown, panel_lines=0,
+                legend_lines=_legend_lines([lab for _, lab in entries], ncols),
+                title_lines=len(lines))
+    return fig
+
+
+def _matching(frame: pd.DataFrame, key: dict) -> np.ndarray:
+    """The rows of `frame` with the settings `key` (a missing value matches a missing one)."""
+    mask = np.ones(len(frame), bool)
+    for k, v in key.items():
+        mask &= (frame[k].isna() if pd.isna(v) else frame[k] == v).to_numpy(bool)
+    return mask
+
+
 # ----------------------------------------------------------------------------- curves
 
 def _as_sweeps(results) -> dict:
@@ -608,7 +695,7 @@ def _as_sweeps(results) -> dict:
 def plot_curves(results: store.Results | Mapping[str, store.Results], column: str, *,
                 x: str = "width"):
     """matplotlib Figure of `column` (of steps or layers, see CURVES) against the step, log
-    y: for each value of `x` (colours) the median over seeds (line) and the inter-quartile
+    y (linear from 0 for LINEAR_CURVES): for each value of `x` (colours) the median over seeds (line) and the inter-quartile
     range (band); one panel per group of the other settings that vary within a sweep (and
     layer). `results`: one sweep, or {label: Results} for several, overlaid in line styles.
 
@@ -667,12 +754,16 @@ def _plot_curves(sweeps: dict, column: str, x: str):
         for st in styles:
             g = _rows(grp, st)
             for v in sorted(colors):
-                ys += _plot_band(ax, g[g[x] == v], colors[v], st.linestyle)
-        lo, hi = _limits(ys)
-        if roundoff is not None and roundoff > 0:
-            lo = max(lo, 10 * roundoff)
-        ax.set_yscale("log")
-        ax.set_ylim(lo, hi)
+                ys += _plot_band(ax, g[g[x] == v], colors[v], st.linestyle,
+                                 positive=column not in LINEAR_CURVES)
+        if column in LINEAR_CURVES:
+            ax.set_ylim(0, 1.05 * max(ys + [1e-3]))
+        else:
+            lo, hi = _limits(ys)
+            if roundoff is not None and roundoff > 0:
+                lo = max(lo, 10 * roundoff)
+            ax.set_yscale("log")
+            ax.set_ylim(lo, hi)
         if column == "sharpness":
             ys += _plot_stability_limits(ax, grp, x, colors)
             lo, hi = _limits(ys)
@@ -682,9 +773,11 @@ def _plot_curves(sweeps: dict, column: str, x: str):
                 _plot_loss_bounds(ax, _rows(grp, st), st, len(styles) > 1)
         ax.set_xlabel("step t")
         ax.set_ylabel(_ylabel(label, n_shown))
-        ax.set_title(group_label(key, shown) if shown else "", fontsize=FONT_PT)
+        ax.set_title(_panel_title(group_label(key, shown) if shown else "", n_shown),
+                     fontsize=FONT_PT)
         ax.grid(True, which="major", alpha=0.25, lw=0.5)
-        _log_y_ticks(ax)
+        if column not in LINEAR_CURVES:
+            _log_y_ticks(ax)
     subtitle = _constant_label(settings, [x])
     if roundoff is not None:
         subtitle += f"; step 0 not drawn (0 up to round-off, at most {roundoff:.1e})"
@@ -727,18 +820,19 @@ def _curve_legend(frame, colors, symbol, x, styles, bounded, limits=False):
     return [h for h, _ in entries], [label for _, label in entries]
 
 
-def _plot_band(ax, g: pd.DataFrame, color, linestyle) -> list[float]:
-    """Median line and inter-quartile band of `g` over its runs; returns the values drawn."""
+def _plot_band(ax, g: pd.DataFrame, color, linestyle, positive: bool = True) -> list[float]:
+    """Median line and inter-quartile band of `g` over its runs (positive: only where they
+    are > 0, for a log axis); returns the values drawn."""
     wide = g.pivot_table(index="step", columns="run_id", values="_y", dropna=False)
     if wide.empty:
         return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # steps with no finite value
         q25, q50, q75 = np.nanquantile(wide.to_numpy(), [0.25, 0.5, 0.75], axis=1)
-    pos = q50 > 0
+    pos = q50 > 0 if positive else np.isfinite(q50)
     ax.plot(wide.index[pos], q50[pos], color=color, lw=1.3, ls=linestyle,
             label=f"_{wide.shape[1]} seeds")
-    band = pos & (q25 > 0)
+    band = pos & (q25 > 0) if positive else pos & np.isfinite(q25)
     ax.fill_between(wide.index[band], q25[band], q75[band], color=color, alpha=0.18, lw=0)
     return list(q50[pos]) + list(q25[band]) + list(q75[band])
 
@@ -789,15 +883,18 @@ def _save(fig, path: Path) -> None:
 
 def write_figures(out: Path, results: store.Results | Mapping[str, store.Results],
                   per_run: pd.DataFrame, fits: pd.DataFrame, *, options: QuantityOptions,
-                  n_boot: int = 1000, seed: int = 0) -> dict[str, list[str]]:
+                  n_boot: int = 1000, seed: int = 0,
+                  bound_fits: pd.DataFrame | None = None) -> dict[str, list[str]]:
     """figures/NAME.png and figures/NAME.pdf under `out`: one per fitted quantity and swept
-    variable, and the training curves. `results`: one sweep, or {label: Results} for
-    several (per_run and fits then have a SWEEP column; the sweeps share each figure).
-    Removes figures of an earlier analysis that no longer apply. Returns {section title:
-    [PNG paths relative to out]}."""
+    variable, the training curves, and the test error against Arora et al.'s measure
+    (`plot_bound`, where `bound_fits` has a row; one sweep). `results`: one sweep, or
+    {label: Results} for several (per_run and fits then have a SWEEP column; the sweeps
+    share each figure). Removes figures of an earlier analysis that no longer apply.
+    Returns {section title: [PNG paths relative to out]}."""
     sweeps = _as_sweeps(results)
     fig_dir = out / "figures"
-    written: dict[str, list[str]] = {"Scaling": [], "Training curves": []}
+    written: dict[str, list[str]] = {"Scaling": [], "Training curves": [],
+                                     "Generalization": []}
     for quantity, x in dict.fromkeys(zip(fits.quantity, fits.x)):
         if not np.isfinite(fits.exponent[(fits.quantity == quantity) & (fits.x == x)]).any():
             continue
@@ -814,6 +911,10 @@ def write_figures(out: Path, results: store.Results | Mapping[str, store.Results
         name = f"curves_{column}.png"
         _save(plot_curves(results, column), fig_dir / name)
         written["Training curves"].append(f"figures/{name}")
+    if bound_fits is not None and len(bound_fits) and SWEEP not in per_run:
+        name = f"fit_{BOUND_QUANTITY}_vs_arora_bound.png"
+        _save(plot_bound(per_run, bound_fits), fig_dir / name)
+        written["Generalization"].append(f"figures/{name}")
     keep = {Path(n).name for names in written.values() for n in names}
     keep |= {Path(n).with_suffix(".pdf").name for n in keep}
     for stale in [*fig_dir.glob("*.png"), *fig_dir.glob("*.pdf")]:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from scipy import special, stats
 
 from overparam.analysis.quantities import (
     QUANTITIES,
@@ -283,3 +283,54 @@ def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
         fits[col] = fits[col].astype("Int64")
     fits["consistent"] = fits["consistent"].astype("boolean")
     return fits
+
+
+# ----------------------------------------------------------------------------- generalization
+
+BOUND_COLUMNS = ["group", *[s for s in SETTINGS if s not in ("n", "digits_task")], "n_runs",
+                 "n_seeds", "n_excluded", "slope", "slope_low", "slope_high", "intercept",
+                 "spearman", "below_bound", "level", "n_boot"]
+BOUND_QUANTITY = "final_test_error"
+
+
+def bound_fit_table(per_run: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
+                    seed: int = 0) -> pd.DataFrame:
+    """The final test error against Arora et al.'s measure sqrt(2 y^T (H^inf)^-1 y / n)
+    (runs.arora_bound; THEORY.md section 8), across the training set sizes and the digits
+    tasks of each group of the other settings (and width), non-diverged runs with +-1
+    labels' test error and a finite measure.
+
+    Columns (BOUND_COLUMNS): the group, its settings, n_runs, n_seeds, n_excluded (runs
+    with a non-finite test error or measure), the least-squares line test_error = intercept
+    + slope * measure with a seed-bootstrap t interval of the slope (`power_law_fit`'s
+    resampling, on the values rather than their logs), Spearman's rank correlation, and
+    below_bound, the fraction of runs whose test error is at most the measure (the
+    theorem's inequality without its lower-order term). Empty where no run has both.
+    """
+    rows = per_run[(per_run.quantity == BOUND_QUANTITY) & (per_run.status == "ok")]
+    if rows.empty or "arora_bound" not in rows:
+        return pd.DataFrame(columns=BOUND_COLUMNS)
+    keys = [s for s in SETTINGS if s not in ("n", "digits_task")]
+    shown = varying(rows, keys)
+    out = []
+    for values, g in rows.groupby(keys, dropna=False, sort=True):
+        key = dict(zip(keys, values))
+        ok = np.isfinite(g.value.astype(float)) & np.isfinite(g.arora_bound.astype(float))
+        x, y, seeds = (g.arora_bound[ok].to_numpy(float), g.value[ok].to_numpy(float),
+                       g.seed[ok].to_numpy())
+        row = dict(group=group_label(key, shown), **key, n_runs=int(ok.sum()),
+                   n_seeds=len(np.unique(seeds)), n_excluded=int((~ok).sum()),
+                   slope=math.nan, slope_low=math.nan, slope_high=math.nan,
+                   intercept=math.nan, spearman=math.nan, level=level, n_boot=n_boot,
+                   below_bound=float(np.mean(y <= x)) if len(x) else math.nan)
+        if len(np.unique(x)) >= 2:
+            slope, intercept = np.polyfit(x, y, 1)
+            row.update(slope=float(slope), intercept=float(intercept))
+            if len(np.unique(y)) >= 2:  # (undefined for a constant test error)
+                row["spearman"] = float(stats.spearmanr(x, y).statistic)
+            if row["n_seeds"] >= 2 and n_boot > 0:
+                boot = _bootstrap_slopes(x, y, seeds, n_boot, seed)
+                row["slope_low"], row["slope_high"], _ = _interval(slope, boot,
+                                                                   row["n_seeds"], level, "t")
+        out.append(row)
+    return pd.DataFrame(out)[BOUND_COLUMNS]

@@ -28,11 +28,12 @@ SWEEP = "sweep"  # the column naming the sweep when several are analyzed togethe
 # Swept settings (config.SWEPT), as the columns of `per_run_quantities` that hold them.
 # lr_config is the config's lr as written (the step size of a run, column lr, is
 # lr_config / width with lr_scaling='inverse_width'); batch_size is <NA> for full-batch GD.
-SETTINGS = ("width", "depth", "n", "lr_config", "output_scale", "batch_size", "loss",
-            "optimizer", "param")
+SETTINGS = ("width", "depth", "n", "digits_task", "lr_config", "output_scale", "batch_size",
+            "loss", "optimizer", "param")
 RUN_COLUMNS = ("run_id", "seed", "status", *SETTINGS, "lr", "lr_scaling", "reduction",
-               "momentum", "center_output", "lambda0")
-SHORT_NAMES = {"lr_config": "lr", "batch_size": "B", "output_scale": "α"}  # in labels
+               "momentum", "center_output", "lambda0", "arora_bound")
+SHORT_NAMES = {"lr_config": "lr", "batch_size": "B", "output_scale": "α",  # in labels
+               "digits_task": "task"}
 SCHEMAS = {"runs": schema.RUNS, "steps": schema.STEPS, "layers": schema.LAYERS}
 
 
@@ -160,6 +161,11 @@ def _convergence_rate(t: Tables, o: QuantityOptions) -> pd.Series:
     return -slope.where(sums.one >= 3)
 
 
+def _last(column: str) -> Callable[[Tables, QuantityOptions], pd.Series]:
+    """compute: run_id -> the last non-null value of steps.column (the last recorded step)."""
+    return lambda t, o: t.steps.groupby("run_id")[column].last()
+
+
 def _gram_lambda_min_init(t: Tables, o: QuantityOptions) -> pd.Series:
     return t.steps.gram_lambda_min.where(t.steps.first).groupby(t.steps.run_id).max()
 
@@ -266,6 +272,20 @@ QUANTITIES = (
                    "initial loss left out: loss ~ exp(-rate t).",
         columns=("steps.loss",), compute=_convergence_rate),
     Quantity(
+        "final_test_error", per_layer=False,
+        title="Test error at the end of training",
+        label="test error",
+        definition="test_error at the last recorded step: the 0-1 error on the held-out test "
+                   "points (+-1 labels), or their fraction with |f - y| > regression_tol.",
+        columns=("steps.test_error",), compute=_last("test_error")),
+    Quantity(
+        "final_test_loss", per_layer=False,
+        title="Test loss at the end of training",
+        label="test loss",
+        definition="test_loss at the last recorded step: the loss on the held-out test "
+                   "points, in the units of the training loss.",
+        columns=("steps.test_loss",), compute=_last("test_loss")),
+    Quantity(
         "gram_lambda_min_init", per_layer=False,
         title="Smallest eigenvalue of the NTK Gram matrix at init",
         label=r"$\lambda_{{\min}}(H(0))$",
@@ -348,7 +368,8 @@ def predicted_exponent(quantity: str, x: str, *, param: str, lr_scaling: str = "
 
 def run_settings(runs: pd.DataFrame) -> pd.DataFrame:
     """runs.parquet -> RUN_COLUMNS: run_id, seed, status, the swept settings (SETTINGS) and
-    lr, lr_scaling, reduction, momentum, lambda0. lr_config is the config's lr as written
+    lr, lr_scaling, reduction, momentum, center_output, lambda0, arora_bound. lr_config is
+    the config's lr as written
     ('theory' or a number); batch_size is <NA> for full-batch GD (where it equals n)."""
     out = runs.assign(lr_config=[_lr_text(v) for v in runs.lr_spec],
                       batch_size=runs.batch_size.astype("Int64").mask(runs.optimizer == "gd"))

@@ -3,9 +3,12 @@
 `analyze(path)` writes into path/analysis/ (or `out`):
 
   report.md         summary, the fit table, the quantities' definitions, the censored runs
-                    per width, the convergence rates against the kernel's, what the figures
-                    draw, the figures (relative links)
+                    per width, the convergence rates against the kernel's, the test error
+                    against Arora et al.'s measure, what the figures draw, the figures
+                    (relative links)
   fits.csv          the fit table (`fits.fit_table`): one row per fit
+  generalization.csv  the test error against Arora et al.'s measure (`fits.bound_fit_table`),
+                    where the sweep has test errors of +-1 labels
   per_run.parquet   the per-run table (`quantities.per_run_quantities`): the fitted values
   figures/*.png     `figures.write_figures` (and a .pdf of each beside it)
 
@@ -33,7 +36,7 @@ import pandas as pd
 
 from overparam import store, theory
 from overparam.analysis.figures import PNG_DPI, write_figures
-from overparam.analysis.fits import fit_table, sweeps_fit_table
+from overparam.analysis.fits import bound_fit_table, fit_table, sweeps_fit_table
 from overparam.analysis.quantities import (
     QUANTITIES,
     SETTINGS,
@@ -290,7 +293,12 @@ def _figures_text(results: list[store.Results], fit_options: dict, skipped: list
     lines.append(
         "- Training curves: the median over seeds (line) and the inter-quartile range "
         "(band) per width; the Gram change leaves out step 0 (zero up to round-off) "
-        "and starts its y range at 10x that round-off or above.")
+        "and starts its y range at 10x that round-off or above; the sharpness has GD's "
+        "stability limit 2/eta dashed.")
+    lines.append(
+        "- Generalization: each run's final test error against Arora et al.'s measure "
+        "(linear axes from 0), coloured by task and marked by n, the least-squares line, "
+        "and the line test error = measure (dashed).")
     if several:
         lines.append("- Sweeps share each figure, told apart by marker and line style, "
                      "named in the legend below the panels.")
@@ -301,10 +309,12 @@ def write_report(path: Path, results: store.Results | Sequence[store.Results],
                  fits: pd.DataFrame, figures: dict[str, list[str]], *,
                  options: QuantityOptions, fit_options: dict, skipped: list[str],
                  rates: pd.DataFrame, censored: pd.DataFrame | None = None,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None,
+                 bound: pd.DataFrame | None = None) -> None:
     """report.md: summary, fit table, definitions (of QUANTITIES but the `skipped` ones,
     with `options`), censored runs per width (`censored_counts`), rates
-    (`rate_vs_theory`), what the figures draw, the figures (links relative to path's
+    (`rate_vs_theory`), the test error against Arora et al.'s measure (`bound`:
+    `fits.bound_fit_table`), what the figures draw, the figures (links relative to path's
     folder). fit_options: the keyword arguments of `fit_table` (n_boot, level, ci, seed).
     Several sweeps: `results` a list, `labels` their labels (the tables' SWEEP column)."""
     several = not isinstance(results, store.Results)
@@ -339,8 +349,9 @@ def write_report(path: Path, results: store.Results | Sequence[store.Results],
               + ("(censored runs among them: see below), " if censored is not None
                  and len(censored) else "")
               + "left out of the fit; `diverged`: runs left out. `predicted`: THEORY.md "
-              "section 5 (an interval for flip fractions), for the width and the "
-              "width-stable step size only; `meets theory`: the interval meets it.", "",
+              "sections 5 and 6 (an interval for flip fractions): against the width with "
+              "the width-stable step size (m^0 under mup), against the output scale for "
+              "the centered model; `meets theory`: the interval meets it.", "",
               markdown_table(fits) if not fits.empty else format_table(fits), ""]
     for r, lab in zip(runs_of, labels if several else [None]):
         lines += _width_note(r, lab)
@@ -368,6 +379,21 @@ def write_report(path: Path, results: store.Results | Sequence[store.Results],
                   "training set: the rate of the slowest eigendirection (THEORY.md section "
                   "1). A ratio >= 1 converges at least as fast as that.", "",
                   _markdown(rates)]
+    if bound is not None and len(bound):
+        lines += ["", "## Generalization: test error against the kernel's complexity measure",
+                  "", "Each run's final test error (+-1 labels) against sqrt(2 y^T (H^inf)^-1 "
+                  "y / n) of its training set (runs.arora_bound), across the training set "
+                  "sizes and digits tasks of each group: Arora, Du, Hu, Li & Wang 2019 bound "
+                  "the population loss of Du's two-layer network by it, up to a term "
+                  "O(sqrt(log(n / (lambda_0 delta)) / n)) (THEORY.md section 8; for other "
+                  "parameterizations and depths the same expression with their analytic "
+                  "kernel). `slope`: least squares of the test error on the measure, with a "
+                  f"{level}% seed-bootstrap t interval; `spearman`: rank correlation; "
+                  "`below_bound`: the fraction of runs whose test error is at most the "
+                  "measure; `n_excluded`: runs without a finite test error or measure "
+                  "(written to generalization.csv).", "",
+                  _markdown(bound.drop(columns=["level", "n_boot"]).astype(object).where(
+                      bound.drop(columns=["level", "n_boot"]).notna(), "-"))]
     if any(figures.values()):
         lines += [""] + _figures_text(runs_of, fit_options, skipped, several)
     for title, names in figures.items():
@@ -468,13 +494,18 @@ def analyze(path: str | os.PathLike | Sequence[str | os.PathLike], *,
     out = output_dir(paths, labels, out)
     store.write_parquet(per_run, out / "per_run.parquet")
     store.atomic_write(out / "fits.csv", lambda tmp: fits.to_csv(tmp, index=False))
+    bound = (bound_fit_table(per_run, n_boot=n_boot, level=level, seed=seed)
+             if labels is None else None)
+    if bound is not None and len(bound):
+        store.atomic_write(out / "generalization.csv",
+                           lambda tmp: bound.to_csv(tmp, index=False))
     figures = (write_figures(out, sweeps, per_run, fits, options=options, n_boot=n_boot,
-                             seed=seed) if plots else {})
+                             seed=seed, bound_fits=bound) if plots else {})
     skipped = [q.name for q in QUANTITIES if q.name not in set(per_run.quantity)]
     write_report(out / "report.md", loaded if labels else loaded[0], fits, figures,
                  options=options, fit_options=fit_options, skipped=skipped,
                  rates=rate_vs_theory(per_run), censored=censored_counts(per_run),
-                 labels=labels)
+                 labels=labels, bound=bound)
     fits.attrs["out"] = str(out)
     fits.attrs["partial"] = [str(r.path) for r in loaded if r.partial]
     return fits
