@@ -696,8 +696,9 @@ def plot_curves(results: store.Results | Mapping[str, store.Results], column: st
                 x: str = "width"):
     """matplotlib Figure of `column` (of steps or layers, see CURVES) against the step, log
     y (linear from 0 for LINEAR_CURVES): for each value of `x` (colours) the median over
-    seeds (line) and the inter-quartile range (band); one panel per group of the other settings that vary within a sweep (and
-    layer). `results`: one sweep, or {label: Results} for several, overlaid in line styles.
+    seeds (line) and the inter-quartile range (band); one panel per group of the other
+    settings that vary within a sweep (and layer). `results`: one sweep, or {label: Results}
+    for several, overlaid in line styles.
 
     Diverged runs and values <= 0 (step 0 of a radius) are left out. Gram change: the
     first recorded step (step 0, where ||H(0) - H(0)|| is 0 up to round-off) is left out,
