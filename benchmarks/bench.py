@@ -88,7 +88,8 @@ def run_overparam(spec: dict, out: Path, cache: Path, *extra: str) -> tuple[floa
     args = [f"--config.widths={tuple(spec['widths'])}", f"--config.num_seeds={spec['num_seeds']}",
             f"--config.n=({spec['n']},)", f"--config.d={spec['d']}",
             f"--config.steps={spec['steps']}", f"--config.lr=({spec['lr']},)",
-            "--config.gram_every=0", "--config.chunk_steps=100", "--progress=false",
+            "--config.gram_every=0", "--config.n_test=0", "--config.chunk_steps=100",
+            "--progress=false",
             f"--compilation_cache={cache}", f"--out={out}", *extra]
     return run_child([sys.executable, "-m", "overparam.sweep", "--config=sweeps/default.py",
                       *args], env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -146,7 +146,7 @@ def main() -> None:
     r_args = ["--config=sweeps/default.py", f"--config.widths={spec['widths']}".replace(" ", ""),
               f"--config.num_seeds={spec['num_seeds']}", "--config.n=(128,)", "--config.d=32",
               f"--config.steps={spec['steps']}", "--config.lr=(0.1,)", "--config.gram_every=0",
-              "--config.chunk_steps=100"]
+              "--config.n_test=0", "--config.chunk_steps=100"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         wall, manifest = sweep(r_args, tmp / "R", device, timeout=300)

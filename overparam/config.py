@@ -44,7 +44,7 @@ SIGN_LABELS = ("random_sign", "teacher")  # and 'task' but for digits_task 'valu
 DIGIT_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 DIGITS_D = 64
 SYNTHETIC_D = 16    # d = 0 (the default) is this for the synthetic sets, DIGITS_D for digits
-TEST_CAP = 1000     # n_test = 0 (automatic) takes every other image of a task, at most this
+TEST_CAP = 1000     # n_test = -1 (automatic) takes every other image of a task, at most this
 REDUCTIONS = ("sum", "mean")
 LR_SCALINGS = ("constant", "inverse_width")
 PRECISIONS = ("highest", "high", "default")
@@ -177,9 +177,9 @@ class Sweep:
                                           "digits' labels: 'aVb' (+1 for digit a, -1 for b), "
                                           "'even_odd' (+1 even), 'value' (the digit, "
                                           "standardized: regression)", swept=True)
-    n_test: int = _field(0, _integer(low=0), "held-out test points per training set, drawn "
-                         "with it (0: the rest of a digits task, at most 1,000; n for the "
-                         "synthetic sets)", identity=False)
+    n_test: int = _field(-1, _integer(low=-1), "held-out test points per training set, drawn "
+                         "with it (-1: the rest of a digits task, at most 1,000, and n for the "
+                         "synthetic sets; 0: none)", identity=False)
     phi: float = _field(0.0, _number(0.0, 2.0),
                         "distance >= phi between points of different classes (0: any)")
     mu: float = _field(0.5, _number(0.0, 1.0), "last coordinate of the zou dataset's points")
@@ -456,9 +456,11 @@ def _check_digits(s: dict[str, Any]) -> None:
         pool = task_pool(task)
         for n in s["n"]:
             room = pool - n
-            if room < 1:
+            if room < 1 and s["n_test"] != 0:
                 raise ConfigError("n", f"task {task!r} has {pool} images: n={n} training "
                                   "images leave none for testing")
+            if room < 0:
+                raise ConfigError("n", f"task {task!r} has {pool} images, fewer than n={n}")
             if room < s["n_test"]:
                 raise ConfigError("n_test", f"task {task!r} has {pool} images: n={n} "
                                   f"training images leave {room} for testing, fewer than "
@@ -466,9 +468,9 @@ def _check_digits(s: dict[str, Any]) -> None:
 
 
 def held_out_points(s: Sweep, n: int, task: str) -> int:
-    """The held-out test points of a training set of n: n_test, or where it is 0 every other
-    image of the digits task (at most TEST_CAP), n for the synthetic sets."""
-    if s.n_test:
+    """The held-out test points of a training set of n: n_test (0: none), or where it is -1
+    every other image of the digits task (at most TEST_CAP), n for the synthetic sets."""
+    if s.n_test >= 0:
         return s.n_test
     return min(task_pool(task) - n, TEST_CAP) if s.dataset == "digits" else n
 

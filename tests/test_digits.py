@@ -92,6 +92,18 @@ def test_a_draw_is_disjoint_samples_of_the_tasks_images_with_their_labels(task, 
     assert np.isnan(ds.separation) == (task == "value")
 
 
+def test_n_test_zero_is_no_test_split_and_minus_one_the_automatic_one():
+    runs = config_lib.expand(config_lib.validate(dict(dataset="digits", n=(359,), n_test=0)))
+    assert {r.n_test for r in runs} == {0}  # all 360 images of 0v1 but one may train
+    runs = config_lib.expand(config_lib.validate(dict(dataset="digits", n=(60,))))
+    assert {r.n_test for r in runs} == {300}
+    runs = config_lib.expand(config_lib.validate(dict(dataset="digits", n=(60,),
+                                                      digits_task="even_odd")))
+    assert {r.n_test for r in runs} == {config_lib.TEST_CAP}
+    runs = config_lib.expand(config_lib.validate(dict(n=(20,))))
+    assert {r.n_test for r in runs} == {20}  # synthetic: as many as it trains on
+
+
 def test_a_draw_larger_than_the_tasks_images_is_refused():
     with pytest.raises(ValueError, match="357 images"):
         data.make_dataset(_ident(n=60), n_test=298)  # 3v8: 183 + 174 images
@@ -269,6 +281,8 @@ def test_arora_bound_of_a_singular_kernel_is_nan():
     (dict(dataset="digits", d=32), "d"),
     (dict(labels="task"), "labels"),
     (dict(dataset="digits", n=(400,)), "n"),
+    (dict(dataset="digits", n=(400,), n_test=0), "n"),
+    (dict(dataset="digits", n_test=-2), "n_test"),
     (dict(dataset="digits", n=(300,), n_test=100), "n_test"),
     (dict(digits_task=("0v1", "2v3")), "digits_task"),
     (dict(dataset="digits", digits_task=("4v4",)), "digits_task"),
@@ -280,3 +294,13 @@ def test_bad_digits_settings_are_one_line_naming_the_field(fields, field):
     with pytest.raises(config_lib.ConfigError) as info:
         config_lib.validate(fields)
     assert info.value.field == field and "\n" not in str(info.value)
+
+
+def test_a_sweep_without_test_points_records_nan_test_metrics(tmp_path):
+    sweep = config_lib.validate(dict(name="s", widths=(8,), num_seeds=2, n=(6,), d=4,
+                                     steps=3, n_test=0))
+    engine.run_sweep(sweep, tmp_path / "r", show_progress=False)
+    r = overparam.load(tmp_path / "r")
+    assert r.steps.test_loss.isna().all() and r.steps.test_error.isna().all()
+    assert (r.runs.n_test == 0).all() and r.dataset(r.runs.dataset_id[0], "test")[0].shape \
+        == (0, 4)
