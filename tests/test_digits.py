@@ -304,3 +304,34 @@ def test_a_sweep_without_test_points_records_nan_test_metrics(tmp_path):
     assert r.steps.test_loss.isna().all() and r.steps.test_error.isna().all()
     assert (r.runs.n_test == 0).all() and r.dataset(r.runs.dataset_id[0], "test")[0].shape \
         == (0, 4)
+
+
+def test_the_bound_fit_is_a_least_squares_line_through_each_groups_runs(digits_sweep,
+                                                                       tmp_path):
+    from scipy import stats
+
+    from overparam import analyze
+    from overparam.analysis import fits
+
+    per_run = analyze.per_run_quantities(digits_sweep)
+    table = fits.bound_fit_table(per_run, n_boot=200)
+    assert len(table) == 4  # param x depth; the task (and n) vary within each
+    runs = digits_sweep.runs
+    steps = digits_sweep.steps
+    last = steps[steps.step == steps.step.max()].set_index("run_id").test_error
+    for row in table.itertuples():
+        mine = runs[(runs.param == row.param) & (runs.depth == row.depth)]
+        x, y = mine.arora_bound.to_numpy(), last.loc[mine.run_id].to_numpy(float)
+        slope, intercept = np.polyfit(x, y, 1)
+        assert row.n_runs == len(mine) == 4 and row.n_seeds == 2  # 2 tasks x 2 seeds
+        assert row.slope == pytest.approx(slope, rel=1e-9, abs=1e-12)
+        assert row.intercept == pytest.approx(intercept, rel=1e-9, abs=1e-12)
+        assert row.below_bound == np.mean(y <= x)
+        if len(np.unique(y)) > 1:
+            assert row.spearman == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
+        assert row.slope_low <= row.slope <= row.slope_high
+    out = analyze.analyze(digits_sweep.path, out=tmp_path / "a", n_boot=100)
+    del out
+    assert (tmp_path / "a" / "generalization.csv").is_file()
+    assert (tmp_path / "a" / "figures" / "fit_final_test_error_vs_arora_bound.png").is_file()
+    assert "## Generalization" in (tmp_path / "a" / "report.md").read_text()
