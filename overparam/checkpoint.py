@@ -254,7 +254,7 @@ def _path(out: Path, batch: int) -> Path:
 def trained_part(state: train.State):
     """The part of a State that training changes (the rest is recomputed on resume)."""
     return (state.step, state.delta, state.opt_state, state.v, state.alive,
-            state.diverged_step, state.sharp_v)
+            state.diverged_step, state.sharp_v, state.conv_v)
 
 
 def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str, dict],
@@ -363,13 +363,13 @@ def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> 
         if saved.shape != want.shape or saved.dtype != want.dtype:
             raise CheckpointError(f"{path} holds a state of another shape")
     treedef = jax.tree_util.tree_structure(trained_part(fresh))
-    step, delta, opt_state, v, alive, diverged, sharp_v = jax.tree_util.tree_unflatten(
+    step, delta, opt_state, v, alive, diverged, sharp_v, conv_v = jax.tree_util.tree_unflatten(
         treedef, [jax.numpy.asarray(x) for x in leaves])
     if not np.all(np.asarray(leaves[0]) == meta["step"]):
         raise CheckpointError(f"{path}: the state is at step {int(np.max(leaves[0]))}, not at "
                               f"step {meta['step']} of its chunk count")
     return fresh._replace(step=step, delta=delta, opt_state=opt_state, v=v, alive=alive,
-                          diverged_step=diverged, sharp_v=sharp_v)
+                          diverged_step=diverged, sharp_v=sharp_v, conv_v=conv_v)
 
 
 def costs(out: Path, batches: list[int]) -> dict[str, float]:

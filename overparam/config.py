@@ -118,6 +118,33 @@ def _dimension(field: str, value: Any) -> int:
     return _integer(low=2)(field, value)
 
 
+ARCHS = ("mlp", "cnn", "resnet")  # and a flax module 'pkg.mod:Class'
+CONV_ARCHS = ("cnn", "resnet")
+CONV_PARAMS = ("ntk", "standard", "mup")
+
+
+def _arch(field: str, value: Any) -> str:
+    """'mlp', 'cnn', 'resnet', or 'pkg.mod:Class' naming an importable flax module class."""
+    if value in ARCHS:
+        return value
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise ConfigError(field, f"unknown value {value!r}; allowed: {', '.join(ARCHS)}, or a "
+                          "flax module 'pkg.mod:Class'")
+    import importlib
+
+    path, name = value.split(":")
+    try:
+        module = importlib.import_module(path)
+    except Exception as e:  # noqa: BLE001 - importing a user's module raises anything
+        raise ConfigError(field, f"cannot import {path!r} ({type(e).__name__}: {e})") from None
+    cls = getattr(module, name, None)
+    import flax.linen as nn
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(field, f"{value!r} is not a flax.linen.Module class")
+    return value
+
+
 def digit_pair(task: str) -> tuple[int, int] | None:
     """(a, b) of a digits task 'aVb' (images of digits a, label +1, and b, label -1); None
     for 'even_odd' and 'value'."""
@@ -202,6 +229,10 @@ class Sweep:
                              "(width-stable for zou and standard)")
     batch_size: tuple[int, ...] = _field((16,), _integer(), "SGD batch size (GD: n)",
                                          swept=True)
+    arch: tuple[str, ...] = _field(("mlp",), _arch,
+                                   "the network: mlp (overparam/model.py), cnn or resnet "
+                                   "(overparam/modules.py), or a flax module 'pkg.mod:Class' "
+                                   "(protocol: overparam/networks.py)", swept=True)
     param: tuple[str, ...] = _field(("du",), _one_of(PARAMS),
                                     "du, zou, ntk, standard or mup (formulas in "
                                     "overparam/model.py)", swept=True)
@@ -264,7 +295,7 @@ NOT_IDENTITY = tuple(f.name for f in FIELDS if not f.metadata["identity"])
 # Identity fields added after run_ids were first published: they enter a run's identity
 # only where they differ from their default, so that every earlier run keeps its run_id.
 # (digits_task enters it through the dataset_id, and only for digits.)
-LATER_IDENTITY = ("output_scale", "center_output")
+LATER_IDENTITY = ("output_scale", "center_output", "arch")
 
 
 def _sign_labels(labels: str, tasks: tuple[str, ...]) -> bool:
@@ -316,6 +347,7 @@ class Run:
     batch_size: int
     param: str
     output_scale: float
+    arch: str
     dataset_id: str
     digits_task: str  # digits' labelling task ('' for the synthetic sets)
     n_test: int       # held-out test points drawn with the training set
@@ -414,6 +446,7 @@ def _check_consistency(s: dict[str, Any]) -> None:
         raise ConfigError("phi", "a class separation needs +-1 labels (labels 'random_sign' "
                           f"or 'teacher'), got labels={s['labels']!r}")
     _check_digits(s)
+    _check_archs(s)
     for loss in s["loss"]:
         if loss in CLASSIFICATION_LOSSES and not _sign_labels(s["labels"], s["digits_task"]):
             if s["labels"] == "task":
@@ -467,6 +500,23 @@ def _check_digits(s: dict[str, Any]) -> None:
                                   f"n_test={s['n_test']}")
 
 
+def _check_archs(s: dict[str, Any]) -> None:
+    """What the convolutional networks and the flax modules can take."""
+    convs = [a for a in s["arch"] if a in CONV_ARCHS]
+    if convs:
+        other = [p for p in s["param"] if p not in CONV_PARAMS]
+        if other:
+            raise ConfigError("param", f"{other[0]!r} is an MLP parameterization; arch "
+                              f"{convs[0]!r} takes {', '.join(CONV_PARAMS)}")
+        side = math.isqrt(s["d"])
+        if side * side != s["d"]:
+            raise ConfigError("d", f"arch {convs[0]!r} reads x as a square image: d={s['d']} "
+                              "is not a square (digits: d=64, 8x8)")
+    if "theory" in s["lr"] and any(a != "mlp" for a in s["arch"]):
+        raise ConfigError("lr", "'theory' takes the analytic kernel of the mlp; give the "
+                          "other archs a number")
+
+
 def held_out_points(s: Sweep, n: int, task: str) -> int:
     """The held-out test points of a training set of n: n_test (0: none), or where it is -1
     every other image of the digits task (at most TEST_CAP), n for the synthetic sets."""
@@ -507,9 +557,9 @@ def expand(s: Sweep) -> list[Run]:
     """
     runs = []
     fixed = {k: v for k, v in s.to_dict().items() if k not in SWEPT and k not in NOT_IDENTITY}
-    for seed, n, task, width, depth, param, loss, opt, lr, alpha in itertools.product(
-            range(s.seed, s.seed + s.num_seeds), s.n, tasks(s), s.widths, s.depths, s.param,
-            s.loss, s.optimizer, s.lr, s.output_scale):
+    for seed, n, task, arch, width, depth, param, loss, opt, lr, alpha in itertools.product(
+            range(s.seed, s.seed + s.num_seeds), s.n, tasks(s), s.arch, s.widths, s.depths,
+            s.param, s.loss, s.optimizer, s.lr, s.output_scale):
         for batch in (s.batch_size if opt == "sgd" else (n,)):
             did = dataset_id(data_identity(s, seed=seed, n=n, task=task))
             init_tag = stable_hash("init", width, depth, param, s.d, s.train_output, s.dtype,
@@ -517,7 +567,7 @@ def expand(s: Sweep) -> list[Run]:
             batch_tag = stable_hash("batches", n, batch, nbytes=4)
             ident = dict(seed=seed, n=n, width=width, depth=depth, param=param, loss=loss,
                          optimizer=opt, lr=lr, batch_size=batch, dataset_id=did,
-                         output_scale=alpha, **fixed)
+                         output_scale=alpha, arch=arch, **fixed)
             ident = {k: v for k, v in ident.items()
                      if k not in LATER_IDENTITY or v != _default_value(k)}
             base = math.nan if lr == "theory" else lr
@@ -525,7 +575,7 @@ def expand(s: Sweep) -> list[Run]:
             runs.append(Run(run_id=f"{stable_hash(ident):016x}", seed=seed, width=width,
                             depth=depth, n=n, d=s.d, loss=loss, optimizer=opt,
                             lr=step_size, lr_base=base, lr_spec=str(lr),
-                            batch_size=batch, param=param, output_scale=alpha,
+                            batch_size=batch, param=param, output_scale=alpha, arch=arch,
                             dataset_id=did, digits_task=task, n_test=held_out_points(s, n, task),
                             init_tag=init_tag, batch_tag=batch_tag))
     return runs

@@ -93,6 +93,14 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
         scale = jnp.maximum(jnp.sum(D * D), jnp.finfo(D.dtype).tiny)
         times_a = lambda Q: ein("bm,mk->bk", ein("bk,mk->bm", Q, D), D) / scale
         power_step = lambda Q, QA: orthonormal_pair(QA)
+    return _block_power(times_a, power_step, V, scale, tol=tol, max_iters=max_iters)
+
+
+def _block_power(times_a, power_step, V: jax.Array, scale: jax.Array, *, tol: float,
+                 max_iters: int) -> tuple[jax.Array, jax.Array]:
+    """sqrt(scale lambda_max(A)) and the two Ritz vectors (2, k) of a symmetric PSD A (scaled
+    to lambda_max <= 1) by `spectral_norm`'s block power iteration from V (2, k):
+    times_a(Q) = Q A, power_step(Q, QA) the next orthonormal block."""
 
     def body(carry):
         Q, QA, lam, _, _, _, i = carry
@@ -114,6 +122,35 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
     sigma = jnp.sqrt(jnp.maximum(lam, 0.0) * scale)
     ritz = _rows(y0 * Q[0] + y1 * Q[1], y0 * Q[1] - y1 * Q[0])
     return sigma, jnp.where(sigma > 0, ritz, V)
+
+
+def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
+                       precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
+    """||D||_op of the convolution v -> conv(v, D) (stride 1, 'SAME' padding) on inputs of
+    V's shape, by `spectral_norm`'s block power iteration on A = C^T C, C the convolution
+    as a linear map: each product passes the block through the convolution and back
+    through its transpose (jax.vjp), never forming C.
+
+    D: (kh, kw, c_in, c_out) (flax's layout); V: (2, s, s, c_in), the start (the previous
+    call's Ritz vectors warm-start the next). A is scaled by kh kw ||D||_F^2 >=
+    ||C||_2^2 (each output is D's inner product with one patch, and every input entry
+    lies in at most kh kw patches). Returns (sigma, the two Ritz vectors (2, s, s, c_in)).
+    """
+    shape = V.shape[1:]
+    kh, kw = D.shape[:2]
+    conv = lambda v: jax.lax.conv_general_dilated(
+        v.reshape(1, *shape), D, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision)
+    scale = jnp.maximum(kh * kw * jnp.sum(D * D), jnp.finfo(D.dtype).tiny)
+
+    def gram_times(q):  # C^T C q for one flattened input q
+        out, back = jax.vjp(conv, q.reshape(shape))
+        return back(out)[0].reshape(-1)
+
+    times_a = lambda Q: jax.vmap(gram_times)(Q) / scale
+    sigma, ritz = _block_power(times_a, lambda Q, QA: orthonormal_pair(QA),
+                               V.reshape(2, -1), scale, tol=tol, max_iters=max_iters)
+    return sigma, ritz.reshape(V.shape)
 
 
 def initial_spectral_norm(W: jax.Array, V: jax.Array, *,

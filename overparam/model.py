@@ -43,7 +43,7 @@ but mup takes the same step size eta on every layer (multipliers 1).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +51,12 @@ import numpy as np
 
 
 class Net(NamedTuple):
-    """hidden: (W_1 (m, d), W_2 (m, m), ..., W_L (m, m)); out: a (m,)."""
+    """hidden: (W_1 (m, d), W_2 (m, m), ..., W_L (m, m)); out: a (m,); other: any other
+    trained weights (none here; a flax module's biases, say: overparam/networks.py)."""
 
     hidden: tuple[jax.Array, ...]
-    out: jax.Array
+    out: Any
+    other: Any = ()
 
 
 def forward_scales(param: str, *, d: int, width: int, depth: int) -> tuple[tuple[float, ...],

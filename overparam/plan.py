@@ -115,13 +115,14 @@ def cache_group_size(static: train.Static, cache_bytes: int) -> int:
     if not cache_bytes:
         return 0
     itemsize = 8 if static.dtype == "float64" else 4
-    return max(1, cache_bytes // (static.n * static.width * itemsize))
+    positions = static.d if static.arch in config_lib.CONV_ARCHS else 1  # an image's pixels
+    return max(1, cache_bytes // (static.n * static.width * positions * itemsize))
 
 
 def num_networks(sweep: config_lib.Sweep) -> int:
     """How many networks `config_lib.expand(sweep)` gives, without expanding it."""
     per_seed_n = (len(sweep.widths) * len(sweep.depths) * len(sweep.param) * len(sweep.loss)
-                  * len(sweep.lr) * len(sweep.output_scale))
+                  * len(sweep.lr) * len(sweep.output_scale) * len(sweep.arch))
     optimizers = sum(len(sweep.batch_size) if o == "sgd" else 1 for o in sweep.optimizer)
     return (sweep.num_seeds * len(sweep.n) * len(config_lib.tasks(sweep)) * per_seed_n
             * optimizers)
@@ -149,7 +150,7 @@ def check_resources(sweep: config_lib.Sweep, *, device_bytes: int | None = None,
         sizes = {"num_seeds": sweep.num_seeds, "widths": len(sweep.widths),
                  "depths": len(sweep.depths), "n": len(sweep.n), "lr": len(sweep.lr),
                  "loss": len(sweep.loss), "param": len(sweep.param),
-                 "output_scale": len(sweep.output_scale),
+                 "output_scale": len(sweep.output_scale), "arch": len(sweep.arch),
                  "digits_task": len(config_lib.tasks(sweep)),
                  "batch_size": len(sweep.batch_size), "optimizer": len(sweep.optimizer)}
         field = max(sizes, key=sizes.get)
@@ -182,8 +183,12 @@ def check_resources(sweep: config_lib.Sweep, *, device_bytes: int | None = None,
 
 
 def step_flops(static: train.Static) -> int:
-    """FLOPs of one training step of one network (forward and backward over its batch)."""
+    """FLOPs of one training step of one network (forward and backward over its batch): of
+    the MLP's matrices, or of 3x3 convolutions at each of an image's d positions (cnn,
+    resnet; a flax module counts as the MLP of its width and depth)."""
     m, L = static.width, static.depth
+    if static.arch in config_lib.CONV_ARCHS:
+        return 6 * static.batch_size * (static.d * 9 * (m + (L - 1) * m * m) + m)
     return 6 * static.batch_size * (static.d * m + (L - 1) * m * m + m)
 
 

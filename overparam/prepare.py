@@ -65,7 +65,7 @@ class Prepared:
         if not batch.static.n_test:
             X_test = y_test = None
         H = None
-        if batch.static.gram_every:
+        if batch.static.gram_every and batch.static.arch == "mlp":
             H = np.stack([self.H_inf[kernel_key(r, batch.static.train_output)]
                           for r in runs]).astype(dtype)
         return train.batch_keys(hyper), hyper, X, y, X_test, y_test, H
@@ -99,7 +99,7 @@ def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.
 
 def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
     """The key of a run's H^inf and its eigenvalues in `kernels`' dictionaries."""
-    return (run.dataset_id, run.param, run.depth, train_output)
+    return (run.dataset_id, run.arch, run.param, run.depth, train_output)
 
 
 def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
@@ -109,6 +109,7 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
     and architecture, kept only where Gram tracking compares against it, its extreme
     eigenvalues [lambda_min, lambda_max] (float64; the runs table records lambda_min,
     lr='theory' uses lambda_max) and `theory.arora_bound` of its labels (float64, a solve).
+    Only the mlp has an analytic kernel: the other archs' eigenvalues and measure are NaN.
 
     One task per kernel on a thread pool as wide as the host: LAPACK releases
     the GIL, and each task runs on one BLAS thread (overparam/__init__.py), so
@@ -119,6 +120,8 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
         todo.setdefault(kernel_key(r, sweep.train_output), r)
 
     def one(run):
+        if run.arch != "mlp":
+            return np.full(2, np.nan), float("nan"), None
         ds = datasets[run.dataset_id]
         H = theory.gram_inf(ds.X.astype(np.float64), param=run.param, depth=run.depth,
                             train_output=sweep.train_output)

@@ -159,7 +159,8 @@ class Programs:
         keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
         hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
                             spec(), spec())
-        H = spec(static.n, static.n) if static.gram_every else None
+        # H^inf, for the Gram matrix's distance to it: the mlp's analytic kernel only.
+        H = spec(static.n, static.n) if static.gram_every and static.arch == "mlp" else None
         test = ((spec(static.n_test, static.d), spec(static.n_test)) if static.n_test
                 else (None, None))
         return keys, hyper, spec(static.n, static.d), spec(static.n), *test, H, sharding

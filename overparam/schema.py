@@ -18,8 +18,8 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-VERSION = 4  # 1: before the schema was versioned (no key tags); 2: before mup, output
-# scaling and sharpness; 3: before the test split
+VERSION = 5  # 1: before the schema was versioned (no key tags); 2: before mup, output
+# scaling and sharpness; 3: before the test split; 4: before the architectures
 
 FLOAT = pa.float32()  # placeholder of a measurement column: becomes the sweep's dtype
 ID = pa.large_string()
@@ -43,6 +43,7 @@ RUNS = _schema(
     ("lr_base", pa.float64(), "the config's lr (NaN for 'theory')"),
     ("lr_spec", ID, "the config's lr as written: a number or 'theory'"),
     ("batch_size", pa.int64(), "examples per step (n for gd)"),
+    ("arch", ID, "the network: mlp, cnn, resnet, or a flax module 'pkg.mod:Class'"),
     ("param", ID, "parameterization: du, zou, ntk, standard or mup (mup: layer l steps by lr "
      "times model.lr_multipliers)"),
     ("output_scale", pa.float64(), "alpha: the model is alpha f (alpha (f - f(0)) with "
@@ -105,12 +106,16 @@ LAYERS = _schema(
     ("run_id", ID, "the run (runs.run_id)"),
     ("step", pa.int64(), "recorded step t"),
     ("layer", pa.int64(), "hidden layer l, from 1"),
-    ("radius_spectral", FLOAT, "||W_l(t) - W_l(0)||_2"),
+    ("radius_spectral", FLOAT, "||W_l(t) - W_l(0)||_2 of the layer's weight as a matrix, a "
+     "row per output unit (a convolution's kernel as (c_out, kh kw c_in))"),
     ("radius_frobenius", FLOAT, "||W_l(t) - W_l(0)||_F"),
     ("radius_rowmax", FLOAT, "max_r ||w_r(t) - w_r(0)||_2"),
+    ("radius_operator", FLOAT, "||W_l(t) - W_l(0)||_op of a convolution as the linear map of "
+     "its input (stride 1, 'SAME' padding); NaN for a dense layer, whose operator norm is "
+     "radius_spectral"),
     ("flip_frac", FLOAT, "fraction of (example, neuron) pairs whose sign of z_l differs from "
      "step 0"),
-    ("init_spectral", FLOAT, "||W_l(0)||_2"),
+    ("init_spectral", FLOAT, "||W_l(0)||_2 (the same matrix)"),
 )
 
 DATASETS = _schema(

@@ -61,7 +61,7 @@ RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
 TABLE_DIRS = (STEPS, LAYERS, DATASETS)  # folders of Parquet files listed in the manifest
 # The runs' settings `Results.with_settings` joins to the steps and layers tables.
 SETTINGS = ("width", "depth", "seed", "n", "d", "loss", "optimizer", "lr", "lr_spec",
-            "batch_size", "param", "output_scale", "digits_task", "reduction", "momentum",
+            "batch_size", "arch", "param", "output_scale", "digits_task", "reduction", "momentum",
             "lr_scaling", "train_output", "center_output", "dataset_id", "status")
 _JOINED_AS = {"loss": "loss_fn"}  # settings joined under another name (steps has a loss)
 TEMP_SUFFIX = ".overparam.tmp"
@@ -224,13 +224,15 @@ class Results:
     def initial_net(self, run_id: str):
         """The initial weights of run `run_id`, rebuilt bit-identically from its seed
         and key tags (the derivation is `config.Run`'s): a `model.Net` of NumPy arrays,
-        hidden (W_1(0) (m, d), ..., W_L(0) (m, m)) and out (a(0), (m,)).
+        for the mlp hidden (W_1(0) (m, d), ..., W_L(0) (m, m)) and out (a(0), (m,)); for
+        another arch its measured layers' weights, its output layer's and the others
+        (overparam/networks.py), as its network draws them.
 
         Raises ResultsError for a run_id that is not in runs.parquet.
         """
         import jax  # imported here: reading results needs no JAX
 
-        from overparam import model, train
+        from overparam import model, networks, train
 
         rows = self.runs[self.runs["run_id"] == run_id]
         if rows.empty:
@@ -240,10 +242,17 @@ class Results:
             tags = (np.uint32(run[k]) for k in ("seed", "init_tag", "batch_tag"))
             keys = train.derive_keys(train.Hyper(*tags, lr=np.float32(0),
                                                  output_scale=np.float32(1)))
-            net = jax.jit(model.init_from_keys, static_argnames=(
-                "d", "width", "depth", "param", "dtype"))(
-                keys.hidden, keys.out, d=int(run["d"]), width=int(run["width"]),
-                depth=int(run["depth"]), param=run["param"], dtype=run["dtype"])
+            if run["arch"] == "mlp":
+                net = jax.jit(model.init_from_keys, static_argnames=(
+                    "d", "width", "depth", "param", "dtype"))(
+                    keys.hidden, keys.out, d=int(run["d"]), width=int(run["width"]),
+                    depth=int(run["depth"]), param=run["param"], dtype=run["dtype"])
+            else:
+                network = networks.network_of(
+                    run["arch"], run["param"], int(run["width"]), int(run["depth"]),
+                    int(run["d"]), run["dtype"], run["precision"])
+                X = np.zeros((1, int(run["d"])), run["dtype"])
+                net = jax.jit(network.init)(keys.hidden, keys.out, X)
             return jax.tree_util.tree_map(np.asarray, net)
 
 

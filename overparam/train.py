@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from overparam import losses, metrics, model, schema, theory
+from overparam import losses, metrics, model, networks, schema, theory
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
               "default": jax.lax.Precision.DEFAULT}
@@ -54,6 +54,7 @@ class Static:
     loss: str
     optimizer: str
     param: str
+    arch: str = "mlp"            # the network (overparam.networks.network_of)
     reduction: str = "sum"
     momentum: float = 0.0
     train_output: bool = False
@@ -92,6 +93,8 @@ class State(NamedTuple):
     delta: model.Net          # W - W(0); delta.out stays 0 unless train_output
     opt_state: Any
     v: tuple[jax.Array, ...]  # per layer (2, fan_in): warm start of the power iteration
+    conv_v: tuple             # per layer: (2, s, s, c_in) warm start of a convolution's
+                              # operator norm (None for a dense layer)
     pattern0: tuple[jax.Array, ...]  # per layer (m, n) bool: 1{z_l > 0} at step 0
     batch_key: jax.Array
     alive: jax.Array          # (), bool
@@ -154,21 +157,34 @@ def _optimizer(static: Static, lr: jax.Array) -> optax.GradientTransformation:
     return optax.sgd(learning_rate=lr, momentum=static.momentum or None)
 
 
-def _multipliers(static: Static):
-    """Each trained leaf's step-size multiplier (`model.lr_multipliers`), as the trained
-    tree's structure of Python floats; None where every one is 1 (all but mup)."""
-    hidden, out = model.lr_multipliers(static.param, width=static.width, depth=static.depth)
+def network(static: Static):
+    """The network of `static` (overparam.networks)."""
+    return networks.network_of(static.arch, static.param, static.width, static.depth,
+                               static.d, static.dtype, static.precision)
+
+
+def _multipliers(static: Static, delta: model.Net):
+    """Each trained leaf's step-size multiplier (the network's: 1 but under mup), as the
+    trained tree's structure of Python floats; None where every one is 1."""
+    hidden, out = network(static).multipliers()
     if all(mu == 1.0 for mu in (*hidden, out)):
         return None
-    return model.Net(hidden, out) if static.train_output else hidden
+    ones = jax.tree_util.tree_map(lambda _: 1.0, delta.other)
+    if static.train_output:
+        return model.Net(hidden, jax.tree_util.tree_map(lambda _: out, delta.out), ones)
+    return hidden, ones
 
 
 def _trainable(static: Static, delta: model.Net):
-    return delta if static.train_output else delta.hidden
+    """The trained part of the weights: the measured layers and the other weights, and the
+    output layer with train_output."""
+    return delta if static.train_output else (delta.hidden, delta.other)
 
 
 def _with_trainable(static: Static, delta: model.Net, trained) -> model.Net:
-    return trained if static.train_output else delta._replace(hidden=trained)
+    if static.train_output:
+        return trained
+    return delta._replace(hidden=trained[0], other=trained[1])
 
 
 def _weights(net0: model.Net, delta: model.Net) -> model.Net:
@@ -186,15 +202,16 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
                    gram_inf: jax.Array | None = None, X_test: jax.Array | None = None) -> State:
     """`init_single` from the network's derived keys (what the init program runs)."""
     dtype = jnp.dtype(static.dtype)
-    net0 = model.init_from_keys(keys.hidden, keys.out, d=static.d, width=static.width,
-                                depth=static.depth, param=static.param, dtype=dtype)
+    net = network(static)
+    net0 = net.init(keys.hidden, keys.out, X)
     delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
-    f0, pre = model.apply(net0, X, param=static.param, precision=PRECISIONS[static.precision])
-    v = _power_block(keys.power, net0)
+    f0, pre = net.apply(net0, X)
+    matrices = [net.matrix(layer, W) for layer, W in enumerate(net0.hidden, start=1)]
+    v = _power_block(keys.power, matrices, dtype)
     opt_state = _optimizer(static, 1.0).init(_trainable(static, delta))  # no lr in it
     precision = PRECISIONS[static.precision]
     init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
-                               for W, b in zip(net0.hidden, v)])
+                               for W, b in zip(matrices, v)])
     gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
     if static.gram_every:
         gram0 = _gram(static, net0, X)
@@ -203,7 +220,8 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
                                       train_output=static.train_output)
             gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
     return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
-                 v=v, pattern0=tuple(z > 0 for z in pre), batch_key=keys.batch,
+                 v=v, conv_v=_conv_starts(static, keys.power, dtype),
+                 pattern0=tuple(z > 0 for z in pre), batch_key=keys.batch,
                  alive=jnp.ones((), bool),
                  diverged_step=-jnp.ones((), jnp.int32), init_spectral=init_spectral,
                  gram0=gram0, gram_init_error=gram_err,
@@ -213,14 +231,23 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
                  sharp_v=_sharpness_start(static, keys.power, delta))
 
 
+def _conv_starts(static: Static, power_key: jax.Array, dtype) -> tuple:
+    """Random (2, s, s, c_in) starts of each convolution's operator-norm iteration (None for
+    a dense layer), from the power key's second stream."""
+    net = network(static)
+    shapes = [net.conv_shape(layer) for layer in range(1, static.depth + 1)]
+    keys = jax.random.split(jax.random.fold_in(power_key, 2), static.depth)
+    return tuple(None if shape is None else jax.random.normal(k, (2, *shape), dtype)
+                 for k, shape in zip(keys, shapes))
+
+
 def _test_output(static: Static, net: model.Net, X_test: jax.Array | None) -> jax.Array:
     """f on the test points (n_test,) ((0,) without them)."""
     if not static.n_test:
-        return jnp.zeros((0,), net.out.dtype)
+        return jnp.zeros((0,), jnp.dtype(static.dtype))
     if X_test is None:
         raise ValueError(f"the program has n_test={static.n_test} test points: pass X_test")
-    return model.apply(net, X_test, param=static.param,
-                       precision=PRECISIONS[static.precision])[0]
+    return network(static).apply(net, X_test)[0]
 
 
 def _errors(static: Static, g: jax.Array, y: jax.Array) -> jax.Array:
@@ -250,7 +277,7 @@ def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net):
     weights (a zero-size array when sharpness is off)."""
     trained = _trainable(static, delta)
     if not static.sharpness_every:
-        return jnp.zeros((0,), delta.out.dtype)
+        return jnp.zeros((0,), jnp.dtype(static.dtype))
     leaves, treedef = jax.tree_util.tree_flatten(trained)
     keys = jax.random.split(jax.random.fold_in(power_key, 1), len(leaves))
     return jax.tree_util.tree_unflatten(treedef, [
@@ -258,8 +285,7 @@ def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net):
 
 
 def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
-    return metrics.ntk_gram(net, X, param=static.param, train_output=static.train_output,
-                            precision=PRECISIONS[static.precision])
+    return network(static).gram(net, X, static.train_output)
 
 
 def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dict:
@@ -295,7 +321,7 @@ def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_st
     if not static.sharpness_every:
         return nan, state.sharp_v
     trained = _trainable(static, state.delta)
-    mus = _multipliers(static)
+    mus = _multipliers(static, state.delta)
     root = lambda v: v if mus is None else jax.tree_util.tree_map(
         lambda leaf, mu: math.sqrt(mu) * leaf, v, mus)
 
@@ -311,11 +337,11 @@ def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_st
     return jax.lax.cond(is_sharpness_step, compute, lambda _: (nan, state.sharp_v), None)
 
 
-def _power_block(power_key: jax.Array, net0: model.Net):
-    """Random (2, fan_in) starts of every layer's spectral-norm iteration (one draw for
-    all layers: fewer PRNG calls compile faster)."""
-    fan_ins = [W.shape[1] for W in net0.hidden]
-    z = jax.random.normal(power_key, (2, sum(fan_ins)), net0.out.dtype)
+def _power_block(power_key: jax.Array, matrices, dtype):
+    """Random (2, fan_in) starts of every layer's spectral-norm iteration, for the layers'
+    weights as matrices (one draw for all layers: fewer PRNG calls compile faster)."""
+    fan_ins = [W.shape[1] for W in matrices]
+    z = jax.random.normal(power_key, (2, sum(fan_ins)), dtype)
     return tuple(jnp.split(z, np.cumsum(fan_ins)[:-1], axis=1))
 
 
@@ -331,7 +357,7 @@ def _objective(static: Static, hyper: Hyper, net0: model.Net, delta: model.Net, 
     (0,) without center_output): loss = the reduced loss of g = `model_output`, and the
     objective GD minimizes, loss / alpha^2 (Chizat et al. 2019)."""
     net = _weights(net0, _with_trainable(static, delta, trained))
-    f, pre = model.apply(net, X, param=static.param, precision=PRECISIONS[static.precision])
+    f, pre = network(static).apply(net, X)
     g = model_output(static, hyper, f, f0)
     loss = losses.reduce(losses.per_example(static.loss, g, y), reduction=static.reduction,
                          n=static.n)
@@ -359,7 +385,7 @@ def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
     momentum too, this is SGD with per-layer step sizes eta * mu_l)."""
     ok = jnp.isfinite(loss) & jnp.isfinite(metrics.global_norm(grads))
     trained = _trainable(static, state.delta)
-    mus = _multipliers(static)
+    mus = _multipliers(static, state.delta)
     if mus is not None:
         grads = jax.tree_util.tree_map(lambda g, mu: g * mu, grads, mus)
     updates, opt_state = _optimizer(static, hyper.lr).update(grads, state.opt_state, trained)
@@ -375,29 +401,48 @@ def _update(static: Static, hyper: Hyper, state: State, loss, grads) -> State:
 
 def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_step):
     """Step and layer records of the current weights (but the test metrics and the
-    sharpness), and the new power vectors. f: the model's output g (`model_output`) on X;
-    loss: its reduced loss."""
+    sharpness), and the new power vectors (matrices' and convolutions'). f: the model's
+    output g (`model_output`) on X; loss: its reduced loss."""
     precision = PRECISIONS[static.precision]
-    spectral, vs = [], []
-    for D, v in zip(state.delta.hidden, state.v):
+    net = network(static)
+    matrices = [net.matrix(layer, D) for layer, D in enumerate(state.delta.hidden, start=1)]
+    spectral, vs, operator, conv_vs = [], [], [], []
+    for D, v in zip(matrices, state.v):
         sigma, v = metrics.spectral_norm(D, v, tol=static.power_tol,
                                          max_iters=static.power_max_iters, precision=precision)
         spectral.append(sigma)
         vs.append(v)
+    for D, v in zip(state.delta.hidden, state.conv_v):
+        if v is None:  # a dense layer: its operator norm is radius_spectral
+            operator.append(jnp.full((), jnp.nan, D.dtype))
+            conv_vs.append(None)
+            continue
+        sigma, v = metrics.conv_operator_norm(D, v, tol=static.power_tol,
+                                              max_iters=static.power_max_iters,
+                                              precision=precision)
+        operator.append(sigma)
+        conv_vs.append(v)
     margin = (metrics.min_margin(f, y) if static.sign_labels
               else jnp.full((), jnp.nan, f.dtype))
     step_rec = dict(loss=loss, train_error=_errors(static, f, y), min_margin=margin,
                     grad_norm=metrics.global_norm(grads),
-                    radius_output=jnp.linalg.norm(state.delta.out),
+                    radius_output=_norm(state.delta.out),
                     **_gram_stats(static, state, X, is_gram_step))
     layer_rec = dict(
         radius_spectral=jnp.stack(spectral),
-        radius_frobenius=jnp.stack([metrics.frobenius_norm(D) for D in state.delta.hidden]),
-        radius_rowmax=jnp.stack([metrics.rowmax_norm(D) for D in state.delta.hidden]),
+        radius_frobenius=jnp.stack([metrics.frobenius_norm(D) for D in matrices]),
+        radius_rowmax=jnp.stack([metrics.rowmax_norm(D) for D in matrices]),
+        radius_operator=jnp.stack(operator),
         flip_frac=jnp.stack([metrics.flip_fraction(z, p).astype(f.dtype)
                              for z, p in zip(pre, state.pattern0)]),
         init_spectral=state.init_spectral)
-    return step_rec, layer_rec, tuple(vs)
+    return step_rec, layer_rec, tuple(vs), tuple(conv_vs)
+
+
+def _norm(tree) -> jax.Array:
+    """||x||_2 of a weight array (the output layer's), or of all of a tree's leaves."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.linalg.norm(leaves[0].ravel()) if len(leaves) == 1 else metrics.global_norm(tree)
 
 
 class Records(NamedTuple):
@@ -440,7 +485,8 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, X_test, y_test, state
     if static.optimizer == "sgd":  # metrics are over the full training set
         _, (f, pre, loss) = _objective(static, hyper, state.net0, state.delta,
                                        _trainable(static, state.delta), X, y, state.f0)
-    step_rec, layer_rec, v = _measure(static, state, X, y, loss, f, pre, grads, is_gram_step)
+    step_rec, layer_rec, v, conv_v = _measure(static, state, X, y, loss, f, pre, grads,
+                                              is_gram_step)
     step_rec.update(_test_metrics(static, hyper, state, X_test, y_test))
     step_rec["sharpness"], sharp_v = _sharpness(static, hyper, state, X, y, is_sharpness_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
@@ -448,7 +494,8 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, X_test, y_test, state
     layer_values = jnp.stack([layer_rec[name] for name in LAYER_FIELDS], axis=-1)
     record = (jnp.where(alive, step_values, jnp.nan), jnp.where(alive, layer_values, jnp.nan))
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new, old)
-    state = state._replace(v=keep(v, state.v), sharp_v=keep(sharp_v, state.sharp_v))
+    state = state._replace(v=keep(v, state.v), conv_v=keep(conv_v, state.conv_v),
+                           sharp_v=keep(sharp_v, state.sharp_v))
     state = _update(static, hyper, state, objective, grads)
 
     def plain_step(_, s):

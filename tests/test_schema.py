@@ -30,7 +30,8 @@ FLOATS = {"float32": pa.float32(), "float64": pa.float64()}
 STEP_COLUMNS = ("loss", "train_error", "min_margin", "grad_norm", "radius_output",
                 "gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error",
                 "sharpness", "test_loss", "test_error")
-LAYER_COLUMNS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "flip_frac",
+LAYER_COLUMNS = ("radius_spectral", "radius_frobenius", "radius_rowmax", "radius_operator",
+                 "flip_frac",
                  "init_spectral")
 
 

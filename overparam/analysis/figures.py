@@ -206,12 +206,13 @@ def _sort_key(value) -> tuple:
 
 def _constant_label(frame: pd.DataFrame, exclude: Sequence[str]) -> str:
     """The settings shared by every run of `frame`, e.g. 'param=du, loss=squared, lr=0.1'."""
-    order = ("param", "loss", "optimizer", "lr_config", "output_scale", "batch_size", "depth",
-             "n", "width")
+    order = ("arch", "param", "loss", "optimizer", "lr_config", "output_scale", "batch_size",
+             "depth", "n", "width")
     parts = [f"{SHORT_NAMES.get(k, k)}={frame[k].iloc[0]}" for k in order
              if k not in exclude and frame[k].nunique(dropna=False) == 1
              and not pd.isna(frame[k].iloc[0])
-             and not (k == "output_scale" and frame[k].iloc[0] == 1.0)]  # unscaled: unsaid
+             and not (k == "output_scale" and frame[k].iloc[0] == 1.0)  # unscaled: unsaid
+             and not (k == "arch" and frame[k].iloc[0] == "mlp")]
     if SWEEP in frame and frame[SWEEP].nunique() > 1:
         seeds = frame.groupby(SWEEP, sort=False).seed.nunique()
         return ", ".join(parts + ["seeds: " + ", ".join(f"{k} {v}" for k, v in seeds.items())])

@@ -254,7 +254,7 @@ def _fit_row(grp: pd.DataFrame, quantity: str, x: str, key: dict, label: str,
                               depth=int(grp.depth.iloc[0]) if grp.depth.nunique() == 1 else 0,
                               center_output=bool(grp.center_output.iloc[0]),
                               layer=None if pd.isna(key.get("layer", pd.NA)) else
-                              int(key["layer"]))
+                              int(key["layer"]), arch=str(grp.arch.iloc[0]))
     p_lo, p_hi = pred if pred else (math.nan, math.nan)
     consistent = pd.NA
     if pred and np.isfinite(fit.ci_low):
@@ -276,7 +276,7 @@ def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
     lr_num = pd.to_numeric(fits.lr_config, errors="coerce").fillna(np.inf)  # 'theory' last
     fits = fits.assign(_q=fits.quantity.map(order), _x=fits.x.map(xorder), _lr=lr_num)
     cols = ["_q", "_x", "layer", "width", "depth", "n", "_lr", "lr_config", "output_scale",
-            "batch_size", "loss", "optimizer", "param"]
+            "batch_size", "loss", "optimizer", "arch", "param"]
     fits = fits.sort_values(cols, kind="stable", na_position="first")
     fits = fits.drop(columns=["_q", "_x", "_lr"]).reset_index(drop=True)
     for col in ("width", "depth", "n", "batch_size", "layer"):

@@ -29,7 +29,8 @@ SWEEP = "sweep"  # the column naming the sweep when several are analyzed togethe
 # lr_config is the config's lr as written (the step size of a run, column lr, is
 # lr_config / width with lr_scaling='inverse_width'); batch_size is <NA> for full-batch GD.
 SETTINGS = ("width", "depth", "n", "digits_task", "lr_config", "output_scale", "batch_size",
-            "loss", "optimizer", "param")
+            "loss", "optimizer", "arch", "param")
+BUILTIN_ARCHS = ("mlp", "cnn", "resnet")  # the networks the theory's predictions are for
 RUN_COLUMNS = ("run_id", "seed", "status", *SETTINGS, "lr", "lr_scaling", "reduction",
                "momentum", "center_output", "lambda0", "arora_bound")
 SHORT_NAMES = {"lr_config": "lr", "batch_size": "B", "output_scale": "α",  # in labels
@@ -348,14 +349,17 @@ QUANTITY = {q.name: q for q in QUANTITIES}
 
 def predicted_exponent(quantity: str, x: str, *, param: str, lr_scaling: str = "constant",
                        depth: int = 1, center_output: bool = False,
-                       layer: int | None = None) -> Interval | None:
+                       layer: int | None = None, arch: str = "mlp") -> Interval | None:
     """THEORY.md's exponent of `quantity` against `x`, as an interval (lo, hi); None if none.
 
     The width (THEORY.md sections 5 and 6): the quantity's `prediction`, for the run's
     param, lr_scaling, depth (0: a group of several depths) and layer (of a per-layer
     quantity); the output scale (section 6): its `scale_prediction`, for param and
-    center_output. n and depth have none.
+    center_output. n and depth have none; nor has a user's flax module (the built-in
+    cnn and resnet take the MLP's, their width the channels: THEORY.md section 9).
     """
+    if arch not in BUILTIN_ARCHS:
+        return None
     q = QUANTITY[quantity]
     if x == "width" and q.prediction is not None:
         return q.prediction(param, lr_scaling=lr_scaling, depth=depth, layer=layer)

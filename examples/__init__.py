@@ -1,0 +1,1 @@
+"""Examples of what overparam can be given: a user's own flax module (modules.py)."""

@@ -1,0 +1,371 @@
+"""Architectures: the flax modules against the hand-written MLP and against slow definitions.
+
+- The flax twin of the MLP (overparam.modules.MLP), run as a user's module through the
+  generic path, trains to the hand-written MLP's tables bit for bit (every metric but the
+  Gram statistics, which the generic path forms from the Jacobian: to rounding).
+- The CNN and ResNet forward passes against a NumPy loop over positions and channels; a
+  convolution's radii against its kernel as an explicit matrix, and its operator norm
+  against the singular values of the explicit convolution matrix; flips against the
+  signs of every (example, position, channel) pre-activation.
+- A batch of networks equals each network alone; the module protocol's errors are one
+  line naming config.arch; a ResNet sweep on digits runs through the command line and
+  resumes after a kill to the same tables; the example module of examples/ runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from tables import assert_same_tables
+
+import overparam
+from overparam import config as config_lib
+from overparam import data, engine, metrics, modules, networks, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tables(out):
+    r = overparam.load(out)
+    key = {rid: (s, w, d, p) for rid, s, w, d, p in
+           zip(r.runs.run_id, r.runs.seed, r.runs.width, r.runs.depth, r.runs.param)}
+    steps = r.steps.assign(run_id=r.steps.run_id.map(key))
+    layers = r.layers.assign(run_id=r.layers.run_id.map(key))
+    return (steps.sort_values(["run_id", "step"], ignore_index=True),
+            layers.sort_values(["run_id", "step", "layer"], ignore_index=True))
+
+
+@pytest.mark.parametrize("extra", [
+    dict(param=("du", "zou", "ntk", "standard", "mup"), depths=(1, 2)),
+    dict(param=("ntk", "mup"), depths=(2,), optimizer=("sgd",), batch_size=(4,),
+         momentum=0.5, train_output=True, center_output=True, output_scale=(2.0,),
+         sharpness_every=3),
+], ids=["every-param", "sgd-momentum-output-centered-sharpness"])
+def test_the_flax_mlp_trains_to_the_hand_written_mlps_tables_bit_for_bit(tmp_path, extra):
+    base = dict(name="t", widths=(8, 32), n=(10,), d=6, num_seeds=2, steps=10, chunk_steps=4,
+                lr=(0.05,), **extra)
+    for arch in ("mlp", "overparam.modules:MLP"):
+        engine.run_sweep(config_lib.validate(dict(base, arch=(arch,))), tmp_path / arch[:3],
+                         show_progress=False)
+    for a, b in zip(_tables(tmp_path / "mlp"), _tables(tmp_path / "ove")):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_the_flax_mlps_gram_statistics_are_the_mlps_to_rounding(tmp_path):
+    base = dict(name="t", widths=(16,), depths=(2,), n=(8,), d=5, num_seeds=2, steps=6,
+                gram_every=3, param=("ntk",), lr=(0.1,))
+    for arch in ("mlp", "overparam.modules:MLP"):
+        engine.run_sweep(config_lib.validate(dict(base, arch=(arch,))), tmp_path / arch[:3],
+                         show_progress=False)
+    (a, _), (b, _) = _tables(tmp_path / "mlp"), _tables(tmp_path / "ove")
+    on = a.step % 3 == 0
+    scale = float(a.gram_lambda_max.max())  # float32 rounding of H: relative to ||H||
+    for column in ("gram_lambda_min", "gram_lambda_max", "gram_change"):
+        np.testing.assert_allclose(b[column][on], a[column][on], rtol=0, atol=1e-5 * scale,
+                                   err_msg=column)
+    assert a.gram_init_error[on].notna().all() and b.gram_init_error.isna().all()  # no H^inf
+
+
+# ------------------------------------------------------------------ slow definitions
+
+
+def _np_conv(h, W):
+    """'SAME' 3x3 convolution, stride 1, a loop over positions. h (s, s, c_in), W (3, 3,
+    c_in, c_out) -> (s, s, c_out)."""
+    s = h.shape[0]
+    padded = np.pad(h, ((1, 1), (1, 1), (0, 0)))
+    out = np.zeros((s, s, W.shape[-1]))
+    for i in range(s):
+        for j in range(s):
+            out[i, j] = np.einsum("abc,abck->k", padded[i:i + 3, j:j + 3], W)
+    return out
+
+
+def _np_forward(arch, param, params, x, width, depth):
+    """The module docstring's network in NumPy float64 (one example): (f, [z_1..z_L])."""
+    s = math.isqrt(len(x))
+    h = x.reshape(s, s, 1)
+    zs = []
+    for layer in range(1, depth + 1):
+        W = np.asarray(params[f"layer_{layer}"]["kernel"], np.float64)
+        c = math.sqrt(2.0 / (9 * h.shape[-1])) if param == "ntk" else 1.0
+        z = c * _np_conv(h, W)
+        zs.append(z)
+        branch = np.maximum(z, 0.0)
+        h = h + branch / depth if arch == "resnet" and layer > 1 else branch
+    c_out = math.sqrt(2.0 / width) if param == "ntk" else 1.0
+    a = np.asarray(params["readout"]["weight"], np.float64)
+    return c_out * h.mean(axis=(0, 1)) @ a, zs
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+@pytest.mark.parametrize("param", ["ntk", "standard", "mup"])
+def test_conv_networks_are_their_definition(arch, param):
+    width, depth, d = 5, 3, 16
+    with jax.enable_x64(True):
+        net = networks.network_of(arch, param, width, depth, d, "float64", "highest")
+        X = jax.random.normal(jax.random.PRNGKey(0), (3, d), jnp.float64)
+        weights = net.init(jax.random.PRNGKey(1), jax.random.PRNGKey(2), X)
+        f, pre = net.apply(weights, X)
+        params = net._join(weights)
+    for i, x in enumerate(np.asarray(X)):
+        f_ref, z_ref = _np_forward(arch, param, params, x, width, depth)
+        np.testing.assert_allclose(f[i], f_ref, rtol=1e-10, atol=1e-12)
+        for z, zr in zip(pre, z_ref, strict=True):
+            np.testing.assert_allclose(z[i], zr, rtol=1e-10, atol=1e-12)
+    # Init laws: N(0, 1) kernels under ntk, N(0, 2 / fan_in) otherwise.
+    W = np.asarray(params["layer_2"]["kernel"])
+    want = 1.0 if param == "ntk" else math.sqrt(2.0 / (9 * width))
+    assert W.shape == (3, 3, width, width) and abs(W.std() / want - 1) < 0.35
+
+
+def _explicit_conv_matrix(D, s):
+    """The convolution v -> conv(v, D) on (s, s, c_in) as an (s s c_out, s s c_in) matrix."""
+    c_in = D.shape[2]
+    cols = []
+    for k in range(s * s * c_in):
+        e = np.zeros(s * s * c_in)
+        e[k] = 1.0
+        cols.append(_np_conv(e.reshape(s, s, c_in), D).ravel())
+    return np.stack(cols, axis=1)
+
+
+def test_conv_operator_norm_is_the_explicit_convolutions_top_singular_value():
+    rng = np.random.default_rng(0)
+    for s, c_in, c_out in ((4, 1, 3), (3, 2, 2), (5, 3, 4)):
+        D = rng.standard_normal((3, 3, c_in, c_out))
+        want = np.linalg.norm(_explicit_conv_matrix(D, s), 2)
+        with jax.enable_x64(True):
+            sigma, V = metrics.conv_operator_norm(jnp.asarray(D), jnp.asarray(
+                rng.standard_normal((2, s, s, c_in))), tol=1e-12, max_iters=2000)
+        assert abs(float(sigma) - want) <= 1e-8 * want, (s, c_in, c_out)
+        assert V.shape == (2, s, s, c_in)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch):
+    width, depth, n, d = 4, 2, 6, 16
+    ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=0,
+                                dtype="float32"))
+    static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
+                          optimizer="gd", param="ntk", arch=arch, chunk_records=1,
+                          power_tol=1e-7, power_max_iters=500)
+    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
+                        lr=jnp.float32(20.0), output_scale=jnp.float32(1))
+    init = jax.jit(functools.partial(train.init_single, static))
+    chunk = jax.jit(functools.partial(train.chunk_single, static))
+    X, y = jnp.asarray(ds.X), jnp.asarray(ds.y)
+    state = init(hyper, X)
+    net = train.network(static)
+    _, pre0 = net.apply(state.net0, X)
+    side = math.isqrt(d)
+    for t in range(6):
+        deltas = [np.asarray(D, np.float64) for D in state.delta.hidden]
+        weights = jax.tree_util.tree_map(jnp.add, state.net0, state.delta)
+        _, pre = net.apply(weights, X)
+        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
+        cols = train.columns(jax.device_get(rec))
+        for layer, D in enumerate(deltas, start=1):
+            matrix = np.moveaxis(D, -1, 0).reshape(width, -1)  # (c_out, kh kw c_in)
+            got = {k: cols[k][0, layer - 1] for k in ("radius_spectral", "radius_frobenius",
+                                                      "radius_rowmax", "radius_operator",
+                                                      "flip_frac")}
+            tol = 1e-5 * max(np.linalg.norm(matrix, 2), 1e-6)
+            assert abs(got["radius_spectral"] - np.linalg.norm(matrix, 2)) <= tol + 1e-7
+            assert abs(got["radius_frobenius"] - np.linalg.norm(matrix)) <= tol + 1e-7
+            assert abs(got["radius_rowmax"] - np.linalg.norm(matrix, axis=1).max()) <= tol
+            op = np.linalg.norm(_explicit_conv_matrix(D, side), 2)
+            assert abs(got["radius_operator"] - op) <= 1e-4 * max(op, 1e-6) + 1e-7, (t, layer)
+            z, z0 = np.asarray(pre[layer - 1]), np.asarray(pre0[layer - 1])
+            assert z.shape == (n, side, side, width)  # every (example, position, channel)
+            assert got["flip_frac"] == pytest.approx(np.mean((z > 0) != (z0 > 0)), abs=1e-7)
+    assert np.asarray(state.delta.hidden[0]).any()  # it trained
+
+
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_a_conv_network_alone_equals_it_in_a_batch(arch):
+    n, d = 6, 16
+    static = train.Static(width=4, depth=2, n=n, d=d, batch_size=3, loss="squared",
+                          optimizer="sgd", param="mup", arch=arch, chunk_records=3,
+                          gram_every=2, sharpness_every=2)
+    ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=1,
+                                dtype="float32"))
+    program = train.make_program(static)
+    seeds, lrs = [3, 1, 4], [0.5, 1.0, 2.0]
+
+    def run(index):
+        k = len(index)
+        hyper = train.Hyper(seed=jnp.asarray([seeds[i] for i in index], jnp.uint32),
+                            init_tag=jnp.full((k,), 7, jnp.uint32),
+                            batch_tag=jnp.full((k,), 5, jnp.uint32),
+                            lr=jnp.asarray([lrs[i] for i in index], jnp.float32),
+                            output_scale=jnp.ones((k,), jnp.float32))
+        X, y = jnp.stack([ds.X] * k), jnp.stack([ds.y] * k)
+        state = program.init(train.batch_keys(hyper), X)
+        out = []
+        for c in range(2):
+            state, rec = program.chunk(state, hyper, X, y, jnp.int32(3 * c))
+            out.append(train.columns(jax.device_get(rec)))
+        return {k: np.concatenate([o[k] for o in out], axis=1) for k in out[0]}
+
+    together = run([0, 1, 2])
+    alone = run([1])
+    for k in together:
+        np.testing.assert_allclose(together[k][1:2], alone[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+
+
+# ------------------------------------------------------------------ the protocol
+
+
+class _Good(nn.Module):
+    width: int
+    depth: int
+    parameterization: str = "standard"
+
+    @nn.compact
+    def __call__(self, x):
+        h = x
+        for layer in range(1, self.depth + 1):
+            z = nn.Dense(self.width, name=f"layer_{layer}")(h)
+            if not getattr(self, "skip_sow", False):
+                self.sow("preactivations", f"z_{layer}", z)
+            h = nn.relu(z)
+        return nn.Dense(1, name="readout")(h)[:, 0]
+
+
+class _NoSow(_Good):
+    skip_sow: bool = True
+
+
+class _NoReadout(nn.Module):
+    width: int
+    depth: int
+    parameterization: str = "standard"
+
+    @nn.compact
+    def __call__(self, x):
+        z = nn.Dense(self.width, name="layer_1")(x)
+        self.sow("preactivations", "z_1", z)
+        return nn.Dense(1, name="head")(nn.relu(z))[:, 0]
+
+
+class _BatchNorm(_Good):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.BatchNorm(use_running_average=False)(x)
+        return super().__call__(x)
+
+
+class _Matrix(_Good):
+    @nn.compact
+    def __call__(self, x):
+        return jnp.stack([super().__call__(x)] * 2, axis=1)
+
+
+@pytest.mark.parametrize("module,depth,message", [
+    (_NoSow, 2, "is not sown"),
+    (_NoReadout, 1, "no output layer 'readout'"),
+    (_Good, 3, "no measured layer 'layer_3'"),
+    (_Good, 1, "has a layer_2"),
+    (_BatchNorm, 2, "keeps state 'batch_stats'"),
+    (_Matrix, 2, "returns shape"),
+])
+def test_a_module_off_the_protocol_is_one_line_naming_arch(module, depth, message):
+    built = module(width=4, depth=2 if module is _Good else depth)
+    with pytest.raises(config_lib.ConfigError) as info:
+        networks.FlaxNetwork(built, 5, "float32", depth)
+    assert str(info.value).startswith("config.arch:") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_module_on_the_protocol_is_read_as_it_says():
+    net = networks.FlaxNetwork(_Good(width=4, depth=2), 5, "float32", 2)
+    weights = net.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), jnp.ones((3, 5)))
+    assert [W.shape for W in weights.hidden] == [(5, 4), (4, 4)]  # flax's (in, out)
+    assert net.matrix(1, weights.hidden[0]).shape == (4, 5)       # rows: the 4 neurons
+    assert set(weights.other["layer_1"]) == {"bias"}              # trained, not measured
+    f, pre = net.apply(weights, jnp.ones((3, 5)))
+    assert f.shape == (3,) and [z.shape for z in pre] == [(3, 4), (3, 4)]
+    assert net.conv_shape(1) is None and not net.is_conv
+    cnn = networks.network_of("cnn", "ntk", 4, 2, 16, "float32", "highest")
+    assert cnn.conv_shape(1) == (4, 4, 1) and cnn.conv_shape(2) == (4, 4, 4)
+
+
+def test_the_example_module_runs_with_its_biases_trained(tmp_path):
+    sweep = config_lib.validate(dict(name="e", arch=("examples.modules:BiasMLP",),
+                                     param=("standard",), widths=(8,), depths=(2,), n=(8,),
+                                     d=5, num_seeds=2, steps=6, lr=(0.05,), gram_every=3))
+    engine.run_sweep(sweep, tmp_path / "r", show_progress=False)
+    r = overparam.load(tmp_path / "r")
+    assert (r.runs.arch == "examples.modules:BiasMLP").all()
+    first = r.layers[r.layers.step == 0]
+    for run in r.runs.itertuples():
+        net = r.initial_net(run.run_id)
+        assert set(net.other["layer_1"]) == {"bias"}
+        for layer, W in enumerate(net.hidden, start=1):
+            got = first[(first.run_id == run.run_id) & (first.layer == layer)].init_spectral
+            assert float(got.iloc[0]) == pytest.approx(np.linalg.norm(W.T, 2), rel=1e-5)
+    last = r.layers[r.layers.step == 6]
+    assert (last.radius_spectral > 0).all() and last.radius_operator.isna().all()
+    assert r.steps.gram_lambda_min.notna().any()
+    with pytest.raises(config_lib.ConfigError, match="standard parameterization only"):
+        engine.run_sweep(config_lib.validate(dict(sweep.to_dict(), param=("ntk",),
+                                                  name="e2")), tmp_path / "r2",
+                         show_progress=False, dry_run=True)
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def _cli(out, *args, crash=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if crash:
+        env["OVERPARAM_CRASH_AT"] = crash
+    return subprocess.run([sys.executable, "-m", "overparam.sweep", "--config=sweeps/digits.py",
+                           "--progress=false", "--config.arch=resnet",
+                           "--config.param=(ntk,mup)", "--config.widths=(4,8)",
+                           "--config.depths=(3,)", "--config.n=(16,)", "--config.n_test=20",
+                           "--config.digits_task=0v1", "--config.num_seeds=1",
+                           "--config.lr=(2.0,)", "--config.steps=8", "--config.record_every=1",
+                           "--config.chunk_steps=3", "--config.checkpoint_seconds=0",
+                           f"--out={out}", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_resnet_sweep_on_digits_runs_from_the_command_line_and_resumes(tmp_path):
+    proc = _cli(tmp_path / "ref")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = overparam.load(tmp_path / "ref")
+    assert set(r.runs.arch) == {"resnet"} and set(r.runs.param) == {"ntk", "mup"}
+    assert r.layers.radius_operator.notna().all() and (r.layers.layer.max() == 3)
+    assert r.steps.test_error.notna().all() and r.runs.lambda0.isna().all()
+    for crash in ("chunk:1", "chunk:3"):
+        assert _cli(tmp_path / "r", crash=crash).returncode == -signal.SIGKILL
+    proc = _cli(tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_same_tables(tmp_path / "ref", tmp_path / "r")
+
+
+def test_conv_architectures_refuse_what_they_cannot_take():
+    for fields, field in ((dict(arch=("cnn",), param=("du",), d=16), "param"),
+                          (dict(arch=("resnet",), param=("ntk",), d=10), "d"),
+                          (dict(arch=("cnn",), param=("ntk",), d=16, lr=("theory",)), "lr"),
+                          (dict(arch=("no_such_module:Net",)), "arch"),
+                          (dict(arch=("cnn2",)), "arch")):
+        with pytest.raises(config_lib.ConfigError) as info:
+            config_lib.validate(fields)
+        assert info.value.field == field, fields
+    assert modules.CNN(width=2, depth=1).parameterization == "ntk"
