@@ -53,7 +53,7 @@ bench: $(VENV)/.installed-cpu
 	set -f; JAX_PLATFORMS=cpu $(PY) benchmarks/bench.py $$OVERPARAM_ARGS
 
 lint: $(VENV)/.installed-cpu
-	$(PY) -m ruff check overparam tests sweeps benchmarks
+	$(PY) -m ruff check overparam tests sweeps benchmarks examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -46,11 +46,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from overparam import store
-from overparam.analysis.figures import CURVES, plot_curves, plot_fit, write_figures
+from overparam.analysis.figures import CURVES, plot_bound, plot_curves, plot_fit, write_figures
 from overparam.analysis.fits import (
     CI_METHODS,
     FIT_COLUMNS,
     Fit,
+    bound_fit_table,
     fit_table,
     format_prediction,
     median_interval,
@@ -88,9 +89,11 @@ from overparam.cli import fail, one_line
 
 __all__ = ["CI_METHODS", "CURVES", "FIT_COLUMNS", "QUANTITIES", "QUANTITY", "SETTINGS",
            "SWEEP", "X_VARIABLE", "X_VARIABLES", "Fit", "Quantity", "QuantityOptions",
-           "XVariable", "analyze", "censored_counts", "check_distinct", "fit_table",
+           "XVariable", "analyze", "bound_fit_table", "censored_counts", "check_distinct",
+           "fit_table",
            "format_prediction", "format_table", "group_label", "markdown_table",
-           "median_interval", "output_dir", "per_run_quantities", "plot_curves", "plot_fit",
+           "median_interval", "output_dir", "per_run_quantities", "plot_bound", "plot_curves",
+           "plot_fit",
            "power_law_fit", "predicted_exponent", "radius_bounds", "rate_vs_theory", "run",
            "run_settings", "sweep_labels", "sweeps_fit_table", "write_figures",
            "write_report"]

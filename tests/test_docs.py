@@ -258,8 +258,8 @@ def test_the_forms_in_use_parse_and_resolve(text, sections, title):
 
 
 @pytest.mark.parametrize("text,reason", [
-    ("THEORY.md section 9", "has no section 9"),
-    ("THEORY.md sections 1, 4 and 9", "has no section 9"),
+    ("THEORY.md section 12", "has no section 12"),
+    ("THEORY.md sections 1, 4 and 12", "has no section 12"),
     ("DESIGN.md section 12", "has no section 12"),
     ('THEORY.md section "No such heading"', "has no heading"),
     ("THEORY.md sec 9", "unparseable"),
@@ -280,14 +280,14 @@ def test_the_checker_catches_a_bad_reference(text, reason):
 
 
 def test_python_sources_are_read_through_their_strings_and_comments(tmp_path):
-    source = ('"""Docstring (THEORY.md\n    section 9)."""\n'
+    source = ('"""Docstring (THEORY.md\n    section 12)."""\n'
               'x = ("see THEORY.md section "\n     "8")\n'
               'y = f"THEORY.md section {x}"\n'
               'z = 1  # THEORY.md sec 9\n')
     refs = [ref for line, text in python_texts(source)
             for ref in find_references(text, "f.py", first_line=line)]
     found = {(r.where, r.sections, r.error is not None) for r in refs}
-    assert found == {("f.py:1", (9,), False), ("f.py:3", (8,), False),
+    assert found == {("f.py:1", (12,), False), ("f.py:3", (8,), False),
                      ("f.py:5", (), True), ("f.py:6", (), True)}, refs
     assert len(problems(refs)) == 3
 

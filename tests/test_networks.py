@@ -54,7 +54,7 @@ def _tables(out):
          sharpness_every=3),
 ], ids=["every-param", "sgd-momentum-output-centered-sharpness"])
 def test_the_flax_mlp_trains_to_the_hand_written_mlps_tables_bit_for_bit(tmp_path, extra):
-    base = dict(name="t", widths=(8, 32), n=(10,), d=6, num_seeds=2, steps=10, chunk_steps=4,
+    base = dict(name="t", widths=(8,), n=(10,), d=6, num_seeds=2, steps=6, chunk_steps=4,
                 lr=(0.05,), **extra)
     for arch in ("mlp", "overparam.modules:MLP"):
         engine.run_sweep(config_lib.validate(dict(base, arch=(arch,))), tmp_path / arch[:3],
@@ -199,7 +199,8 @@ def test_a_conv_network_alone_equals_it_in_a_batch(arch):
     n, d = 6, 16
     static = train.Static(width=4, depth=2, n=n, d=d, batch_size=3, loss="squared",
                           optimizer="sgd", param="mup", arch=arch, chunk_records=3,
-                          gram_every=2, sharpness_every=2)
+                          gram_every=2 if arch == "resnet" else 0,
+                          sharpness_every=2 if arch == "cnn" else 0)
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=1,
                                 dtype="float32"))
     program = train.make_program(static)
@@ -214,11 +215,8 @@ def test_a_conv_network_alone_equals_it_in_a_batch(arch):
                             output_scale=jnp.ones((k,), jnp.float32))
         X, y = jnp.stack([ds.X] * k), jnp.stack([ds.y] * k)
         state = program.init(train.batch_keys(hyper), X)
-        out = []
-        for c in range(2):
-            state, rec = program.chunk(state, hyper, X, y, jnp.int32(3 * c))
-            out.append(train.columns(jax.device_get(rec)))
-        return {k: np.concatenate([o[k] for o in out], axis=1) for k in out[0]}
+        _, rec = program.chunk(state, hyper, X, y, jnp.int32(0))
+        return train.columns(jax.device_get(rec))
 
     together = run([0, 1, 2])
     alone = run([1])
@@ -352,8 +350,7 @@ def test_a_resnet_sweep_on_digits_runs_from_the_command_line_and_resumes(tmp_pat
     assert set(r.runs.arch) == {"resnet"} and set(r.runs.param) == {"ntk", "mup"}
     assert r.layers.radius_operator.notna().all() and (r.layers.layer.max() == 3)
     assert r.steps.test_error.notna().all() and r.runs.lambda0.isna().all()
-    for crash in ("chunk:1", "chunk:3"):
-        assert _cli(tmp_path / "r", crash=crash).returncode == -signal.SIGKILL
+    assert _cli(tmp_path / "r", crash="chunk:2").returncode == -signal.SIGKILL
     proc = _cli(tmp_path / "r")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_same_tables(tmp_path / "ref", tmp_path / "r")

@@ -120,7 +120,7 @@ def test_sharpness_is_the_dense_hessians_top_eigenvalue_float64(param, loss, dep
         P = D * WIDTH + (depth - 1) * WIDTH * WIDTH + (WIDTH if train_output else 0)
         static = _static(param, loss, depth, train_output, reduction, optimizer, center, sign,
                          "float64", P)
-        _check_every_step(static, _hyper(lr, alpha, jnp.float64), X, y, steps=4, rtol=1e-9)
+        _check_every_step(static, _hyper(lr, alpha, jnp.float64), X, y, steps=3, rtol=1e-9)
 
 
 @pytest.mark.parametrize("param,loss,depth,train_output,reduction,optimizer,alpha,center,lr",
@@ -131,7 +131,7 @@ def test_warm_started_sharpness_float32(param, loss, depth, train_output, reduct
     X, y, sign = _problem(loss, "float32")
     static = _static(param, loss, depth, train_output, reduction, optimizer, center, sign,
                      "float32", 20)
-    _check_every_step(static, _hyper(lr, alpha, jnp.float32), X, y, steps=12, rtol=1e-4)
+    _check_every_step(static, _hyper(lr, alpha, jnp.float32), X, y, steps=8, rtol=1e-4)
 
 
 def test_two_layer_du_sharpness_is_the_gram_matrixs_top_eigenvalue():
