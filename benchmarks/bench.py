@@ -1,6 +1,7 @@
 """make bench: overparam against the loops a researcher would write by hand.
 
     python benchmarks/bench.py [--rounds=3] [--quick] [--seq_networks=2] [--no_compile]
+                               [--flax_only]
 
 Reference sweep R: du, widths (64, 256, 1024), depth 1, 64 seeds each,
 n = 128, d = 32, squared loss, 300 GD steps (eta = 0.1), every metric every
@@ -14,6 +15,9 @@ the median with their range over the rounds:
                  with an empty persistent compilation cache: the whole process,
                  start-up included
   overparam-warm the same again with --overwrite and the cache the cold run filled
+  flax-mlp       the same two with --config.arch=overparam.modules:MLP: the MLP's flax
+  flax-mlp-warm  twin through the generic path of flax modules (overparam/networks.py),
+                 which trains to the same tables bit for bit
   jax-seq        one network at a time, metrics pulled to the host every step
   torch-seq      the same in PyTorch (CPU build)
   torch-func     a PyTorch ensemble: all seeds of one width at once through
@@ -187,15 +191,17 @@ def main() -> None:
     parser.add_argument("--seq_networks", type=int, default=2,
                         help="networks per width timed in each sequential loop")
     parser.add_argument("--no_compile", action="store_true", help="skip the compile section")
+    parser.add_argument("--flax_only", action="store_true",
+                        help="only overparam's mlp and its flax twin (no peers, no compile)")
     opts = parser.parse_args()
     spec = QUICK if opts.quick else R
     print(f"machine: {jax.devices()[0].device_kind}, {os.cpu_count()} cores; sweep {spec}; "
           f"{opts.rounds} interleaved rounds")
-    names = ["jax-seq"]
+    names = [] if opts.flax_only else ["jax-seq"]
     try:
         import torch
 
-        names += ["torch-seq", "torch-func"]
+        names += [] if opts.flax_only else ["torch-seq", "torch-func"]
         print(f"  torch {torch.__version__}, {torch.get_num_threads()} threads")
     except ImportError:
         print("  torch not installed: torch-seq and torch-func skipped "
@@ -216,6 +222,10 @@ def main() -> None:
             wall, rss = run_overparam(spec, out, cache, "--overwrite")
             row["overparam-warm"] = (steps / wall, rss, len(runs))
             row["compile-warm"] = overparam.load(out).manifest["timings"]["compile"]
+            flax_out, flax_cache = tmp / f"f{k}", tmp / f"fcache{k}"
+            for name, extra in (("flax-mlp", ()), ("flax-mlp-warm", ("--overwrite",))):
+                wall, rss = run_overparam(spec, flax_out, flax_cache, FLAX_MLP, *extra)
+                row[name] = (steps / wall, rss, len(runs))
             datasets = {r.dataset_id: results.dataset(r.dataset_id) for r in runs}
             if k == 0:
                 check_agreement(results, spec, runs, datasets, names)
@@ -223,20 +233,26 @@ def main() -> None:
                 per_width = (opts.seq_networks if peers.PEERS[name].sequential
                              else spec["num_seeds"])
                 row[name] = time_peer(name, spec, runs, datasets, per_width, tmp)
-            row["overhead"] = run_json("overhead.py")
+            if not opts.flax_only:
+                row["overhead"] = run_json("overhead.py")
             rounds.append(row)
             print(f"  round {k + 1}: " + ", ".join(
-                f"{m} {row[m][0]:,.0f}" for m in ("overparam", "overparam-warm", *names))
+                f"{m} {row[m][0]:,.0f}" for m in ("overparam", "overparam-warm", *FLAX, *names))
                 + " network-steps/s")
-        if not opts.no_compile:
+        if not opts.no_compile and not opts.flax_only:
             shares = {c: compile_share(c, tmp) for c in ("sweeps/default.py",
                                                          "sweeps/zou2018.py:quick")}
             costs = run_json("compile_cost.py", "--config=sweeps/default.py")
-    report(rounds, names, None if opts.no_compile else (shares, costs))
+    report(rounds, names, None if opts.no_compile or opts.flax_only else (shares, costs),
+           overhead=not opts.flax_only)
 
 
-def report(rounds: list[dict], names: list[str], compile_section) -> None:
-    methods = ["overparam", "overparam-warm", *names]
+FLAX_MLP = "--config.arch=overparam.modules:MLP"
+FLAX = ("flax-mlp", "flax-mlp-warm")
+
+
+def report(rounds: list[dict], names: list[str], compile_section, overhead=True) -> None:
+    methods = ["overparam", "overparam-warm", *FLAX, *names]
     print(f"\n{'method':15s} {'networks':>9s} {'network-steps/s':>16s} {'peak RSS':>9s}   "
           f"overparam (cold) is   overparam (warm) is")
     for m in methods:
@@ -253,9 +269,16 @@ def report(rounds: list[dict], names: list[str], compile_section) -> None:
           f"[{min(share):.0%}, {max(share):.0%}] of the cold wall time "
           f"({np.median([r['wall'] for r in rounds]):.1f} s); warm "
           f"{np.median([r['compile-warm'] for r in rounds]):.1f} s")
+    cold = [r["flax-mlp"][0] / r["overparam"][0] for r in rounds]
+    warm = [r["flax-mlp-warm"][0] / r["overparam-warm"][0] for r in rounds]
+    ratio = lambda v: f"{np.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]"
+    print(f"the MLP's flax twin (arch=overparam.modules:MLP) against arch=mlp, network-steps/s: "
+          f"cold {ratio(cold)}, warm {ratio(warm)} (1.000: as fast)")
     gemm = {k: np.median([r["gemm"][k] for r in rounds]) for k in ("numpy", "xla")}
     print(f"\nfloat32 GEMM 2048^3 (median of rounds): NumPy {gemm['numpy']:.0f}, XLA "
           f"{gemm['xla']:.0f} GFLOP/s")
+    if not overhead:
+        return
     print(f"{'step (overhead.py)':18s} {'loss only':>10s} {'overparam':>10s} "
           f"{'metrics overhead':>22s} {'GFLOP/s':>8s} {'of best GEMM':>18s}")
     for i, case in enumerate(rounds[0]["overhead"]["cases"]):

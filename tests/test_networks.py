@@ -31,6 +31,7 @@ import pytest
 from tables import assert_same_tables
 
 import overparam
+import overparam.analyze
 from overparam import config as config_lib
 from overparam import data, engine, metrics, modules, networks, train
 
@@ -350,6 +351,10 @@ def test_a_resnet_sweep_on_digits_runs_from_the_command_line_and_resumes(tmp_pat
     assert set(r.runs.arch) == {"resnet"} and set(r.runs.param) == {"ntk", "mup"}
     assert r.layers.radius_operator.notna().all() and (r.layers.layer.max() == 3)
     assert r.steps.test_error.notna().all() and r.runs.lambda0.isna().all()
+    per_run = overparam.analyze.per_run_quantities(r)
+    got = per_run[per_run.quantity == "max_radius_operator"].set_index(["run_id", "layer"]).value
+    want = r.layers.groupby(["run_id", "layer"]).radius_operator.max()
+    np.testing.assert_allclose(got.sort_index().to_numpy(), want.sort_index().to_numpy())
     assert _cli(tmp_path / "r", crash="chunk:2").returncode == -signal.SIGKILL
     proc = _cli(tmp_path / "r")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -305,7 +305,8 @@ def bound_fit_table(per_run: pd.DataFrame, *, n_boot: int = 1000, level: float =
     + slope * measure with a seed-bootstrap t interval of the slope (`power_law_fit`'s
     resampling, on the values rather than their logs), Spearman's rank correlation, and
     below_bound, the fraction of runs whose test error is at most the measure (the
-    theorem's inequality without its lower-order term). Empty where no run has both.
+    theorem's inequality without its lower-order term). A group none of whose runs has both
+    (the measure exists for the mlp only) has no row.
     """
     rows = per_run[(per_run.quantity == BOUND_QUANTITY) & (per_run.status == "ok")]
     if rows.empty or "arora_bound" not in rows:
@@ -316,6 +317,8 @@ def bound_fit_table(per_run: pd.DataFrame, *, n_boot: int = 1000, level: float =
     for values, g in rows.groupby(keys, dropna=False, sort=True):
         key = dict(zip(keys, values))
         ok = np.isfinite(g.value.astype(float)) & np.isfinite(g.arora_bound.astype(float))
+        if not ok.any():  # no measure (an arch without an analytic kernel) or no test error
+            continue
         x, y, seeds = (g.arora_bound[ok].to_numpy(float), g.value[ok].to_numpy(float),
                        g.seed[ok].to_numpy())
         row = dict(group=group_label(key, shown), **key, n_runs=int(ok.sum()),
@@ -333,4 +336,4 @@ def bound_fit_table(per_run: pd.DataFrame, *, n_boot: int = 1000, level: float =
                 row["slope_low"], row["slope_high"], _ = _interval(slope, boot,
                                                                    row["n_seeds"], level, "t")
         out.append(row)
-    return pd.DataFrame(out)[BOUND_COLUMNS]
+    return pd.DataFrame(out, columns=BOUND_COLUMNS)

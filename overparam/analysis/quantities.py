@@ -227,6 +227,15 @@ QUANTITIES = (
         compute=_rel_radius_spectral, prediction=theory.relative_radius_exponent,
         scale_prediction=theory.output_scale_exponent),
     Quantity(
+        "max_radius_operator", per_layer=True,
+        title="Operator norm of a convolution's change",
+        label=r"$\max_t\,\|W_l(t)-W_l(0)\|_{{\mathrm{{op}}}}$",
+        definition="max over recorded steps t of the operator norm of the convolution by "
+                   "W_l(t) - W_l(0) on the layer's input (convolutions only).",
+        columns=("layers.radius_operator",), compute=_layer_stat("radius_operator", "max"),
+        prediction=theory.spectral_radius_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
         "max_radius_rowmax", per_layer=True,
         title="Largest movement of one neuron",
         label=r"$\max_t\,\max_r\,\|w_r(t)-w_r(0)\|_2$",
