@@ -138,9 +138,7 @@ def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int
     """
     shape = V.shape[1:]
     kh, kw = D.shape[:2]
-    conv = lambda v: jax.lax.conv_general_dilated(
-        v.reshape(1, *shape), D, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=precision)
+    conv = lambda v: model.conv_same(v.reshape(1, *shape), D, precision=precision)
     scale = jnp.maximum(kh * kw * jnp.sum(D * D), jnp.finfo(D.dtype).tiny)
 
     def gram_times(q):  # C^T C q for one flattened input q

@@ -38,6 +38,9 @@ The trained parameters are W_l (and a with train_output). The engine trains
 the offset from initialization, W_l = W_l(0) + D_l, so that the radius
 ||D_l|| is resolved without cancellation in float32. Every parameterization
 but mup takes the same step size eta on every layer (multipliers 1).
+
+`conv_same`, at the end, is the 'SAME' convolution of overparam/modules.py's networks and of
+metrics.conv_operator_norm, written as a matmul (why: its docstring).
 """
 
 from __future__ import annotations
@@ -139,3 +142,26 @@ def apply(net: Net, X: jax.Array, *, param: str, precision=jax.lax.Precision.HIG
         h = jax.nn.relu(z)
     f = out_scale * jnp.matmul(net.out, h, precision=precision)
     return f, tuple(pre)
+
+
+def conv_same(h: jax.Array, kernel: jax.Array, *,
+              precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    """The convolution of overparam's convolutional networks (overparam/modules.py) and of
+    metrics.conv_operator_norm: lax.conv_general_dilated(h, kernel, (1, 1), 'SAME') in the
+    NHWC / HWIO layout (a cross-correlation, stride 1, zero padding (k - 1) // 2 before and
+    k // 2 after), computed as one matmul of h's kh kw patches, (n, s1, s2, kh kw c_in),
+    with the kernel as a (kh kw c_in, c_out) matrix.
+
+    Why not the convolution itself: XLA:CPU runs a convolution inside a loop, as every
+    step of a compiled chunk is, some 40 times slower than the same convolution outside it
+    (jax-ml/jax#12868; 198 ms against 5 ms for a 64-channel 3x3 training step of 3
+    networks, BENCHMARKS.md "Architectures"), while a matmul runs at GEMM speed in both,
+    and vmapped over networks it is one batched GEMM. h: (n, s1, s2, c_in); kernel:
+    (kh, kw, c_in, c_out) -> (n, s1, s2, c_out).
+    """
+    kh, kw = kernel.shape[:2]
+    s1, s2 = h.shape[1:3]
+    hp = jnp.pad(h, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+    patches = jnp.concatenate([hp[:, i:i + s1, j:j + s2, :]
+                               for i in range(kh) for j in range(kw)], axis=-1)
+    return jnp.matmul(patches, kernel.reshape(-1, kernel.shape[-1]), precision=precision)

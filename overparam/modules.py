@@ -86,9 +86,7 @@ class Conv(nn.Module):
         """h: (n, s, s, c_in) -> (n, s, s, features)."""
         kernel = self.param("kernel", nn.initializers.normal(self.std),
                             (3, 3, h.shape[-1], self.features), h.dtype)
-        z = jax.lax.conv_general_dilated(h, kernel, (1, 1), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         precision=PRECISIONS[self.precision])
+        z = model.conv_same(h, kernel, precision=PRECISIONS[self.precision])
         return self.multiplier * z
 
 

@@ -1,7 +1,8 @@
 """Convolutional and residual networks on digits: radius and flips against the channels.
 
-    python -m overparam.sweep --config=sweeps/cnn_digits.py --out=results/cnn_digits             # GPU
-    python -m overparam.sweep --config=sweeps/cnn_digits.py:quick --out=results/cnn_digits_quick  # CPU
+    python -m overparam.sweep --config=sweeps/cnn_digits.py --out=results/cnn_digits  # GPU
+    python -m overparam.sweep --config=sweeps/cnn_digits.py:quick \
+        --out=results/cnn_digits_quick  # CPU
 
 Data: scikit-learn's digits, 0 against 1 (overparam/data.py: 8x8 images, centered, on the
 unit sphere), n training images per seed, 100 held out. Networks (overparam/modules.py):
@@ -15,7 +16,7 @@ channel) pre-activation.
 
 Full: widths 16 to 256 channels, depth 3, n = 128, 8 seeds, 500 steps, the Gram matrix
 every 50 steps: 80 networks; minutes on one GPU. quick: widths 8 to 64, depth 2, n = 32,
-3 seeds, 100 steps: 24 networks, about 2 minutes on a 2-core CPU with the analysis.
+3 seeds, 100 steps: 24 networks, under a minute on a 2-core CPU with the analysis.
 
 Expected (THEORY.md section 9: the MLP's lazy regime, the channels as the width): the
 spectral radius of each kernel and the operator norm of each convolution flat in the

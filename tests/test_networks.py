@@ -33,7 +33,7 @@ from tables import assert_same_tables
 import overparam
 import overparam.analyze
 from overparam import config as config_lib
-from overparam import data, engine, metrics, modules, networks, train
+from overparam import data, engine, metrics, model, modules, networks, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,6 +141,19 @@ def _explicit_conv_matrix(D, s):
         e[k] = 1.0
         cols.append(_np_conv(e.reshape(s, s, c_in), D).ravel())
     return np.stack(cols, axis=1)
+
+
+@pytest.mark.parametrize("kh,kw", [(3, 3), (1, 1), (5, 3), (2, 4)])
+def test_conv_same_is_xlas_same_convolution(kh, kw):
+    """model.conv_same (patches times the kernel as a matrix) is lax.conv_general_dilated
+    with 'SAME' padding, odd and even kernels, in float64 to rounding."""
+    with jax.enable_x64(True):
+        k1, k2 = jax.random.split(jax.random.PRNGKey(kh * 10 + kw))
+        h = jax.random.normal(k1, (3, 7, 6, 4), jnp.float64)
+        kernel = jax.random.normal(k2, (kh, kw, 4, 5), jnp.float64)
+        want = jax.lax.conv_general_dilated(h, kernel, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        np.testing.assert_allclose(model.conv_same(h, kernel), want, rtol=1e-12, atol=1e-12)
 
 
 def test_conv_operator_norm_is_the_explicit_convolutions_top_singular_value():
@@ -335,7 +348,7 @@ def _cli(out, *args, crash=None):
         env["OVERPARAM_CRASH_AT"] = crash
     return subprocess.run([sys.executable, "-m", "overparam.sweep", "--config=sweeps/digits.py",
                            "--progress=false", "--config.arch=resnet",
-                           "--config.param=(ntk,mup)", "--config.widths=(4,8)",
+                           "--config.param=(ntk,mup)", "--config.widths=(4,)",
                            "--config.depths=(3,)", "--config.n=(16,)", "--config.n_test=20",
                            "--config.digits_task=0v1", "--config.num_seeds=1",
                            "--config.lr=(2.0,)", "--config.steps=8", "--config.record_every=1",
