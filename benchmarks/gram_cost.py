@@ -22,7 +22,8 @@ CASES = [  # (param, width, depth, n, d, networks)
 K = 20
 
 
-def time_chunk(static, M):
+def inputs(static, M):
+    """M networks' training sets (unit-norm X, Gaussian y) and Hyper (eta = 1e-3)."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((M, static.n, static.d))
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
@@ -30,6 +31,11 @@ def time_chunk(static, M):
     hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
                         jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
                         jnp.ones(M, jnp.float32))
+    return X, y, hyper
+
+
+def time_chunk(static, M):
+    X, y, hyper = inputs(static, M)
     program = train.make_program(static)
     H = jnp.zeros((M, static.n, static.n), jnp.float32) if static.gram_every else None
     state = program.init(train.batch_keys(hyper), X, H)

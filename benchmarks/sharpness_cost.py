@@ -23,7 +23,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from gram_cost import inputs
 
 from overparam import losses, model, train
 
@@ -37,22 +37,11 @@ CASES = [  # (param, width, depth, n, d, networks): sweeps/eos.py:quick's shapes
 K, ITERS = 10, 20
 
 
-def _inputs(static, M):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((M, static.n, static.d))
-    X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((M, static.n)), jnp.float32)
-    hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
-                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
-                        jnp.ones(M, jnp.float32))
-    return X, y, hyper
-
-
 class ChunkTimer:
     """A compiled chunk program, warmed up; `step()` times one chunk, per recorded step."""
 
     def __init__(self, static, M):
-        self.X, self.y, self.hyper = _inputs(static, M)
+        self.X, self.y, self.hyper = inputs(static, M)
         self.program = train.make_program(static)
         self.state = self.program.init(train.batch_keys(self.hyper), self.X)
         self.start = 0
@@ -71,7 +60,7 @@ class DerivativeTimer:
     """One gradient and one Hessian-vector product of every network's full-batch loss."""
 
     def __init__(self, param, width, depth, n, d, M):
-        X, y, _ = _inputs(train.Static(width=width, depth=depth, n=n, d=d, batch_size=n,
+        X, y, _ = inputs(train.Static(width=width, depth=depth, n=n, d=d, batch_size=n,
                                        loss="squared", optimizer="gd", param=param), M)
         keys = jax.random.split(jax.random.PRNGKey(0), M)
         nets = jax.vmap(lambda k: model.init(k, d=d, width=width, depth=depth,
