@@ -36,7 +36,8 @@ _frobenius and _rowmax are of that matrix (a row: one unit's incoming weights). 
 `kernel` is taken as a stride-1, 'SAME'-padded convolution on the spatial size of its
 pre-activation, of which `radius_operator` is the operator norm (as overparam's cnn and
 resnet; for another stride or padding it is not that layer's). The NTK Gram matrix of a
-flax module is formed from its Jacobian, one trained parameter at a time: J M J^T, M the
+flax module is formed from its Jacobian J (rows: the examples' gradients, each from the
+example alone), as the sum over trained parameters of mu J_theta J_theta^T, mu their
 step-size multipliers.
 
 Owns the translation between a network's own weights and `model.Net`; never trains,
@@ -158,17 +159,20 @@ class FlaxNetwork:
 
     def gram(self, net: model.Net, X: jax.Array, train_output: bool) -> jax.Array:
         """H = sum over trained parameters theta of mu_theta J_theta J_theta^T, J_theta the
-        Jacobian of f on X (n, theta's size) from jax.jacrev: exact, n x |theta| memory."""
+        Jacobian of f on X (n, theta's size): exact, n x |theta| memory. Its rows are the
+        examples' gradients, each from the example alone (vmapped over the n examples): the
+        protocol makes f(x_i) depend on x_i only, so this is one batch's backward pass of
+        work, where jax.jacrev of the batch's n outputs would be n of them."""
         hidden_mu, out_mu = self.multipliers()
         trained = (net.hidden, net.out, net.other) if train_output else (net.hidden, net.other)
         mus = ((hidden_mu, out_mu, 1.0) if train_output else (hidden_mu, 1.0))
 
-        def f(trained):
+        def f(trained, x):  # one example's output
             full = (model.Net(*trained) if train_output
                     else model.Net(trained[0], net.out, trained[1]))
-            return self.apply(full, X)[0]
+            return self.apply(full, x[None])[0][0]
 
-        jac = jax.jacrev(f)(trained)
+        jac = jax.vmap(jax.grad(f), in_axes=(None, 0))(trained, X)
         n = X.shape[0]
         H = jnp.zeros((n, n), X.dtype)
         for part, mu in zip(jac, mus):
