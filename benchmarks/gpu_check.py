@@ -13,7 +13,9 @@ as it ends, so that what ran comes back even if a later step runs out of time:
      the sequential PyTorch loop on the same GPU (target >= 100x)
   4. 1,000 width-4096 networks (du2018, n = d = 1000) planned by memory
      analysis and run on this one GPU
-  5. the numerics tests (model, metrics, radius, Gram, train, theory) on the
+  5. the convolutional networks' chunk with the convolution as patches times the
+     kernel (model.conv_same) against XLA's (cuDNN's) convolution (conv_cost.py)
+  6. the numerics tests (model, metrics, radius, Gram, train, theory) on the
      device, with the time that is left
 """
 
@@ -167,6 +169,15 @@ def main() -> None:
                    f"{wall:.1f} s wall, {len(manifest['plan']) - 1} batches: "
                    + "; ".join(manifest["plan"][1:3]).replace("|", "/")
                    + f"; {manifest['num_diverged']} diverged")
+
+    conv = ["--rounds=1", "--width=16", "--networks=2"] if opts.smoke else [
+        "--rounds=2", "--width=256", "--networks=8"]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "conv_cost.py"), *conv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = (proc.stdout + proc.stderr).strip().splitlines() or ["no output"]
+    report.add("cnn chunk: patches x kernel against lax.conv (" + " ".join(conv) + ")",
+               " / ".join(lines[-3:]) if proc.returncode == 0 else f"exit {proc.returncode}: "
+               + lines[-1])
 
     left = opts.budget - (time.perf_counter() - start)
     env = {**os.environ, "OVERPARAM_COMPILATION_CACHE": str(out / "test-cache")}
