@@ -52,6 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# config's `precision` values as XLA's matmul precisions (every module that multiplies)
+PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
+              "default": jax.lax.Precision.DEFAULT}
+
 
 class Net(NamedTuple):
     """hidden: (W_1 (m, d), W_2 (m, m), ..., W_L (m, m)); out: a (m,); other: any other

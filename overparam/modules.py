@@ -41,8 +41,6 @@ import jax.numpy as jnp
 from overparam import model
 
 CONV_PARAMS = ("ntk", "standard", "mup")
-PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-              "default": jax.lax.Precision.DEFAULT}
 
 
 def _law(param: str, fan_in: int) -> tuple[float, float]:
@@ -86,7 +84,7 @@ class Conv(nn.Module):
         """h: (n, s, s, c_in) -> (n, s, s, features)."""
         kernel = self.param("kernel", nn.initializers.normal(self.std),
                             (3, 3, h.shape[-1], self.features), h.dtype)
-        z = model.conv_same(h, kernel, precision=PRECISIONS[self.precision])
+        z = model.conv_same(h, kernel, precision=model.PRECISIONS[self.precision])
         return self.multiplier * z
 
 
@@ -101,7 +99,7 @@ class Readout(nn.Module):
     def __call__(self, h: jax.Array) -> jax.Array:
         """h: (n, width) -> (n,)."""
         a = self.param("weight", nn.initializers.normal(self.std), (h.shape[-1],), h.dtype)
-        return self.multiplier * jnp.matmul(h, a, precision=PRECISIONS[self.precision])
+        return self.multiplier * jnp.matmul(h, a, precision=model.PRECISIONS[self.precision])
 
 
 def _image(x: jax.Array) -> jax.Array:
@@ -161,7 +159,7 @@ class _Linear(nn.Module):
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
         W = self.param("weight", nn.initializers.zeros, (self.features, h.shape[0]), h.dtype)
-        return self.multiplier * jnp.matmul(W, h, precision=PRECISIONS[self.precision])
+        return self.multiplier * jnp.matmul(W, h, precision=model.PRECISIONS[self.precision])
 
 
 class MLP(nn.Module):
@@ -184,7 +182,7 @@ class MLP(nn.Module):
             self.sow("preactivations", f"z_{layer}", z)
             h = nn.relu(z)
         a = self.param("readout", nn.initializers.zeros, (self.width,), x.dtype)
-        return c_out * jnp.matmul(a, h, precision=PRECISIONS[self.precision])
+        return c_out * jnp.matmul(a, h, precision=model.PRECISIONS[self.precision])
 
     def init_params(self, hidden_key: jax.Array, out_key: jax.Array, x: jax.Array) -> dict:
         """The weights model.init_from_keys draws from these keys, as this module's params."""

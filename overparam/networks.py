@@ -57,8 +57,6 @@ from overparam import config as config_lib
 from overparam import metrics, model
 
 BUILTIN = {"cnn": "overparam.modules:CNN", "resnet": "overparam.modules:ResNet"}
-PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-              "default": jax.lax.Precision.DEFAULT}
 
 
 class MLPNetwork:
@@ -68,7 +66,7 @@ class MLPNetwork:
 
     def __init__(self, param: str, width: int, depth: int, d: int, dtype, precision: str):
         self.param, self.width, self.depth, self.d = param, width, depth, d
-        self.dtype, self.precision = jnp.dtype(dtype), PRECISIONS[precision]
+        self.dtype, self.precision = jnp.dtype(dtype), model.PRECISIONS[precision]
 
     def init(self, hidden_key: jax.Array, out_key: jax.Array, X: jax.Array) -> model.Net:
         return model.init_from_keys(hidden_key, out_key, d=self.d, width=self.width,

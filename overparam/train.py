@@ -38,9 +38,6 @@ import optax
 
 from overparam import losses, metrics, model, networks, schema, theory
 
-PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-              "default": jax.lax.Precision.DEFAULT}
-
 
 @dataclasses.dataclass(frozen=True)
 class Static:
@@ -209,7 +206,7 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
     matrices = [net.matrix(layer, W) for layer, W in enumerate(net0.hidden, start=1)]
     v = _power_block(keys.power, matrices, dtype)
     opt_state = _optimizer(static, 1.0).init(_trainable(static, delta))  # no lr in it
-    precision = PRECISIONS[static.precision]
+    precision = model.PRECISIONS[static.precision]
     init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
                                for W, b in zip(matrices, v)])
     gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
@@ -403,7 +400,7 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_st
     """Step and layer records of the current weights (but the test metrics and the
     sharpness), and the new power vectors (matrices' and convolutions'). f: the model's
     output g (`model_output`) on X; loss: its reduced loss."""
-    precision = PRECISIONS[static.precision]
+    precision = model.PRECISIONS[static.precision]
     net = network(static)
     matrices = [net.matrix(layer, D) for layer, D in enumerate(state.delta.hidden, start=1)]
     spectral, vs, operator, conv_vs = [], [], [], []

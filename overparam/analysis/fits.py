@@ -325,7 +325,7 @@ def bound_fit_table(per_run: pd.DataFrame, *, n_boot: int = 1000, level: float =
                    n_seeds=len(np.unique(seeds)), n_excluded=int((~ok).sum()),
                    slope=math.nan, slope_low=math.nan, slope_high=math.nan,
                    intercept=math.nan, spearman=math.nan, level=level, n_boot=n_boot,
-                   below_bound=float(np.mean(y <= x)) if len(x) else math.nan)
+                   below_bound=float(np.mean(y <= x)))
         if len(np.unique(x)) >= 2:
             slope, intercept = np.polyfit(x, y, 1)
             row.update(slope=float(slope), intercept=float(intercept))
