@@ -2,8 +2,10 @@
 #   make sweep [DEVICE=cpu|gpu|tpu] [CONFIG=sweeps/x.py] [ARGS='--config.num_seeds=64'] [OUT=results/x]
 #   make analyze RESULTS=results/<name>
 #   make test | make bench | make lint | make install [DEVICE=...]
+# DEVICE=gpu installs jax for CUDA 13 (NVIDIA driver R580 or newer); CUDA=12 for older drivers.
 
 DEVICE ?= cpu
+CUDA ?= 13
 CONFIG ?= sweeps/default.py
 ARGS ?=
 PYTHON ?= python3
@@ -14,14 +16,19 @@ JAX_PLATFORMS_cpu := cpu
 JAX_PLATFORMS_gpu := cuda
 JAX_PLATFORMS_tpu := tpu
 EXTRAS_cpu := test
-EXTRAS_gpu := test,cuda
+EXTRAS_gpu := test,cuda$(CUDA)
 EXTRAS_tpu := test,tpu
 
 ifeq ($(filter $(DEVICE),cpu gpu tpu),)
 $(error DEVICE must be one of cpu, gpu, tpu; got '$(DEVICE)')
 endif
 
-STAMP := $(VENV)/.installed-$(DEVICE)
+ifeq ($(filter $(CUDA),12 13),)
+$(error CUDA must be 12 or 13; got '$(CUDA)')
+endif
+OTHER_CUDA := $(if $(filter 12,$(CUDA)),13,12)
+
+STAMP := $(VENV)/.installed-$(DEVICE)$(if $(filter gpu,$(DEVICE)),-cuda$(CUDA))
 OUT_FLAG := $(if $(OUT),--out=$(OUT),)
 # ARGS reach the command through the environment, split on spaces with globbing off
 # (`set -f`): flag values such as --config.loss=(hinge,logistic) are never shell syntax.
@@ -34,6 +41,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(filter gpu,$(DEVICE)),rm -f $(VENV)/.installed-gpu-cuda$(OTHER_CUDA); \
+	    $(PY) -m pip uninstall -q -y jax-cuda$(OTHER_CUDA)-plugin jax-cuda$(OTHER_CUDA)-pjrt)
 	$(PY) -m pip install -q -e '.[$(EXTRAS_$(DEVICE))]'
 	touch $@
 

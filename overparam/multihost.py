@@ -14,7 +14,8 @@ With one process (no `initialize`), every function here is trivial.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -23,9 +24,66 @@ from jax.experimental import multihost_utils
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
-    """Joins the other processes; arguments left out are detected (Slurm, TPU pods, ...)."""
+    """Joins the other processes; arguments left out are detected (Slurm, TPU pods, ...).
+
+    Under Slurm each process drives its share of the GPUs it sees
+    (`slurm_local_device_ids`), not JAX's default of one GPU per process.
+    """
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               local_device_ids=slurm_local_device_ids(os.environ))
+
+
+def _count(text: str) -> int | None:
+    """The number at the end of a Slurm count ('4', 'a100:4'), None if there is none."""
+    digits = text.rsplit(":", 1)[-1].strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def tasks_on_node(tasks_per_node: str, node: int) -> int | None:
+    """Tasks on node `node` from Slurm's compact list ('8(x4)', '2(x3),1'), None if unreadable."""
+    counts = []
+    for part in tasks_per_node.split(","):
+        tasks, sep, repeat = part.strip().partition("(x")
+        if not tasks.isdigit() or (sep and not (repeat.endswith(")")
+                                                and repeat[:-1].isdigit())):
+            return None
+        counts += [int(tasks)] * (int(repeat[:-1]) if sep else 1)
+    return counts[node] if 0 <= node < len(counts) else None
+
+
+def slurm_local_device_ids(environ: Mapping[str, str]) -> list[int] | None:
+    """The GPUs (CUDA ordinals, as this process sees them) that this Slurm task drives.
+
+    JAX gives each process under Slurm the one GPU numbered SLURM_LOCALID: that
+    wastes the others where a node runs fewer tasks than it has GPUs (one task
+    per node with 8 GPUs drives 1), and fails where Slurm binds each task to its
+    own GPUs (--gpus-per-task: each sees only its own, numbered from 0). Here
+    the k GPUs that a task sees (CUDA_VISIBLE_DEVICES, which Slurm sets) are
+    shared among the t tasks of its node: task r drives the k // t GPUs from
+    r (k // t); a task that sees its own GPUs only (k = SLURM_GPUS_PER_TASK)
+    drives them all; where k < t, task r drives GPU r mod k. None (JAX's
+    default) outside Slurm, where JAX_LOCAL_DEVICE_IDS is set (JAX reads it), or
+    where Slurm lists no GPUs or its variables cannot be read.
+    """
+    names = ("SLURM_JOB_ID", "SLURM_LOCALID", "SLURM_NODEID", "CUDA_VISIBLE_DEVICES")
+    if not all(environ.get(k) for k in names) or environ.get("JAX_LOCAL_DEVICE_IDS"):
+        return None
+    seen = len([g for g in environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()])
+    rank, node = environ["SLURM_LOCALID"], environ["SLURM_NODEID"]
+    if not (seen and rank.isdigit() and node.isdigit()):
+        return None
+    if _count(environ.get("SLURM_GPUS_PER_TASK", "")) == seen:
+        return list(range(seen))
+    tasks = tasks_on_node(environ.get("SLURM_STEP_TASKS_PER_NODE")
+                          or environ.get("SLURM_TASKS_PER_NODE", ""), int(node))
+    rank = int(rank)
+    if not tasks or rank >= tasks:
+        return None
+    if seen < tasks:
+        return [rank % seen]
+    share = seen // tasks
+    return list(range(rank * share, (rank + 1) * share))
 
 
 def index() -> int:

@@ -10,12 +10,18 @@ to large ones.
 How much memory a batch needs comes from `measure(static, size)`: the engine
 compiles the batch's programs and reads XLA's memory analysis. Without it
 (tests, quick looks) an analytic estimate, `bytes_per_network`, stands in.
+On a GPU compiling takes memory too (XLA autotunes each GEMM on real buffers),
+so there measuring starts from the batch that the estimate fits. The budget
+is a share of the memory that each device can still give: its allocator's
+limit less what is in use, and on a GPU less what other processes hold
+(`device_memory_budget_mb`).
 A resumed or multi-process sweep rebuilds the plan from the batch sizes in
 its manifest (`groups`), so it never depends on re-measuring.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import os
@@ -200,23 +206,94 @@ def chunking(steps: int, record_every: int, chunk_steps: int) -> tuple[int, int,
     return num_records, math.ceil(num_records / num_chunks), num_chunks
 
 
-DEVICE_MEMORY_SHARE = 0.6  # of the accelerator's free memory (of RAM on the CPU: half that)
+DEVICE_MEMORY_SHARE = 0.6  # of the memory a device can still give (of RAM on the CPU: half that)
+GPU_RESERVE_BYTES = 2**30  # of a GPU's free memory: CUDA's and its libraries' own, outside JAX
 
 Measure = Callable[[train.Static, int], int]  # (shape, batch size) -> peak bytes per device
 
 
-def device_memory_budget_mb() -> float:
-    """A memory budget for one program on each local device: a share of its free memory.
+def device_room(stats: dict, device_free: int | None) -> int | None:
+    """Bytes that a device's JAX allocator can still give this process; None if unknown.
 
-    On the CPU, where devices share the RAM, the share of RAM is split among them.
+    stats: the device's `memory_stats()`. bytes_limit is the allocator's cap (on
+    a GPU, XLA's BFC allocator: total memory x XLA_CLIENT_MEM_FRACTION, 0.75 by
+    default; a TPU may give bytes_reservable_limit instead), bytes_in_use what
+    this process holds, pool_bytes what the allocator has taken from the device
+    (all of bytes_limit once preallocated; it grows with use when
+    XLA_PYTHON_CLIENT_PREALLOCATE=false, overparam's default).
+    device_free: the device's free memory as its driver reports it (a GPU), or
+    None: memory that other processes hold is not free, and GPU_RESERVE_BYTES
+    of it stays free for CUDA's own allocations.
+    The room is the smaller of the allocator's (limit - in use) and the device's
+    (taken but unused + free - reserve).
+    """
+    in_use = stats.get("bytes_in_use", 0)
+    limit = stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
+    rooms = [] if limit is None else [limit - in_use]
+    if device_free is not None:
+        taken_unused = max(stats.get("pool_bytes", in_use) - in_use, 0)
+        rooms.append(taken_unused + device_free - GPU_RESERVE_BYTES)
+    return max(min(rooms), 0) if rooms else None
+
+
+def gpu_free_bytes(device, cuda=None) -> int | None:
+    """A CUDA device's free memory (cuMemGetInfo, in the primary context that XLA uses),
+    or None where the driver cannot be asked. cuda: the driver library (default
+    libcuda.so.1, loaded with ctypes; tests pass a fake)."""
+    ordinal = getattr(device, "local_hardware_id", None)
+    if not isinstance(ordinal, int):
+        return None
+    try:
+        cuda = cuda or ctypes.CDLL("libcuda.so.1")
+        dev, ctx = ctypes.c_int(), ctypes.c_void_p()
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        if (cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(dev), ordinal)
+                or cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev)):
+            return None
+        try:
+            if cuda.cuCtxPushCurrent_v2(ctx):
+                return None
+            try:
+                failed = cuda.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total))
+            finally:
+                cuda.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+        finally:
+            cuda.cuDevicePrimaryCtxRelease_v2(dev)
+        return None if failed else free.value
+    except (OSError, AttributeError, TypeError):  # no driver, or not this driver's API
+        return None
+
+
+def _memory_stats(device) -> dict:
+    try:
+        return device.memory_stats() or {}
+    except (RuntimeError, NotImplementedError):  # a backend without statistics
+        return {}
+
+
+def device_memory_budget_mb() -> float:
+    """A memory budget for one program on each local device, in MiB.
+
+    On an accelerator: DEVICE_MEMORY_SHARE of the memory it can still give
+    (`device_room`, the least of the local devices'). The rest is headroom: for
+    XLA:GPU's autotuning, which runs each GEMM's candidate kernels on real
+    buffers of its operands' size while a program compiles (make_plan compiles
+    no batch before an estimate says it fits), for the allocator's
+    fragmentation, and for what XLA's memory analysis does not count. On the
+    CPU, where devices share the RAM, half that share of RAM is split among them.
+    Raises ConfigError (memory_budget_mb) on an accelerator that tells neither.
     """
     devices = jax.local_devices()
-    stats = devices[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-        return DEVICE_MEMORY_SHARE * free / 2**20
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return DEVICE_MEMORY_SHARE / 2 * ram / len(devices) / 2**20
+    if devices[0].platform == "cpu":
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return DEVICE_MEMORY_SHARE / 2 * ram / len(devices) / 2**20
+    rooms = [device_room(_memory_stats(d), gpu_free_bytes(d) if d.platform == "gpu" else None)
+             for d in devices]
+    if None in rooms:
+        raise config_lib.ConfigError(
+            "memory_budget_mb", f"the {devices[0].platform} device tells neither its allocator's "
+            "limit nor its free memory; set the budget per program, in MiB")
+    return DEVICE_MEMORY_SHARE * min(rooms) / 2**20
 
 
 def _round_up(x: int, multiple_of: int) -> int:
@@ -230,19 +307,30 @@ def _equal_batches(count: int, fit: int, multiple_of: int) -> int:
 
 
 def _fit_measured(static: train.Static, count: int, budget: int, multiple_of: int,
-                  measure: Measure, cap: int) -> tuple[int, int]:
+                  measure: Measure, cap: int, first: int | None = None) -> tuple[int, int]:
     """(batch size, its measured bytes) for `count` networks of one shape.
 
-    Starts from one batch of all of them and shrinks it, by the measured bytes
-    per network, until it fits. Memory is close to linear in the batch size
-    (everything but the step counter has a networks axis), so this takes one
-    measurement when the group fits and usually two when it is split. Each
-    size is measured with the program it runs (`with_cache_group`).
+    Starts from `first` (default: one batch of all of them) and shrinks it, by
+    the measured bytes per network, until it fits. Memory is close to linear in
+    the batch size (everything but the step counter has a networks axis), so
+    this takes one measurement when the group fits and usually two when it is
+    split. Started below the whole group, it grows once to the size that the
+    measured bytes per network fit (kept if it fits). Each size is measured
+    with the program it runs (`with_cache_group`).
     """
-    size = _round_up(count, multiple_of)
+    whole = _round_up(count, multiple_of)
+    size, may_grow, fitted = first or whole, bool(first) and first < whole, None
     while True:
         need = measure(with_cache_group(static, size, cap), size)
-        if need <= budget or size == multiple_of:
+        if need <= budget:
+            grown = min(_equal_batches(count, int(budget / (need / size)), multiple_of), whole)
+            if not may_grow or grown <= size:
+                return size, need
+            fitted, may_grow, size = (size, need), False, grown
+            continue
+        if fitted is not None:  # the grown size did not fit after all
+            return fitted
+        if size == multiple_of:
             return size, need
         new = _equal_batches(count, int(budget / (need / size)), multiple_of)
         size = min(new, size - multiple_of)
@@ -257,7 +345,7 @@ def with_cache_group(static: train.Static, size: int, cap: int) -> train.Static:
 def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
               *, multiple_of: int = 1, budget_mb: float | None = None,
               measure: Measure | None = None, groups: Sequence[dict] | None = None,
-              cache_bytes: int = 0) -> Plan:
+              cache_bytes: int = 0, compiling_allocates: bool | None = None) -> Plan:
     """Groups `runs` (default: all of the sweep) into batches that fit the memory budget.
 
     budget_mb: device memory per program and device; default
@@ -270,6 +358,10 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
     needs more than the budget (`describe` says so). cache_bytes: where a shape
     has more networks than `cache_group_size` gives, its batches are multiples of
     that group (padded) and run group by group; 0 (the default): no groups.
+    compiling_allocates: compiling a program takes device memory, as on a GPU
+    (default: JAX runs on one), where XLA autotunes each GEMM on real buffers of
+    its operands: then `measure` starts from the batch that the analytic
+    estimate fits in the budget, not from the whole group.
     """
     runs = config_lib.expand(sweep) if runs is None else runs
     num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
@@ -288,7 +380,11 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
         if groups is not None:
             size, need, measured = (groups[g][k] for k in ("size", "memory_bytes", "measured"))
         elif measure is not None:
-            size, need = _fit_measured(static, len(group), budget, step, measure, cap)
+            if compiling_allocates is None:
+                compiling_allocates = jax.default_backend() == "gpu"
+            first = (min(_equal_batches(len(group), budget // bytes_per_network(static), step),
+                         _round_up(len(group), step)) if compiling_allocates else None)
+            size, need = _fit_measured(static, len(group), budget, step, measure, cap, first)
             measured = True
         else:
             size = _equal_batches(len(group), budget // bytes_per_network(static), step)

@@ -36,7 +36,8 @@ def check_backend(device: str | None) -> str:
     try:
         backend = jax.default_backend()
     except Exception as e:  # noqa: BLE001 - JAX raises RuntimeError or AssertionError here
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        # An empty message (AssertionError): JAX has no plugin of that name installed.
+        reason = (str(e).strip().splitlines() or ["no jax plugin for it is installed"])[0]
         wanted = os.environ.get("JAX_PLATFORMS") or device
         raise BackendError(f"JAX could not start the {wanted!r} backend ({reason}); install "
                            f"the matching jax extra (make install DEVICE={device or 'gpu'}) "

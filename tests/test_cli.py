@@ -340,6 +340,25 @@ def test_device_error_names_backend(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("platform, device", [("cuda", "gpu"), ("tpu", "tpu")])
+def test_a_sweep_on_a_machine_without_the_device_is_one_line_and_exit_2(tmp_path, platform,
+                                                                        device):
+    """As `make sweep DEVICE=gpu` (or tpu) runs it: JAX_PLATFORMS names the device, whose
+    jax plugin (or the device) is not here."""
+    if not overparam._cpu_is_the_backend({}):
+        pytest.skip("a jax plugin for an accelerator is installed here")
+    env = {**os.environ, "JAX_PLATFORMS": platform}
+    proc = subprocess.run([sys.executable, "-m", "overparam.sweep", *SMALL, f"--device={device}",
+                           f"--out={tmp_path / 'r'}", "--progress=false"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: JAX could not start the "
+                                                   f"'{platform}' backend ("), proc.stderr
+    assert f"make install DEVICE={device}" in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_plain_run_prints_no_backend_search(tmp_path):
     """Without JAX_PLATFORMS, JAX looks for backends that are not there; that INFO line
     ("Unable to initialize backend 'tpu'") is not the user's business."""

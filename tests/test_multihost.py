@@ -1,4 +1,8 @@
-"""Several processes, one sweep (jax.distributed on loopback): the tables of one process."""
+"""Several processes, one sweep (jax.distributed on loopback): the tables of one process.
+
+Slurm is faked by its environment variables: JAX then finds the coordinator,
+process count and index itself, and overparam picks each task's GPUs.
+"""
 
 import itertools
 import os
@@ -117,3 +121,78 @@ def test_share_gives_every_batch_to_one_process_and_balances(processes):
 
 def test_share_on_one_process_is_everything():
     assert multihost.share([3.0, 1.0, 2.0], 1, 0) == [0, 1, 2]
+
+
+# ------------------------------------------------------------------ Slurm
+
+def _slurm_env(task, tasks, port, **more):
+    """What srun gives task `task` of `tasks` on one node (and JAX's coordinator port)."""
+    return {**ENV, "SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_NTASKS": str(tasks), "SLURM_PROCID": str(task), "SLURM_LOCALID": str(task),
+            "SLURM_NODEID": "0", "SLURM_STEP_TASKS_PER_NODE": str(tasks),
+            "JAX_COORDINATOR_PORT": str(port), **more}
+
+
+@pytest.mark.parametrize("gpus, tasks_per_node, node, local, per_task, want", [
+    ("0,1,2,3,4,5,6,7", "1(x4)", 2, 0, "", [0, 1, 2, 3, 4, 5, 6, 7]),  # a task per node
+    ("0,1,2,3,4,5,6,7", "8(x4)", 1, 3, "", [3]),                         # a task per GPU
+    ("0,1,2,3,4,5,6,7", "2,2", 1, 1, "", [4, 5, 6, 7]),
+    ("3", "8(x2)", 0, 5, "1", [0]),          # --gpus-per-task=1: each sees its own, as 0
+    ("4,5", "2(x2)", 1, 1, "a100:2", [0, 1]),
+    ("0", "8", 0, 5, "", [0]),               # bound without SLURM_GPUS_PER_TASK
+    ("0,1,2,3", "8", 0, 5, "", [1]),         # more tasks than GPUs: shared
+    ("0,1,2,3,4,5,6,7", "3", 0, 2, "", [4, 5]),  # an uneven split leaves GPUs 6, 7 idle
+    ("", "8", 0, 5, "", None),               # no GPUs listed: JAX's default
+    ("0,1", "2(x", 0, 1, "", None),          # unreadable
+])
+def test_a_slurm_task_drives_its_share_of_the_gpus_it_sees(gpus, tasks_per_node, node, local,
+                                                          per_task, want):
+    env = {"SLURM_JOB_ID": "1", "SLURM_LOCALID": str(local), "SLURM_NODEID": str(node),
+           "SLURM_STEP_TASKS_PER_NODE": tasks_per_node, "CUDA_VISIBLE_DEVICES": gpus,
+           "SLURM_GPUS_PER_TASK": per_task}
+    assert multihost.slurm_local_device_ids(env) == want
+    assert multihost.slurm_local_device_ids({**env, "JAX_LOCAL_DEVICE_IDS": "0"}) is None
+    assert multihost.slurm_local_device_ids({k: v for k, v in env.items()
+                                             if k != "SLURM_JOB_ID"}) is None
+
+
+def test_under_slurm_each_process_joins_and_gets_its_share_of_the_gpus():
+    """Two tasks on a node with 4 GPUs: JAX alone would give them GPU 0 and GPU 1."""
+    code = ("from overparam import multihost; multihost.initialize(); import jax; "
+            "print(jax.process_index(), jax.process_count(), "
+            "jax.config.read('jax_cuda_visible_devices'))")
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+                              env=_slurm_env(i, 2, port, CUDA_VISIBLE_DEVICES="0,1,2,3"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = _wait(procs, timeout=120)
+    assert [rc for rc, _, _ in results] == [0, 0], results[0][2][-2000:]
+    assert [out.split() for _, out, _ in results] == [["0", "2", "0,1"], ["1", "2", "2,3"]]
+
+
+def test_a_slurm_job_with_two_devices_per_task_writes_the_tables_of_one_process(tmp_path):
+    """srun of `--multihost` alone, 2 tasks each driving 2 (CPU) devices: the tables of one
+    process on 2 devices, bit for bit, and each task trained on both of its devices."""
+    args = [*ARGS[:2], "--config.num_seeds=2", "--config.steps=4", "--config.chunk_steps=4",
+            "--config.gram_every=0", "--progress=false"]
+    two_devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    one = subprocess.run([sys.executable, "-m", "overparam.sweep", *args,
+                          f"--out={tmp_path / 'one'}"], cwd=ROOT, env={**ENV, **two_devices},
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "overparam.sweep", *args,
+                               f"--out={tmp_path / 'slurm'}", "--multihost"], cwd=ROOT,
+                              env=_slurm_env(i, 2, port, CUDA_VISIBLE_DEVICES="0,1,2,3",
+                                             **two_devices),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = _wait(procs)
+    for rc, _, stderr in results:
+        assert rc == 0, stderr[-2000:]
+    assert "4 networks x 4 steps" in results[0][1]
+    assert_same_tables(tmp_path / "one", tmp_path / "slurm")
+    manifest = overparam.load(tmp_path / "slurm").manifest
+    assert manifest["processes"] == 2 and manifest["device"]["process_count"] == 2
+    assert manifest["device"]["device_count"] == 4 and manifest["batch_multiple_of"] == 2

@@ -316,3 +316,147 @@ def test_cache_groups_with_a_split_batch_and_devices_and_rebuilt_from_groups():
     old = [{**plan.groups[0], "size": 37}]
     assert plan_lib.make_plan(sweep, groups=old, budget_mb=1,
                               cache_bytes=4 * 2**20).batches[0].static.cache_group == 0
+
+
+# ------------------------------------------------------------------ the budget on an accelerator
+
+GIB = 2**30
+
+
+class _Device:
+    """A device as the budget sees it: its platform and `memory_stats()`."""
+
+    def __init__(self, platform, stats, free=None, hardware_id=0):
+        self.platform, self.stats, self.free = platform, stats, free
+        self.local_hardware_id = hardware_id
+
+    def memory_stats(self):
+        return self.stats
+
+
+def _on(monkeypatch, *devices):
+    """The budget's view of the machine: these local devices, each GPU's driver telling
+    its `free` memory."""
+    monkeypatch.setattr(plan_lib.jax, "local_devices", lambda: list(devices))
+    monkeypatch.setattr(plan_lib, "gpu_free_bytes", lambda d: d.free)
+
+
+def _fewest_equal_batches(count, fit):
+    """The batch sizes of the fewest equal batches of at most `fit` for `count` (slowly)."""
+    k = next(k for k in range(1, count + 1) if math.ceil(count / k) <= fit)
+    size = math.ceil(count / k)
+    return [size] * k
+
+
+# An H100 (80 GiB) with JAX's allocator capped at 75% of it (XLA_CLIENT_MEM_FRACTION's default).
+LIMIT = 60 * GIB
+BUDGETS = {
+    # overparam's default: memory taken as needed (XLA_PYTHON_CLIENT_PREALLOCATE=false)
+    "on demand": (_Device("gpu", {"bytes_limit": LIMIT, "bytes_in_use": 0, "pool_bytes": 0},
+                          free=79 * GIB), 0.6 * LIMIT),
+    "on demand, 50 GiB held by another process": (
+        _Device("gpu", {"bytes_limit": LIMIT, "bytes_in_use": 0, "pool_bytes": 0},
+                free=29 * GIB), 0.6 * (28 * GIB)),
+    "preallocated, another process holds the rest": (
+        _Device("gpu", {"bytes_limit": LIMIT, "bytes_in_use": 0, "pool_bytes": LIMIT},
+                free=1 * GIB), 0.6 * LIMIT),
+    "this process holds 10 GiB of its 20": (
+        _Device("gpu", {"bytes_limit": LIMIT, "bytes_in_use": 10 * GIB, "pool_bytes": 20 * GIB},
+                free=59 * GIB), 0.6 * (50 * GIB)),
+    "XLA_CLIENT_MEM_FRACTION=0.5": (
+        _Device("gpu", {"bytes_limit": 40 * GIB, "bytes_in_use": 0, "pool_bytes": 0},
+                free=79 * GIB), 0.6 * (40 * GIB)),
+    "no bytes_limit (XLA_PYTHON_CLIENT_ALLOCATOR=platform)": (
+        _Device("gpu", None, free=79 * GIB), 0.6 * (78 * GIB)),
+    "a TPU": (_Device("tpu", {"bytes_limit": 16 * GIB, "bytes_in_use": GIB}), 0.6 * 15 * GIB),
+    "a TPU with bytes_reservable_limit only": (
+        _Device("tpu", {"bytes_reservable_limit": 31 * GIB, "bytes_in_use": 0}), 0.6 * 31 * GIB),
+}
+
+
+@pytest.mark.parametrize("case", list(BUDGETS))
+def test_the_budget_is_a_share_of_what_the_device_can_still_give(monkeypatch, case):
+    """And the plan fits it: the fewest equal batches of the networks it holds."""
+    device, budget = BUDGETS[case]
+    _on(monkeypatch, device)
+    assert plan_lib.device_memory_budget_mb() == pytest.approx(budget / 2**20)
+    sweep = _sweep(widths=(4096,), n=(1000,), d=1000, num_seeds=400, lr=(0.1,), steps=100,
+                   chunk_steps=100)
+    plan = plan_lib.make_plan(sweep)
+    _check_plan(sweep, plan)
+    per_network = plan_lib.bytes_per_network(plan.batches[0].static)
+    assert [b.size for b in plan.batches] == _fewest_equal_batches(
+        400, int(budget // per_network))
+
+
+def test_the_budget_is_the_least_of_the_local_gpus(monkeypatch):
+    stats = {"bytes_limit": LIMIT, "bytes_in_use": 0, "pool_bytes": 0}
+    _on(monkeypatch, _Device("gpu", stats, 79 * GIB), _Device("gpu", stats, 11 * GIB, 1))
+    assert plan_lib.device_memory_budget_mb() == pytest.approx(0.6 * 10 * 1024)
+
+
+@pytest.mark.parametrize("device", [_Device("gpu", None), _Device("gpu", {"bytes_in_use": 0}),
+                                    _Device("tpu", {})])
+def test_an_accelerator_that_tells_no_memory_is_an_error_naming_the_budget(monkeypatch, device):
+    """Not the host's RAM in its place, which may be larger than the device."""
+    _on(monkeypatch, device)
+    with pytest.raises(config_lib.ConfigError, match="^config.memory_budget_mb: the (gpu|tpu) "):
+        plan_lib.device_memory_budget_mb()
+
+
+class _Driver:
+    """libcuda as gpu_free_bytes calls it: every call recorded, `fail` returning an error."""
+
+    def __init__(self, free, fail=None):
+        self.free, self.fail, self.calls = free, fail, []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append(name)
+            if name == "cuMemGetInfo_v2":
+                args[0]._obj.value = self.free
+            return 999 if name == self.fail else 0
+        return call
+
+
+def test_gpu_free_memory_comes_from_the_driver_in_the_primary_context_left_as_found():
+    device = _Device("gpu", {}, hardware_id=3)
+    driver = _Driver(7 * GIB)
+    assert plan_lib.gpu_free_bytes(device, driver) == 7 * GIB
+    assert driver.calls == ["cuInit", "cuDeviceGet", "cuDevicePrimaryCtxRetain",
+                            "cuCtxPushCurrent_v2", "cuMemGetInfo_v2", "cuCtxPopCurrent_v2",
+                            "cuDevicePrimaryCtxRelease_v2"]
+    failing = _Driver(7 * GIB, fail="cuMemGetInfo_v2")
+    assert plan_lib.gpu_free_bytes(device, failing) is None
+    assert failing.calls[-2:] == ["cuCtxPopCurrent_v2", "cuDevicePrimaryCtxRelease_v2"]
+    assert plan_lib.gpu_free_bytes(_Device("gpu", {}, hardware_id=None), driver) is None
+
+
+
+def test_without_a_cuda_driver_the_gpu_free_memory_is_unknown(monkeypatch):
+    def no_driver(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(plan_lib.ctypes, "CDLL", no_driver)
+    assert plan_lib.gpu_free_bytes(_Device("gpu", {})) is None
+
+
+@pytest.mark.parametrize("truth", [0.5, 2.0])   # the estimate: generous, or too small
+def test_on_a_gpu_no_batch_is_compiled_before_an_estimate_or_measurement_says_it_fits(truth):
+    """XLA:GPU autotunes on real buffers while it compiles: measuring starts from the batch
+    that the estimate fits (not the whole group) and grows once, by the measurement."""
+    sweep = _sweep(widths=(64,), num_seeds=200, lr=(0.1,), memory_budget_mb=1)
+    static = plan_lib.static_for(sweep, config_lib.expand(sweep)[0], 7)
+    per_net = int(truth * plan_lib.bytes_per_network(static))
+    measure = _Linear(0, per_net)
+    plan = plan_lib.make_plan(sweep, measure=measure, compiling_allocates=True)
+    _check_plan(sweep, plan)
+    first = 2**20 // plan_lib.bytes_per_network(static)
+    assert 1 < first < 200, "test setup: the estimate must split the group"
+    assert measure.asked[0] == _fewest_equal_batches(200, first)[0]
+    assert 200 not in measure.asked and len(measure.asked) <= 3
+    size = plan.batches[0].size
+    assert size * per_net <= 2**20 and size == _fewest_equal_batches(200, 2**20 // per_net)[0]
+    cpu = _Linear(0, per_net)
+    plan_lib.make_plan(sweep, measure=cpu, compiling_allocates=False)
+    assert cpu.asked[0] == 200
