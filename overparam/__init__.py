@@ -61,7 +61,7 @@ def _gpu_memory_on_demand() -> None:
     it needs it rather than 75% of the GPU when it starts (read when JAX starts its
     GPU backend), so that several processes (a parent and its child sweeps, a
     process per GPU) share a GPU, and the planner's budget sees what the others
-    hold (plan.device_memory_budget_mb). The cap stays XLA_CLIENT_MEM_FRACTION
+    hold (plan.device_memory_budget_mb). The cap stays XLA_PYTHON_CLIENT_MEM_FRACTION
     (default 0.75) of the GPU's memory."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
