@@ -229,8 +229,9 @@ def run(argv: list[str] | None = None) -> None:
             app.run(main, argv=argv, flags_parser=parse)
         except SystemExit as e:
             code = _status(e.code)
-        interrupt.exit_on_signal(analysis_interrupted)
         signum = interrupt.received()  # one that a library caught and dropped, if any
+        if signum is None:
+            interrupt.exit_on_signal(analysis_interrupted)
     except (interrupt.Interrupted, KeyboardInterrupt) as e:
         signum = getattr(e, "signum", signal.SIGINT)
     if signum is not None:

@@ -144,14 +144,14 @@ def _check(out: Path) -> None:
                           "choose another --out")
 
 
-def _lock(path: Path, out: Path) -> int | None:
-    """An exclusive flock on directory `path` (its descriptor), None if `path` does not
-    exist; OutputError naming `out` if another process holds it."""
+def _lock(path: Path, out: Path, held: list[int]) -> None:
+    """Takes an exclusive flock on directory `path`, if it exists, and appends its
+    descriptor to `held`; OutputError naming `out` if another process holds it."""
     for _ in range(3):
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         except FileNotFoundError:
-            return None
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -161,9 +161,10 @@ def _lock(path: Path, out: Path) -> int | None:
                                   "holds or is held in); wait for it to end") from None
             raise
         with contextlib.suppress(FileNotFoundError):
-            now, held = os.stat(path), os.fstat(fd)
-            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
-                return fd  # still the directory at `path`, not one swapped out meanwhile
+            now, locked = os.stat(path), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (locked.st_dev, locked.st_ino):
+                held.append(fd)  # still the directory at `path`, not one swapped out
+                return
         os.close(fd)
     raise OutputError(f"{out} changed while it was being locked; try again")
 
@@ -235,12 +236,10 @@ def building(out: str | os.PathLike) -> Iterator[Path]:
     locks: list[int] = []
     done = False
     try:
-        for path in (real.parent, real):
-            fd = _lock(path, Path(out))
-            if fd is not None:
-                locks.append(fd)
+        _lock(real.parent, Path(out), locks)
+        recover(real)  # under the parent's lock; it may bring `out` back
+        _lock(real, Path(out), locks)
         _check(real)  # again, now that no other analysis can change it
-        recover(real)
         new = _temporary(real)
         new.mkdir()
         try:
