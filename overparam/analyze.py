@@ -27,8 +27,15 @@ Flags: --results (required; repeat it for several sweeps), --out (default
 RESULTS/analysis), --loss_threshold (1e-3), --tail_fraction (0.5), --n_boot (1000),
 --level (0.95), --ci (t|expanded|percentile), --seed (0, of the bootstrap), --plots.
 A missing, foreign or corrupted results directory, the same directory given twice, or a
-bad flag, exits 2 with one `error:` line on stderr, before anything is written. From a
-notebook (this module re-exports the analysis's functions):
+bad flag, exits 2 with one `error:` line on stderr, before anything is written; so does an
+--out that holds anything but an analysis (the analysis replaces its directory whole) or
+that another analysis is writing. The analysis is written into a hidden directory beside
+--out and swapped in once complete (overparam/analysis/outdir.py): --out is at every moment
+the previous analysis or the new complete one, what a killed analysis left is recovered or
+removed by the next, and the analyses nested in it (comparisons) are kept. SIGINT and
+SIGTERM, at any moment from the first import on, print one line on stderr and exit with
+128 + the signal number, leaving --out as it was (or complete, where the signal came after
+it was swapped in). From a notebook (this module re-exports the analysis's functions):
 
     from overparam import analyze
     q = analyze.per_run_quantities(overparam.load("results/default"))
@@ -43,9 +50,21 @@ The quantities, their definitions and predictions: overparam.analysis.quantities
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before the slow imports: a signal from here on is one line
+    from overparam import cli, interrupt
+
+    interrupt.install(once=True, line=cli.analysis_interrupted)
+
+import os
+import signal
+import sys
 from pathlib import Path
 
 from overparam import store
+
+if __name__ == "__main__":
+    store.crash_point("import")  # test hook: while the analysis's modules are imported
+
 from overparam.analysis.figures import CURVES, plot_bound, plot_curves, plot_fit, write_figures
 from overparam.analysis.fits import (
     CI_METHODS,
@@ -58,6 +77,7 @@ from overparam.analysis.fits import (
     power_law_fit,
     sweeps_fit_table,
 )
+from overparam.analysis.outdir import OutputError
 from overparam.analysis.quantities import (
     QUANTITIES,
     QUANTITY,
@@ -85,10 +105,11 @@ from overparam.analysis.report import (
     rate_vs_theory,
     write_report,
 )
-from overparam.cli import fail, one_line
+from overparam.cli import analysis_interrupted, fail, one_line
 
 __all__ = ["CI_METHODS", "CURVES", "FIT_COLUMNS", "QUANTITIES", "QUANTITY", "SETTINGS",
-           "SWEEP", "X_VARIABLE", "X_VARIABLES", "Fit", "Quantity", "QuantityOptions",
+           "SWEEP", "X_VARIABLE", "X_VARIABLES", "Fit", "OutputError", "Quantity",
+           "QuantityOptions",
            "XVariable", "analyze", "bound_fit_table", "censored_counts", "check_distinct",
            "fit_table",
            "format_prediction", "format_table", "group_label", "markdown_table",
@@ -150,9 +171,18 @@ def _check_flags(v: dict) -> None:
         fail(f"--level: must be in (0, 1), got {v['level']}")
 
 
+def _status(code) -> int:
+    """The exit status of SystemExit(code)."""
+    return 0 if code is None else code if isinstance(code, int) else 1
+
+
 def run(argv: list[str] | None = None) -> None:
-    """Entry point of `python -m overparam.analyze`."""
+    """Entry point of `python -m overparam.analyze`; ends the process: exit status 0, 2 for
+    bad input (one `error:` line), 128 + the signal number for SIGINT or SIGTERM (one line,
+    `analysis_interrupted`)."""
     from absl import app, flags
+
+    from overparam import interrupt
 
     holders = _define_flags()
 
@@ -175,10 +205,11 @@ def run(argv: list[str] | None = None) -> None:
                            tail_fraction=v["tail_fraction"],
                            eos_fraction=v["eos_fraction"], n_boot=v["n_boot"],
                            level=v["level"], ci=v["ci"], seed=v["seed"], plots=v["plots"])
-        except store.ResultsError as e:
+        except (store.ResultsError, OutputError) as e:
             fail(one_line(e))
         except OSError as e:
             fail(f"{e.filename}: {e.strerror}" if e.filename else f"analysis failed: {e}")
+        store.crash_point("analyzed")  # test hook: the directory is complete, nothing printed
         out = Path(fits.attrs["out"])
         for path in fits.attrs["partial"]:
             print(f"partial: {path} is still running (or interrupted); analyzed: the runs "
@@ -187,7 +218,32 @@ def run(argv: list[str] | None = None) -> None:
         print(f"\nreport: {out / 'report.md'}   tables: {out / 'fits.csv'}, "
               f"{out / 'per_run.parquet'}")
 
-    app.run(main, argv=argv, flags_parser=parse)
+    # Signals raise interrupt.Interrupted (installed above when run as a program, or
+    # here): the analysis removes what it wrote and the nested `try` takes it, wherever it
+    # comes; once past the work a signal ends the process at once with its line.
+    if not interrupt.installed():
+        interrupt.install(once=True, line=analysis_interrupted)
+    code, signum = 0, None
+    try:
+        try:
+            app.run(main, argv=argv, flags_parser=parse)
+        except SystemExit as e:
+            code = _status(e.code)
+        signum = interrupt.received()  # one that a library caught and dropped, if any
+        if signum is None:
+            interrupt.exit_on_signal(analysis_interrupted)
+    except (interrupt.Interrupted, KeyboardInterrupt) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+    if signum is not None:
+        interrupt.say(analysis_interrupted(signum))
+        code = 128 + signum
+    # No interpreter shutdown: a signal there could not be answered with its line.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

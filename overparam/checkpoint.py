@@ -110,10 +110,13 @@ def verify_complete(out: Path, manifest: dict) -> None:
 
 def clean_leftovers(out: Path) -> int:
     """Deletes the temporary files a crash left behind (overparam's names only); returns
-    how many."""
-    leftovers = [p for p in out.rglob(f"*{store.TEMP_SUFFIX}") if store.is_temporary(p)]
+    how many. A temporary directory (an analysis being written, or one a kill left: its
+    next run recovers it, overparam/analysis/outdir.py) and what it holds are left alone."""
+    leftovers = [p for p in out.rglob(f"*{store.TEMP_SUFFIX}") if store.is_temporary(p)
+                 and not p.is_dir() and not any(
+                     store.is_temporary(folder) for folder in p.relative_to(out).parents)]
     for p in leftovers:
-        p.unlink()
+        p.unlink(missing_ok=True)
     return len(leftovers)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -17,3 +18,9 @@ def fail(message: str) -> None:
     """Prints `error: message` on stderr and exits with status 2."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def analysis_interrupted(signum: int) -> str:
+    """The one line on stderr of an analysis stopped by SIGINT or SIGTERM."""
+    return (f"interrupted by {signal.Signals(signum).name}: the analysis stopped; its "
+            "directory is as it was before (or complete, if the signal came once it was)")

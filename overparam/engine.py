@@ -22,7 +22,16 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from overparam import checkpoint, interrupt, multihost, programs, provenance, records, store
+from overparam import (
+    checkpoint,
+    interrupt,
+    multihost,
+    networks,
+    programs,
+    provenance,
+    records,
+    store,
+)
 from overparam import config as config_lib
 from overparam import plan as plan_lib
 from overparam import prepare as prepare_lib
@@ -68,6 +77,8 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     out = Path(out)
     programs.check_backend(device)
     plan_lib.check_resources(sweep)
+    networks.check_modules(sweep)  # a flax module off the protocol: refused before compiling
+    networks.check_modules(sweep)  # a flax module off the protocol: refused before compiling
     progress = progress_lib.Progress(enabled=show_progress and multihost.is_leader(),
                                      in_logs=not dry_run)  # a dry run: only the plan
     with jax.enable_x64(sweep.dtype == "float64"), (

@@ -17,6 +17,15 @@ signals no longer stop it: it completes.
 
 Imports nothing heavy: the command line installs the handlers before it
 imports JAX, so that Ctrl-C during an import is a clean stop too.
+
+`Interrupted` is a BaseException, as KeyboardInterrupt is: code that catches
+Exception (a library's error handling, a one-line error of ours) never turns a
+signal into an error or drops it. `install(once=True, line=...)` is the
+analysis's command line (a stop that is only the removal of its hidden
+directory): only the first signal raises, one escaping to the top (a signal
+during an import) is `line` on stderr and exit 128 + signum, `received` tells
+whether a signal came (even one a library caught and dropped), and
+`exit_on_signal` answers a signal after the work at once, without an exception.
 """
 
 from __future__ import annotations
@@ -35,8 +44,9 @@ HOLDING = "too late to stop: the sweep is writing its last files"
 POLL_SECONDS = 0.25  # `wait`'s slices: how soon the main thread runs a handler at the latest
 
 
-class Interrupted(Exception):
-    """The sweep stopped on SIGINT or SIGTERM; the results directory can be resumed.
+class Interrupted(BaseException):
+    """The sweep (or analysis) stopped on SIGINT or SIGTERM; the results directory can be
+    resumed. A BaseException, as KeyboardInterrupt: `except Exception` does not catch it.
 
     now: raised by a second Ctrl-C without waiting for the chunk being computed and
     written, whose thread may still be running.
@@ -47,15 +57,68 @@ class Interrupted(Exception):
         self.signum, self.now = signum, now
 
 
+_received: int | None = None  # the first signal `install`'s handlers took
+_once = False                 # install(once=True): later signals do not raise
+
+
 def _raise(signum, frame):
+    global _received
     del frame
+    if _once and _received is not None:
+        return  # the first signal's stop is under way: it is not cut short
+    if _received is None:
+        _received = signum
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """SIGINT and SIGTERM raise Interrupted from now on (main thread only)."""
+def install(once: bool = False, line: Callable[[int], str] | None = None) -> None:
+    """SIGINT and SIGTERM raise Interrupted from now on (main thread only).
+
+    once: only the first signal raises; later ones are ignored while it stops.
+    line: an Interrupted that reaches the top of the program uncaught (raised during
+    an import, before any `try` of the command line) prints `line(signum)` on stderr
+    and exits 128 + signum, with no traceback.
+    """
+    global _received, _once
+    _received, _once = None, once
     for sig in SIGNALS:
         signal.signal(sig, _raise)
+    if line is not None:
+        previous = sys.excepthook
+
+        def hook(kind, value, tb):
+            if isinstance(value, Interrupted):
+                _exit(value.signum, line(value.signum))
+            previous(kind, value, tb)
+
+        sys.excepthook = hook
+
+
+def installed() -> bool:
+    """Whether `install`'s handlers take SIGINT now."""
+    return signal.getsignal(signal.SIGINT) is _raise
+
+
+def received() -> int | None:
+    """The first signal that `install`'s handlers took since it was called, even where the
+    Interrupted it raised was caught and dropped on the way; None if none came."""
+    return _received
+
+
+def _exit(signum: int, text: str):
+    """`text` on stderr, then the process ends now with status 128 + signum."""
+    with contextlib.suppress(OSError, ValueError):
+        say(text)
+        sys.stdout.flush()
+    os._exit(128 + signum)
+
+
+def exit_on_signal(line: Callable[[int], str]) -> None:
+    """From now on SIGINT and SIGTERM end the process at once: `line(signum)` on stderr and
+    exit status 128 + signum, without raising (for a command line past its work, where
+    nothing is left to stop cleanly and an exception could only be a traceback)."""
+    for sig in SIGNALS:
+        signal.signal(sig, lambda signum, frame: _exit(signum, line(signum)))
 
 
 def say(text: str) -> None:

@@ -24,8 +24,12 @@ examples/modules.py):
     every entry is one (example, position, unit) pattern whose flips are counted;
   - the output layer: the parameters `readout` (a submodule or a parameter of that name),
     trained only with train_output; every other parameter is trained;
-  - no state besides `params`: no batch statistics, no dropout, no random numbers at
-    apply time (the engine calls `apply` with only the params, and vmaps it);
+  - no state besides `params` and the sown pre-activations: no batch statistics, caches
+    or other collections (`self.variable`, another `self.sow`), no dropout and no random
+    numbers at apply time (`self.make_rng`): the engine calls `apply` with only the
+    params, and vmaps it. `check_modules` refuses a module that has any of these in one
+    line naming config.arch, from an abstract init and apply (jax.eval_shape) of each
+    grid point, before anything is compiled;
   - optional: `lr_multipliers(self) -> ((mu_1, ..., mu_L), mu_out)`, per-layer step-size
     multipliers (mup); `init_params(self, hidden_key, out_key, x) -> params` to draw the
     weights itself (otherwise `init({'params': hidden_key}, x)` draws them).
@@ -49,7 +53,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import itertools
+import re
 
+import flax.errors
 import jax
 import jax.numpy as jnp
 
@@ -186,14 +193,34 @@ class FlaxNetwork:
         return self.layout.conv_inputs[layer - 1]
 
 
-def _protocol_error(what: str) -> config_lib.ConfigError:
-    return config_lib.ConfigError("arch", f"the module does not follow overparam's protocol "
+def _protocol_error(module, what: str) -> config_lib.ConfigError:
+    name = f"{type(module).__module__}:{type(module).__qualname__}"
+    return config_lib.ConfigError("arch", f"{name} does not follow overparam's module protocol "
                                   f"(overparam/networks.py): {what}")
 
 
+_OWN_COLLECTIONS = ("params", "preactivations")  # the only variables a module may have
+
+
+def _check_state(module, collections, when: str) -> None:
+    """ConfigError('arch') if `collections` (the variables' names after init or apply)
+    hold anything but params and the sown pre-activations."""
+    extra = sorted(set(collections) - set(_OWN_COLLECTIONS))
+    if extra:
+        raise _protocol_error(module, f"it keeps state {extra[0]!r} besides params ({when}; "
+                              "no batch statistics, caches or other mutable collections: the "
+                              "engine applies it with its params only)")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def _check(module, d: int, dtype, depth: int) -> _Layout:
-    """The module's layout, from an abstract first call; ConfigError('arch') where it does
-    not follow the protocol."""
+    """The module's layout, from an abstract init and apply (jax.eval_shape: nothing is
+    compiled); ConfigError('arch') where it does not follow the protocol, keeps state or
+    draws random numbers when applied."""
     X = jax.ShapeDtypeStruct((2, d), dtype)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     try:
@@ -201,38 +228,58 @@ def _check(module, d: int, dtype, depth: int) -> _Layout:
     except config_lib.ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's module raises anything
-        raise _protocol_error(f"init fails ({type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
-                              ) from None
-    extra = sorted(set(variables) - {"params", "preactivations"})
-    if extra:
-        raise _protocol_error(f"it keeps state {extra[0]!r} besides params (no batch "
-                              "statistics or other mutable collections)")
+        raise _protocol_error(module, f"init fails ({_first_line(e)})") from None
+    _check_state(module, variables, "after init")
     params, sown = variables["params"], variables.get("preactivations", {})
     names, conv_inputs = [], []
     for layer in range(1, depth + 1):
         scope = params.get(f"layer_{layer}")
         if not isinstance(scope, dict):
-            raise _protocol_error(f"no measured layer 'layer_{layer}' (depth={depth})")
+            raise _protocol_error(module, f"no measured layer 'layer_{layer}' (depth={depth})")
         found = [n for n in ("kernel", "weight") if n in scope]
         if len(found) != 1:
-            raise _protocol_error(f"'layer_{layer}' has no parameter 'kernel' or 'weight'")
+            raise _protocol_error(module, f"'layer_{layer}' has no parameter 'kernel' or "
+                                  "'weight'")
         if f"z_{layer}" not in sown:
-            raise _protocol_error(f"layer {layer}'s pre-activation is not sown as "
+            raise _protocol_error(module, f"layer {layer}'s pre-activation is not sown as "
                                   f"self.sow('preactivations', 'z_{layer}', z)")
         W, z = scope[found[0]], sown[f"z_{layer}"][-1]
         names.append(found[0])
         conv = found[0] == "kernel" and len(W.shape) == 4
         conv_inputs.append((z.shape[1], z.shape[2], W.shape[2]) if conv else None)
     if f"layer_{depth + 1}" in params:
-        raise _protocol_error(f"it has a layer_{depth + 1}: its depth is not depth={depth}")
+        raise _protocol_error(module, f"it has a layer_{depth + 1}: its depth is not "
+                              f"depth={depth}")
     if "readout" not in params:
-        raise _protocol_error("no output layer 'readout'")
-    out = jax.eval_shape(lambda v, x: module.apply({"params": v}, x,
-                                                   mutable=["preactivations"])[0], params, X)
+        raise _protocol_error(module, "no output layer 'readout'")
+    # As the engine applies it (the params only, no rngs), every collection mutable: a
+    # random draw fails, and any state it writes shows.
+    try:
+        out, state = jax.eval_shape(
+            lambda v, x: module.apply({"params": v}, x, mutable=True), params, X)
+    except flax.errors.InvalidRngError as e:
+        rng = re.search(r'needs PRNG for "([^"]*)"', str(e))
+        name = repr(rng.group(1)) if rng else "other than params"
+        raise _protocol_error(module, f"it draws random numbers when applied (rng {name}: "
+                              "dropout, noise, any self.make_rng); the engine applies it "
+                              "with its params only, so it must be deterministic") from None
+    except Exception as e:  # noqa: BLE001 - a user's module raises anything
+        raise _protocol_error(module, f"apply fails ({_first_line(e)})") from None
+    _check_state(module, state, "when applied")
     if out.shape != (2,):
-        raise _protocol_error(f"it returns shape {out.shape} for 2 inputs, not (2,)")
+        raise _protocol_error(module, f"it returns shape {out.shape} for 2 inputs, not (2,)")
     return _Layout(tuple(names), tuple(conv_inputs))
+
+
+def check_modules(sweep: config_lib.Sweep) -> None:
+    """Builds the network of every flax arch of `sweep` at each of its (param, width,
+    depth), abstractly (`_check`: nothing is compiled): ConfigError('arch') for the first
+    module that does not follow the protocol. The networks are cached for training."""
+    with jax.enable_x64(sweep.dtype == "float64"):
+        for arch, param, width, depth in itertools.product(
+                sweep.arch, sweep.param, sweep.widths, sweep.depths):
+            if arch != "mlp":
+                network_of(arch, param, width, depth, sweep.d, sweep.dtype, sweep.precision)
 
 
 def module_class(spec: str):

@@ -184,7 +184,10 @@ def main(argv: list[str]) -> None:
             print(f"its analysis is up to date: {report} (make analyze RESULTS={out} "
                   "redoes it)")
             return
-        fits = analyze.analyze(out)
+        try:  # a signal: the analysis directory is left as it was (overparam.analyze)
+            fits = analyze.analyze(out)
+        except (store.ResultsError, analyze.OutputError, OSError) as e:
+            fail(f"the analysis: {one_line(e)}")
         print(f"\nfitted exponents ({out}/analysis/report.md):")
         print(analyze.format_table(fits))
 

@@ -27,7 +27,7 @@ import pytest
 import overparam
 from overparam import analyze, engine, schema, theory
 from overparam import config as config_lib
-from overparam.analysis import figures, quantities
+from overparam.analysis import figures, outdir, quantities
 from overparam.analysis.quantities import QuantityOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +169,7 @@ def test_analysis_writes_report_tables_and_every_linked_figure(du_analysis):
     per_run = pd.read_parquet(out / "per_run.parquet")
     assert {"run_id", "seed", "width", "quantity", "layer", "value", "status"} <= set(per_run)
     assert "max_radius_rowmax" in report and "| quantity | vs | group |" in report
+    assert outdir.foreign_entry(out) is None  # outdir knows every name an analysis writes
 
 
 def test_fit_matches_a_direct_pandas_computation(du, du_analysis):

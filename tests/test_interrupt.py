@@ -80,6 +80,34 @@ def test_handlers_come_back_and_install_raises_at_once():
             signal.signal(sig, handler)
 
 
+def test_install_once_raises_for_the_first_signal_only_and_remembers_it():
+    """The analysis's mode: a library's `except Exception` does not take the Interrupted,
+    one that catches everything cannot hide that a signal came, and a second signal does
+    not cut the first one's stop short."""
+    before = {sig: signal.getsignal(sig) for sig in interrupt.SIGNALS}
+    try:
+        interrupt.install(once=True)
+        assert interrupt.installed() and interrupt.received() is None
+        with pytest.raises(Interrupted) as e:
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except Exception:  # noqa: BLE001 - what a library's error handling does
+                pass
+        assert e.value.signum == signal.SIGTERM
+        signal.raise_signal(signal.SIGINT)  # while stopping: ignored
+        assert interrupt.received() == signal.SIGTERM
+        interrupt.install(once=True)
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except BaseException:  # noqa: BLE001 - swallowed on the way
+            pass
+        assert interrupt.received() == signal.SIGINT
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert not interrupt.installed()
+
+
 def test_the_default_acknowledgement_is_a_line_on_stderr(capsys):
     with interrupt.deferred():
         signal.raise_signal(signal.SIGINT)

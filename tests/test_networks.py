@@ -303,6 +303,120 @@ def test_a_module_off_the_protocol_is_one_line_naming_arch(module, depth, messag
     assert "\n" not in str(info.value)
 
 
+# Modules on the protocol but for state or randomness, as a user's file (importable by
+# the arch 'stateful_modules:Class', in this process and in a command line's).
+STATEFUL = """
+import flax.linen as nn
+import jax
+
+
+class _Net(nn.Module):
+    width: int
+    depth: int
+    parameterization: str = "standard"
+
+    def hidden(self, x):
+        h = x
+        for layer in range(1, self.depth + 1):
+            z = nn.Dense(self.width, name=f"layer_{layer}")(h)
+            self.sow("preactivations", f"z_{layer}", z)
+            h = nn.relu(z)
+        return h
+
+    def readout(self, h):
+        return nn.Dense(1, name="readout")(h)[:, 0]
+
+
+class Dropout(_Net):
+    @nn.compact
+    def __call__(self, x):
+        return self.readout(nn.Dropout(0.5, deterministic=False)(self.hidden(x)))
+
+
+class Noise(_Net):
+    @nn.compact
+    def __call__(self, x):
+        h = self.hidden(x)
+        return self.readout(h + 0.1 * jax.random.normal(self.make_rng("noise"), h.shape))
+
+
+class BatchNorm(_Net):
+    @nn.compact
+    def __call__(self, x):
+        return self.readout(nn.BatchNorm(use_running_average=False)(self.hidden(x)))
+
+
+class Cache(_Net):
+    @nn.compact
+    def __call__(self, x):
+        calls = self.variable("cache", "calls", lambda: 0)
+        calls.value += 1
+        return self.readout(self.hidden(x))
+
+
+class CacheWhenApplied(_Net):  # no state after init: only applying it shows its cache
+    @nn.compact
+    def __call__(self, x):
+        if not self.is_initializing():
+            self.variable("cache", "calls", lambda: 0).value += 1
+        return self.readout(self.hidden(x))
+
+
+class Intermediates(_Net):
+    @nn.compact
+    def __call__(self, x):
+        h = self.hidden(x)
+        self.sow("intermediates", "h", h)
+        return self.readout(h)
+"""
+
+
+@pytest.fixture
+def stateful(tmp_path, monkeypatch):
+    """The module `stateful_modules` (STATEFUL), importable; yields its folder."""
+    (tmp_path / "stateful_modules.py").write_text(STATEFUL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("stateful_modules", None)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("Dropout", "it draws random numbers when applied (rng 'dropout'"),
+    ("Noise", "it draws random numbers when applied (rng 'noise'"),
+    ("BatchNorm", "it keeps state 'batch_stats' besides params (after init"),
+    ("Cache", "it keeps state 'cache' besides params (after init"),
+    ("CacheWhenApplied", "it keeps state 'cache' besides params (when applied"),
+    ("Intermediates", "it keeps state 'intermediates' besides params (when applied"),
+])
+def test_a_module_with_state_or_randomness_is_one_line_naming_arch(stateful, name, message):
+    import stateful_modules
+
+    module = getattr(stateful_modules, name)(width=4, depth=2)
+    with pytest.raises(config_lib.ConfigError) as info:
+        networks.FlaxNetwork(module, 5, "float32", 2)
+    text = str(info.value)
+    assert text.startswith(f"config.arch: stateful_modules:{name} does not follow"), text
+    assert message in text and "\n" not in text and info.value.field == "arch"
+
+
+def test_a_sweep_of_a_module_with_dropout_is_refused_before_anything_compiles(stateful,
+                                                                              tmp_path):
+    compiled = []
+    listener = lambda event, seconds, **kw: compiled.append(event)
+    sweep = config_lib.validate(dict(name="s", arch=("mlp", "stateful_modules:Dropout"),
+                                     param=("standard",), widths=(4, 8), n=(8,), d=5,
+                                     num_seeds=1, steps=2))
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with pytest.raises(config_lib.ConfigError, match="rng 'dropout'") as info:
+            engine.run_sweep(sweep, tmp_path / "r", show_progress=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert info.value.field == "arch"
+    assert "/jax/core/compile/backend_compile_duration" not in compiled, compiled
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_module_on_the_protocol_is_read_as_it_says():
     net = networks.FlaxNetwork(_Good(width=4, depth=2), 5, "float32", 2)
     weights = net.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), jnp.ones((3, 5)))
@@ -372,6 +486,21 @@ def test_a_resnet_sweep_on_digits_runs_from_the_command_line_and_resumes(tmp_pat
     proc = _cli(tmp_path / "r")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert_same_tables(tmp_path / "ref", tmp_path / "r")
+
+
+def test_the_command_line_refuses_a_module_with_randomness_in_one_line(stateful, tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(stateful), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "overparam.sweep", "--config=sweeps/default.py",
+                           "--progress=false", "--config.arch=stateful_modules:Noise",
+                           "--config.param=standard", "--config.widths=(4,)",
+                           "--config.num_seeds=1", "--config.steps=2",
+                           f"--out={tmp_path / 'r'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: config.arch: stateful_modules:Noise") and "rng 'noise'" in line
+    assert not (tmp_path / "r").exists() and proc.stdout == ""
 
 
 def test_conv_architectures_refuse_what_they_cannot_take():

@@ -17,6 +17,9 @@ own, the tables gain a first column `sweep` (its label: `quantities.sweep_labels
 figures overlay the sweeps, and everything is written into `out`, by default
 path_a/analysis/compare_<label a>_<label b>... (`output_dir`).
 
+Everything is written into a hidden directory that replaces `out` once complete
+(`outdir.building`), report.md last.
+
 Owns the text of the tables and of report.md, the comparison of the convergence rates
 with theory's (`rate_vs_theory`), and the order in which the files are written. Computes
 no quantity, fit or figure itself: it calls `quantities`, `fits` and `figures`, and reads
@@ -35,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from overparam import store, theory
+from overparam.analysis import outdir
 from overparam.analysis.figures import PNG_DPI, write_figures
 from overparam.analysis.fits import bound_fit_table, fit_table, sweeps_fit_table
 from overparam.analysis.quantities import (
@@ -310,13 +314,16 @@ def write_report(path: Path, results: store.Results | Sequence[store.Results],
                  options: QuantityOptions, fit_options: dict, skipped: list[str],
                  rates: pd.DataFrame, censored: pd.DataFrame | None = None,
                  labels: Sequence[str] | None = None,
-                 bound: pd.DataFrame | None = None) -> None:
+                 bound: pd.DataFrame | None = None,
+                 directory: str | os.PathLike | None = None) -> None:
     """report.md: summary, fit table, definitions (of QUANTITIES but the `skipped` ones,
     with `options`), censored runs per width (`censored_counts`), rates
     (`rate_vs_theory`), the test error against Arora et al.'s measure (`bound`:
     `fits.bound_fit_table`), what the figures draw, the figures (links relative to path's
     folder). fit_options: the keyword arguments of `fit_table` (n_boot, level, ci, seed).
-    Several sweeps: `results` a list, `labels` their labels (the tables' SWEEP column)."""
+    Several sweeps: `results` a list, `labels` their labels (the tables' SWEEP column).
+    directory: where the report says it was written (default: path's folder)."""
+    written_to = Path(directory) if directory is not None else path.parent
     several = not isinstance(results, store.Results)
     runs_of = list(results) if several else [results]
     level = round(100 * fit_options["level"])
@@ -327,14 +334,14 @@ def write_report(path: Path, results: store.Results | Sequence[store.Results],
                  "Sweeps, with the labels of the tables' column `sweep` and of the "
                  "figures' legends:", ""]
         lines += [f"- `{lab}`: `{r.path}`. {_summary(r)}" for lab, r in zip(labels, runs_of)]
-        lines += ["", f"Written by `{command}` into `{path.parent}`. Each sweep is fitted "
+        lines += ["", f"Written by `{command}` into `{written_to}`. Each sweep is fitted "
                   "on its own; its groups are the settings that vary within it. Beside this "
                   "report: `fits.csv` (the table below with each group's settings, "
                   "prefactors and standard errors), `per_run.parquet` (the fitted values: "
                   "one row per sweep, run, quantity and layer), `figures/`.", ""]
     else:
         lines = [f"# Scaling analysis of `{results.path}`", "", _summary(results), "",
-                 f"Written by `{command}` into `{path.parent}`. Beside "
+                 f"Written by `{command}` into `{written_to}`. Beside "
                  "this report: `fits.csv` (the table below with each group's settings, "
                  "prefactors and standard errors), `per_run.parquet` (the fitted values: one "
                  "row per run, quantity and layer), `figures/`.", ""]
@@ -468,44 +475,55 @@ def analyze(path: str | os.PathLike | Sequence[str | os.PathLike], *,
     of its finished batches (`finished_runs`); report.md says it is partial, and the
     table's attrs['partial'] lists such sweeps.
 
-    Raises overparam.ResultsError for a missing, foreign or corrupted results directory
-    (before anything is written), ValueError for a directory given twice.
+    `out` is replaced whole (`outdir.building`): the analysis is written into a hidden
+    directory beside it and swapped in once complete, so `out` is at every moment the
+    previous analysis or the new complete one, and an exception or signal leaves it as
+    it was; what a kill left of an earlier analysis of `out` is recovered or removed
+    first. The analyses nested in `out` (comparisons) are kept.
+
+    Raises overparam.ResultsError for a missing, foreign or corrupted results directory,
+    outdir.OutputError for an `out` that holds anything but an analysis or that another
+    analysis is writing (both before anything is written), ValueError for a directory
+    given twice.
     """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise ValueError("analyze: no results directory given")
     check_distinct(paths)
     loaded = [finished_runs(store.load(p, partial=True)) for p in paths]  # before writing
+    store.crash_point("load")
     options = QuantityOptions(loss_threshold, tail_fraction, rate_floor, eos_fraction)
     fit_options = dict(n_boot=n_boot, level=level, ci=ci, seed=seed)
     quantity_options = dataclasses.asdict(options)
-    if len(loaded) == 1:
-        (results,) = loaded
-        labels, sweeps = None, results
-        per_run = per_run_quantities(results, **quantity_options)
-        fits = fit_table(per_run, **fit_options)
-    else:
-        labels = sweep_labels(loaded)
-        sweeps = dict(zip(labels, loaded))
-        per_run = pd.concat([per_run_quantities(r, **quantity_options).assign(**{SWEEP: lab})
-                             for lab, r in sweeps.items()], ignore_index=True)
-        per_run = per_run[[SWEEP, *[c for c in per_run if c != SWEEP]]]
-        fits = sweeps_fit_table(per_run, **fit_options)
+    labels = sweep_labels(loaded) if len(loaded) > 1 else None
     out = output_dir(paths, labels, out)
-    store.write_parquet(per_run, out / "per_run.parquet")
-    store.atomic_write(out / "fits.csv", lambda tmp: fits.to_csv(tmp, index=False))
-    bound = (bound_fit_table(per_run, n_boot=n_boot, level=level, seed=seed)
-             if labels is None else None)
-    if bound is not None and len(bound):
-        store.atomic_write(out / "generalization.csv",
-                           lambda tmp: bound.to_csv(tmp, index=False))
-    figures = (write_figures(out, sweeps, per_run, fits, options=options, n_boot=n_boot,
-                             seed=seed, bound_fits=bound) if plots else {})
-    skipped = [q.name for q in QUANTITIES if q.name not in set(per_run.quantity)]
-    write_report(out / "report.md", loaded if labels else loaded[0], fits, figures,
-                 options=options, fit_options=fit_options, skipped=skipped,
-                 rates=rate_vs_theory(per_run), censored=censored_counts(per_run),
-                 labels=labels, bound=bound)
+    with outdir.building(out) as new:  # swapped in for `out` once complete (outdir)
+        if labels is None:
+            (results,) = loaded
+            sweeps = results
+            per_run = per_run_quantities(results, **quantity_options)
+            fits = fit_table(per_run, **fit_options)
+        else:
+            sweeps = dict(zip(labels, loaded))
+            per_run = pd.concat([per_run_quantities(r, **quantity_options).assign(
+                **{SWEEP: lab}) for lab, r in sweeps.items()], ignore_index=True)
+            per_run = per_run[[SWEEP, *[c for c in per_run if c != SWEEP]]]
+            fits = sweeps_fit_table(per_run, **fit_options)
+        store.crash_point("fit")
+        store.write_parquet(per_run, new / "per_run.parquet")
+        store.atomic_write(new / "fits.csv", lambda tmp: fits.to_csv(tmp, index=False))
+        bound = (bound_fit_table(per_run, n_boot=n_boot, level=level, seed=seed)
+                 if labels is None else None)
+        if bound is not None and len(bound):
+            store.atomic_write(new / "generalization.csv",
+                               lambda tmp: bound.to_csv(tmp, index=False))
+        figures = (write_figures(new, sweeps, per_run, fits, options=options, n_boot=n_boot,
+                                 seed=seed, bound_fits=bound) if plots else {})
+        skipped = [q.name for q in QUANTITIES if q.name not in set(per_run.quantity)]
+        write_report(new / outdir.COMPLETE, loaded if labels else loaded[0], fits, figures,
+                     options=options, fit_options=fit_options, skipped=skipped,
+                     rates=rate_vs_theory(per_run), censored=censored_counts(per_run),
+                     labels=labels, bound=bound, directory=out)  # last: marks it complete
     fits.attrs["out"] = str(out)
     fits.attrs["partial"] = [str(r.path) for r in loaded if r.partial]
     return fits
