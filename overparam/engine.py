@@ -67,7 +67,7 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     t0 = time.perf_counter()
     out = Path(out)
     programs.check_backend(device)
-    plan_lib.check_resources(sweep)
+    plan_lib.check_resources(sweep, out)  # memory, and the disk under out
     progress = progress_lib.Progress(enabled=show_progress and multihost.is_leader(),
                                      in_logs=not dry_run)  # a dry run: only the plan
     with jax.enable_x64(sweep.dtype == "float64"), (
