@@ -261,10 +261,10 @@ class Footprint:
     networks: the grid's size. host: the host memory the sweep's arrays take at their
     peak, by item (their sum bounds the peak, as if every item were alive at once).
     device: the device memory of one network, the largest of the grid, in a batch of
-    its own (`bytes_per_network` and PROGRAM_BYTES). disk: the bytes written into --out, by item,
-    the transient copies of an atomic replacement included. rows: the rows of steps/
-    and layers/. last_step: the step the training runs through (chunks are equal, so a
-    sweep's last chunk can go past `steps`; those records are dropped).
+    its own (`bytes_per_network` and PROGRAM_BYTES). disk: the bytes written into --out,
+    by item, the transient copies of an atomic replacement included. rows: the rows of
+    steps/ and layers/. last_step: the step the training runs through (chunks are
+    equal, so a sweep's last chunk can go past `steps`; those records are dropped).
     """
 
     networks: int
@@ -293,7 +293,7 @@ def _largest(sweep: config_lib.Sweep, arch: str, chunk_records: int, *, width: i
 def _batches(sweep: config_lib.Sweep, chunk_records: int, inputs: int, *, budget: int,
              devices: int, cache_bytes: int) -> list[tuple[int, train.Static]]:
     """(the most networks a batch can hold, the largest network) of each (arch, width,
-    depth) of the grid.
+    depth) of the grid. inputs: the least bytes of a network's training and test points.
 
     A batch fits the plan's budget on each device by XLA's measure, which counts at
     least each network's state and initial weights, inputs and records (the chunk
@@ -357,7 +357,8 @@ def footprint(sweep: config_lib.Sweep, *, device_bytes: int, workers: int, devic
                                  for arch in sweep.arch)
     inputs = (big * (d + 1) + (n * n if sweep.gram_every else 0)) * itemsize
     budget = int(sweep.memory_budget_mb * 2**20) or int(DEVICE_MEMORY_SHARE * device_bytes)
-    batches = _batches(sweep, chunk_records, inputs, budget=budget, devices=devices,
+    least = min(k for k, _ in sets) * (d + 1) * itemsize  # the smallest set's points
+    batches = _batches(sweep, chunk_records, least, budget=budget, devices=devices,
                        cache_bytes=cache_bytes)
     state = max(b * state_bytes(s) for b, s in batches)
     chunk = max(b * chunk_records * (1 + s.depth) for b, s in batches)  # rows of a chunk
