@@ -78,7 +78,11 @@ def _number(low: float = -math.inf, high: float = math.inf, *, open_low: bool = 
     def check(field: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(field, f"must be a number, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise ConfigError(field, f"must be a finite number, got an integer of "
+                              f"{len(str(abs(value)))} digits") from None
         bad_low = value <= low if open_low else value < low
         if not math.isfinite(value) or bad_low or value > high:
             lo = "(" if open_low else "["
@@ -170,13 +174,43 @@ def task_pool(task: str) -> int:
 # ---------------------------------------------------------------- the fields
 
 
+@dataclasses.dataclass(frozen=True)
+class UsedWhen:
+    """Where a field is used: `applies` (the resolved fields -> bool) says whether the sweep
+    reads it; `what` says where, in words; `on`: the fields `applies` looks at (a refusal
+    shows their values). A field set away from its default where it is not used is refused
+    (`_check_used`): it would change nothing but the manifest."""
+
+    what: str
+    on: tuple[str, ...]
+    applies: Callable[[dict[str, Any]], bool]
+
+
 def _field(default: Any, check: Check, doc: str, *, swept: bool = False,
-           identity: bool = True) -> Any:
+           identity: bool = True, used_when: UsedWhen | None = None) -> Any:
     """A field of `Sweep`: its default, the check of its value (of each element, if
-    swept), a one-line doc, whether it is swept (a tuple: one network per element) and
-    whether it is part of a run's identity (its run_id)."""
+    swept), a one-line doc, whether it is swept (a tuple: one network per element),
+    whether it is part of a run's identity (its run_id) and where it is used (None:
+    always)."""
     return dataclasses.field(default=default, metadata=dict(check=check, doc=doc, swept=swept,
-                                                            identity=identity))
+                                                            identity=identity,
+                                                            used_when=used_when))
+
+
+# Where the fields that not every sweep reads are used (the fields' used_when).
+DIGITS_ONLY = UsedWhen("dataset 'digits'", ("dataset",), lambda s: s["dataset"] == "digits")
+ZOU_ONLY = UsedWhen("dataset 'zou'", ("dataset",), lambda s: s["dataset"] == "zou")
+SEPARABLE = UsedWhen("+-1 labels ('random_sign' or 'teacher') on a synthetic dataset",
+                     ("dataset", "labels"),
+                     lambda s: s["dataset"] != "digits" and s["labels"] in SIGN_LABELS)
+TEACHER_ONLY = UsedWhen("labels 'teacher' or 'teacher_regression'", ("labels",),
+                        lambda s: s["labels"].startswith("teacher"))
+SGD_ONLY = UsedWhen("optimizer 'sgd'", ("optimizer",), lambda s: "sgd" in s["optimizer"])
+REAL_TARGETS = UsedWhen("real-valued targets (labels 'gaussian' or 'teacher_regression', or "
+                        "digits_task 'value')", ("labels", "digits_task"),
+                        lambda s: not _sign_labels(s["labels"], s["digits_task"]))
+SHARPNESS_ON = UsedWhen("sharpness_every > 0", ("sharpness_every",),
+                        lambda s: s["sharpness_every"] > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,14 +237,18 @@ class Sweep:
     digits_task: tuple[str, ...] = _field(("0v1",), _digits_task,
                                           "digits' labels: 'aVb' (+1 for digit a, -1 for b), "
                                           "'even_odd' (+1 even), 'value' (the digit, "
-                                          "standardized: regression)", swept=True)
+                                          "standardized: regression)", swept=True,
+                                          used_when=DIGITS_ONLY)
     n_test: int = _field(-1, _integer(low=-1), "held-out test points per training set, drawn "
                          "with it (-1: the rest of a digits task, at most 1,000, and n for the "
                          "synthetic sets; 0: none)", identity=False)
     phi: float = _field(0.0, _number(0.0, 2.0),
-                        "distance >= phi between points of different classes (0: any)")
-    mu: float = _field(0.5, _number(0.0, 1.0), "last coordinate of the zou dataset's points")
-    teacher_width: int = _field(16, _integer(), "hidden width of the labels' teacher")
+                        "distance >= phi between points of different classes (0: any)",
+                        used_when=SEPARABLE)
+    mu: float = _field(0.5, _number(0.0, 1.0), "last coordinate of the zou dataset's points",
+                       used_when=ZOU_ONLY)
+    teacher_width: int = _field(16, _integer(), "hidden width of the labels' teacher",
+                                  used_when=TEACHER_ONLY)
     loss: tuple[str, ...] = _field(("squared",), _one_of(LOSSES),
                                    "squared, hinge, squared_hinge, exponential or logistic",
                                    swept=True)
@@ -228,7 +266,7 @@ class Sweep:
                              "constant, or inverse_width: the step size is lr / width "
                              "(width-stable for zou and standard)")
     batch_size: tuple[int, ...] = _field((16,), _integer(), "SGD batch size (GD: n)",
-                                         swept=True)
+                                         swept=True, used_when=SGD_ONLY)
     arch: tuple[str, ...] = _field(("mlp",), _arch,
                                    "the network: mlp (overparam/model.py), cnn or resnet "
                                    "(overparam/modules.py), or a flax module 'pkg.mod:Class' "
@@ -260,7 +298,7 @@ class Sweep:
     regression_tol: float = _field(1e-2, _number(0.0, open_low=True),
                                    "a real-valued target counts as an error when its residual "
                                    "exceeds this",
-                                   identity=False)
+                                   identity=False, used_when=REAL_TARGETS)
     memory_budget_mb: float = _field(0.0, _number(0.0),
                                      "device memory per compiled program in MiB (0: 60% of the "
                                      "accelerator's free memory, 30% of RAM on the CPU)",
@@ -275,7 +313,8 @@ class Sweep:
     sharpness_every: int = _field(0, _integer(low=0), "the loss Hessian's top eigenvalue every "
                                   "this many steps (0: off)", identity=False)
     sharpness_iters: int = _field(20, _integer(), "Lanczos iterations (Hessian-vector "
-                                  "products) of each sharpness", identity=False)
+                                  "products) of each sharpness", identity=False,
+                                  used_when=SHARPNESS_ON)
 
     @property
     def sign_labels(self) -> bool:
@@ -424,7 +463,19 @@ def _resolve_automatic(s: dict[str, Any]) -> None:
 SEED_LIMIT = 2**32  # seeds are uint32 (train.Hyper)
 
 
+def _check_used(s: dict[str, Any]) -> None:
+    """Refuses a field set away from its default where the sweep does not use it (its
+    `used_when`): digits_task without digits, batch_size without sgd, ..."""
+    for f in FIELDS:
+        used = f.metadata["used_when"]
+        if used and s[f.name] != f.default and not used.applies(s):
+            got = ", ".join(f"{k}={s[k]!r}" for k in used.on)
+            raise ConfigError(f.name, f"is used only with {used.what}, got {got}; leave it at "
+                              f"its default {f.default!r}")
+
+
 def _check_consistency(s: dict[str, Any]) -> None:
+    _check_used(s)
     if s["seed"] + s["num_seeds"] > SEED_LIMIT:
         field = "seed" if s["seed"] >= SEED_LIMIT else "num_seeds"
         raise ConfigError(field, f"seeds run from seed={s['seed']} to seed + num_seeds - 1 = "
@@ -442,9 +493,6 @@ def _check_consistency(s: dict[str, Any]) -> None:
                               f"{s['record_every']} (or 0), got {s[every]}")
     if s["dataset"] == "zou" and s["mu"] >= 1.0:
         raise ConfigError("mu", "must be < 1 for dataset 'zou' (points need a free direction)")
-    if s["phi"] > 0 and s["labels"] not in SIGN_LABELS:
-        raise ConfigError("phi", "a class separation needs +-1 labels (labels 'random_sign' "
-                          f"or 'teacher'), got labels={s['labels']!r}")
     _check_digits(s)
     _check_archs(s)
     for loss in s["loss"]:
@@ -473,15 +521,9 @@ def _check_digits(s: dict[str, Any]) -> None:
         if s["labels"] == "task":
             raise ConfigError("labels", "'task' labels are digits_task's: they need dataset "
                               f"'digits', got dataset={s['dataset']!r}")
-        if len(tasks) > 1:
-            raise ConfigError("digits_task", f"applies to dataset 'digits' only, got "
-                              f"{len(tasks)} tasks with dataset={s['dataset']!r}")
         return
     if s["d"] != DIGITS_D:
         raise ConfigError("d", f"dataset 'digits' has d={DIGITS_D} (8x8 images), got {s['d']}")
-    if s["phi"] > 0:
-        raise ConfigError("phi", "a class separation is drawn for the synthetic datasets; "
-                          "dataset 'digits' takes its images as they are (phi=0)")
     if "value" in tasks and len(tasks) > 1 and s["labels"] == "task":
         raise ConfigError("digits_task", "'value' (regression) cannot be swept with the "
                           f"classification tasks {tuple(t for t in tasks if t != 'value')}")

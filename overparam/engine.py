@@ -76,8 +76,7 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     t0 = time.perf_counter()
     out = Path(out)
     programs.check_backend(device)
-    plan_lib.check_resources(sweep)
-    networks.check_modules(sweep)  # a flax module off the protocol: refused before compiling
+    plan_lib.check_resources(sweep, out)  # memory, and the disk under out
     networks.check_modules(sweep)  # a flax module off the protocol: refused before compiling
     progress = progress_lib.Progress(enabled=show_progress and multihost.is_leader(),
                                      in_logs=not dry_run)  # a dry run: only the plan

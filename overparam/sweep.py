@@ -7,9 +7,11 @@ Flags: --config (an ml_collections config file, fields overridable with
 (cpu|gpu|tpu: fail unless JAX runs on it), --progress, --overwrite, --dry_run,
 --multihost (with --coordinator_address, --num_processes, --process_id where
 the cluster is not detected: one process of a multi-process sweep).
-Bad input exits 2 with one line on stderr and writes nothing; so does a
-second sweep on an --out that a running one holds, and a fault during a run
-(a full disk), which leaves the sweep resumable. Re-running the same command
+A flag given twice, an argument that is not a flag and an empty --out are
+refused, never merged or ignored. Bad input exits 2 with one line on stderr
+and writes nothing; so does a second sweep on an --out that a running one
+holds, and a fault during a run (a full disk), which leaves the sweep
+resumable. Re-running the same command
 after a crash or an interrupt resumes the sweep; on a finished sweep it
 verifies the files and does nothing. SIGINT/SIGTERM stop cleanly (at the next
 chunk boundary once training has started, which the first Ctrl-C says at once)
@@ -69,8 +71,36 @@ def _overridden_fields(argv: list[str]) -> list[str]:
             for a in argv if a.startswith("--config.")]
 
 
+def _flag_name(arg: str) -> str | None:
+    """The flag a command-line argument sets (--noprogress: progress, -v: verbosity,
+    --config.widths=...: config.widths), or None for a value or an unknown name (which
+    absl refuses)."""
+    if not arg.startswith("-") or arg in ("-", "--"):
+        return None
+    name = arg.lstrip("-").split("=", 1)[0]
+    if name.startswith("config."):
+        return name
+    if name in flags.FLAGS:
+        return flags.FLAGS[name].name
+    if name.startswith("no") and name[2:] in flags.FLAGS and flags.FLAGS[name[2:]].boolean:
+        return flags.FLAGS[name[2:]].name
+    return None
+
+
+def _refuse_repeated(argv: list[str]) -> None:
+    """A flag given twice is refused, not merged: absl keeps the last value of a flag but
+    ml_collections appends a repeated tuple override to the first (--config.widths=(16,)
+    --config.widths=(32,64) trained 16, 32 and 64)."""
+    names = [_flag_name(a) for a in argv[1:argv.index("--") if "--" in argv else len(argv)]]
+    for name in names:
+        if name is not None and names.count(name) > 1:
+            fail(f"--{name}: given {names.count(name)} times; give each flag once")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with one-line errors instead of tracebacks."""
+    """absl flag parsing with one-line errors instead of tracebacks. Refused: a repeated
+    flag, an argument that is not a flag, an empty --out."""
+    _refuse_repeated(argv)
     fields = _overridden_fields(argv)
     for field in fields:
         if field not in config_lib.DEFAULTS:
@@ -94,6 +124,11 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"config.{missing[0]}: {path} does not define this field, so it cannot be "
                  "overridden; start the file from overparam.config.default_config()")
         fail(f"--config={paths[-1]}: {_reason(e)}")
+    if len(rest) > 1:
+        fail(f"unexpected argument {rest[1]!r}; give flags as --name=value, e.g. "
+             "--config.widths='(64,256)'")
+    if _OUT.value is not None and not _OUT.value.strip():
+        fail("--out: empty; give a directory, or leave --out out for results/<config.name>")
     if not hasattr(_CONFIG.value, "items"):
         fail(f"--config={paths[-1]}: get_config() returned {type(_CONFIG.value).__name__}, "
              "not a ConfigDict")

@@ -33,7 +33,6 @@ def get_config(arg=None):
     c.reduction = "sum"
     c.optimizer = ("gd",)
     c.lr = (0.1,)
-    c.batch_size = (64,)
     c.param = ("du",)
     c.train_output = False
     c.steps = 200

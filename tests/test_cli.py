@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 
 import overparam
+from overparam import config as config_lib
+from overparam import plan as plan_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,6 +171,29 @@ def test_du_sweep_leaves_no_temp_files(du_results):
     assert str(out) in proc.stdout
 
 
+@pytest.mark.parametrize("results", ["du_results", "zou_results"])
+def test_a_sweep_writes_the_rows_its_footprint_counts_within_its_bytes(request, results):
+    """plan.footprint, the bound check_resources holds a sweep to: exactly the rows of
+    steps/ and layers/, and no more bytes per table than it allows for their rows and
+    files, nor in all."""
+    found = request.getfixturevalue(results)
+    out = found.path if isinstance(found, overparam.Results) else found[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    sweep = config_lib.validate(manifest["config"])
+    fp = plan_lib.footprint(sweep, device_bytes=2**34, workers=2)
+    for table, raw in (("steps", plan_lib.steps_row_bytes(sweep.dtype)),
+                       ("layers", plan_lib.layers_row_bytes(sweep.dtype)),
+                       ("datasets", plan_lib.dataset_row_bytes(sweep.d, sweep.dtype))):
+        entries = {k: v for k, v in manifest["files"].items() if k.startswith(f"{table}/")}
+        rows = sum(e["rows"] for e in entries.values())
+        if table != "datasets":
+            assert rows == fp.rows[table]
+        written = sum((out / k).stat().st_size for k in entries)
+        assert written <= rows * raw * plan_lib.DISK_SLACK + len(entries) * plan_lib.PART_BYTES
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert total <= sum(fp.disk.values())
+
+
 # ------------------------------------------------------------------ deep zou classification
 
 ZOU_STEPS = 2
@@ -266,6 +291,21 @@ BAD = [
                  id="variant-typo"),
     pytest.param([*SMALL, "--compilation_cache=sweeps/default.py"], "--compilation_cache",
                  False, id="cache-is-a-file"),
+    # Nothing typed is dropped or merged: a repeated flag, a stray argument, an unused field.
+    pytest.param([*SMALL, "--config.depths=(1,)", "--config.depths=(2,3)"],
+                 "--config.depths: given 2 times", False, id="repeated-override"),
+    pytest.param([*SMALL, "--progress", "--noprogress"], "--progress: given 3 times", False,
+                 id="repeated-boolean"),
+    pytest.param(["--config=sweeps/default.py", *SMALL, "--config=sweeps/du2018.py"],
+                 "--config: given 2 times", False, id="repeated-config"),
+    pytest.param([*SMALL, "stray"], "unexpected argument 'stray'", False, id="positional"),
+    pytest.param([*SMALL, "--config.digits_task=3v5"], "config.digits_task: is used only with "
+                 "dataset 'digits'", False, id="digits-task-on-the-sphere"),
+    pytest.param([*SMALL, "--config.batch_size=(4,)"], "config.batch_size: is used only with "
+                 "optimizer 'sgd'", False, id="batch-size-without-sgd"),
+    # Sizes: refused before anything is allocated (tests below: the memory the refusal took).
+    pytest.param([*SMALL, "--config.steps=1000000000000"], "config.steps", False,
+                 id="steps-past-the-step-counter"),
 ]
 
 
@@ -322,6 +362,76 @@ def test_out_under_a_regular_file_is_one_line_and_nothing_is_written(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert last.startswith("error: --out:") and "taken" in last and "Not a directory" in last
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_an_empty_out_is_refused_not_replaced_by_the_default(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "overparam.sweep",
+                           f"--config={ROOT / 'sweeps' / 'default.py'}", *SMALL, "--out="],
+                          cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == "error: --out: empty; give a directory, or leave --out out " \
+        "for results/<config.name>"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module, args", [
+    ("overparam.sweep", [*SMALL, "--dry_run"]),
+    ("overparam.analyze", ["--results=results/default"]),
+])
+def test_a_positional_argument_is_refused_by_both_command_lines(tmp_path, module, args):
+    proc = subprocess.run([sys.executable, "-m", module, *args, "results/other"], cwd=ROOT,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected argument 'results/other'")
+
+
+def _peak_rss_of(command: list[str]) -> tuple[int, str, int]:
+    """(exit status, stderr, the child's peak resident memory in bytes) of a command."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+    return child.returncode, stderr, usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize("args, field", [
+    pytest.param(["--config.n_test=1000000000"], "n_test", id="n-test-1e9"),  # was 119 GiB
+    pytest.param(["--config.n_test=100000000"], "n_test", id="n-test-1e8"),   # was 6.7 GB+
+    pytest.param(["--config.steps=100000000"], "steps", id="steps-1e8"),  # wrote parts forever
+    pytest.param(["--config.widths=(8,)", "--config.steps=1000000"], "steps",
+                 id="rows-beyond-the-disk"),
+])
+def test_huge_sizes_are_refused_before_anything_is_allocated(tmp_path, args, field):
+    """One line naming the field, exit 2, nothing written, and no more memory than the
+    interpreter and JAX take (the sizes were allocated before, or written part by part).
+    The disk case is the free space of --out's file system, here a fake of 1 GiB."""
+    out = tmp_path / "r"
+    rc, stderr, peak = _peak_rss_of(
+        [sys.executable, "-c", _WITH_A_SMALL_DISK, "--config=sweeps/default.py", *args,
+         f"--out={out}", "--progress=false"])
+    lines = stderr.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"error: config.{field}: "), \
+        stderr[-2000:]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert peak < 1.5 * 2**30, peak
+
+
+# The sweep's command line with --out's file system 1 GiB free (shutil.disk_usage faked).
+_WITH_A_SMALL_DISK = """
+import collections, shutil, sys
+from overparam import interrupt
+interrupt.install()
+Usage = collections.namedtuple("Usage", "total used free")
+shutil.disk_usage = lambda path: Usage(2**31, 2**30, 2**30)
+from overparam import sweep
+sys.argv[0] = "overparam.sweep"
+sweep.run()
+"""
 
 
 def test_lr_may_mix_numbers_and_theory(tmp_path):

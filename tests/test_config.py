@@ -105,6 +105,8 @@ BAD = [
     (dict(name="a/b"), "name"),
     (dict(train_output="yes"), "train_output"),
     (dict(momentum=1.5), "momentum"),
+    (dict(lr=10**400), "lr"),  # beyond any float: refused, not an OverflowError
+    (dict(output_scale=(-(10**400),)), "output_scale"),
 ]
 
 
@@ -118,6 +120,46 @@ def test_bad_config_raises_one_line_naming_field(overrides, field):
     assert message.startswith(f"config.{field}:"), message
     assert info.value.field == field
     assert len(message) > len(f"config.{field}: ")
+
+
+# Each field that not every sweep uses: a value off its default, settings that use it and
+# settings that do not (a field given a used_when must be listed here).
+UNUSED = {
+    "digits_task": ("3v5", dict(dataset="digits", d=64), dict(dataset="sphere")),
+    "phi": (0.2, dict(labels="random_sign"), dict(labels="gaussian")),
+    "mu": (0.3, dict(dataset="zou"), dict(dataset="sphere")),
+    "teacher_width": (8, dict(labels="teacher_regression"), dict(labels="gaussian")),
+    "batch_size": ((4,), dict(optimizer=("gd", "sgd")), dict(optimizer=("gd",))),
+    "regression_tol": (0.1, dict(labels="teacher_regression"), dict(labels="random_sign")),
+    "sharpness_iters": (10, dict(sharpness_every=1), dict(sharpness_every=0)),
+}
+
+
+def test_every_field_with_a_condition_of_use_is_covered():
+    assert set(UNUSED) == {f.name for f in config_lib.FIELDS if f.metadata["used_when"]}
+
+
+@pytest.mark.parametrize("field", list(UNUSED))
+def test_a_field_the_sweep_does_not_use_is_refused_off_its_default(field):
+    value, used, unused = UNUSED[field]
+    assert getattr(validate({**SMALL, **used, field: value}), field) == _swept(field, value)
+    validate({**SMALL, **unused, field: DEFAULTS[field]})  # at its default: accepted anywhere
+    with pytest.raises(ConfigError) as info:
+        validate({**SMALL, **unused, field: value})
+    message = str(info.value)
+    assert info.value.field == field and "\n" not in message, message
+    assert message.startswith(f"config.{field}: is used only with "), message
+    assert f"{next(iter(unused))}=" in message  # the setting that leaves it unused
+
+
+def _swept(field, value):
+    return tuple(value) if field in config_lib.SWEPT and isinstance(value, tuple) else (
+        (value,) if field in config_lib.SWEPT else value)
+
+
+def test_phi_is_refused_on_digits_whatever_the_labels():
+    with pytest.raises(ConfigError, match="^config.phi: is used only with"):
+        validate(dict(dataset="digits", labels="random_sign", phi=0.2))
 
 
 def test_config_error_is_value_error():
@@ -146,6 +188,8 @@ def valid_sweeps(draw):
     optimizer = draw(st.sampled_from([("gd",), ("sgd",), ("gd", "sgd")]))
     batch_size = draw(st.lists(st.integers(1, min(n)), min_size=1, max_size=3,
                                unique=True).map(tuple))
+    if "sgd" not in optimizer:  # used only by sgd: refused elsewhere off its default
+        batch_size = DEFAULTS["batch_size"]
     steps = draw(st.integers(1, 20))
     record_every = draw(st.sampled_from([r for r in range(1, steps + 1) if steps % r == 0]))
     return dict(

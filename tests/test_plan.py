@@ -375,6 +375,23 @@ BUDGETS = {
 
 
 @pytest.mark.parametrize("case", list(BUDGETS))
+def test_the_device_capacity_is_the_allocators_cap_never_the_ram(monkeypatch, case):
+    """check_resources's bound on one network: the cap where the device tells one, what it
+    can still give where it tells none; above the budget, and never the host's RAM."""
+    device, budget = BUDGETS[case]
+    _on(monkeypatch, device)
+    stats = device.stats or {}
+    cap = stats.get("bytes_limit") or stats.get("bytes_reservable_limit") or 78 * GIB
+    assert plan_lib.device_capacity() == cap >= budget
+
+
+def test_an_accelerator_that_tells_no_capacity_is_an_error_naming_the_budget(monkeypatch):
+    _on(monkeypatch, _Device("tpu", {}))
+    with pytest.raises(config_lib.ConfigError, match="memory_budget_mb"):
+        plan_lib.device_capacity()
+
+
+@pytest.mark.parametrize("case", list(BUDGETS))
 def test_the_budget_is_a_share_of_what_the_device_can_still_give(monkeypatch, case):
     """And the plan fits it: the fewest equal batches of the networks it holds."""
     device, budget = BUDGETS[case]
@@ -460,3 +477,205 @@ def test_on_a_gpu_no_batch_is_compiled_before_an_estimate_or_measurement_says_it
     cpu = _Linear(0, per_net)
     plan_lib.make_plan(sweep, measure=cpu, compiling_allocates=False)
     assert cpu.asked[0] == 200
+
+
+# ------------------------------------------------------------------ resources
+
+# A machine, injected: check_resources then reads nothing of this one.
+MACHINE = dict(device_bytes=8 * 2**30, host_bytes=16 * 2**30, disk_bytes=2**30, workers=4,
+               devices=1, processes=1, cache_bytes=0)
+AT = {k: v for k, v in MACHINE.items() if k not in ("host_bytes", "disk_bytes")}
+
+
+def test_the_numeric_fields_are_every_field_of_numbers():
+    assert set(plan_lib.numeric_fields()) == {
+        "widths", "depths", "num_seeds", "seed", "n", "d", "n_test", "phi", "mu",
+        "teacher_width", "lr", "batch_size", "output_scale", "momentum", "steps",
+        "record_every", "chunk_steps", "power_tol", "power_max_iters", "regression_tol",
+        "memory_budget_mb", "checkpoint_seconds", "gram_every", "sharpness_every",
+        "sharpness_iters"}
+
+
+_ints = st.one_of(st.integers(-2, 70), st.integers(1, 130).map(lambda e: 3**e // 2**e),
+                  st.integers(1, 400).map(lambda k: 10**k))
+_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from([0.0, 1e-300, 0.5, 2.0, 1e300]))
+_scalars = st.one_of(_ints, _floats)
+
+
+@st.composite
+def _numeric_overrides(draw):
+    """A sweep in which every numeric field is used (zou's points, a teacher's labels, GD and
+    SGD, sharpness on or off), with one to three numeric fields set to any number."""
+    base = dict(widths=(8,), depths=(1,), num_seeds=2, n=(8,), d=4, steps=4, chunk_steps=4,
+                dataset="zou", labels=draw(st.sampled_from(["teacher", "teacher_regression"])),
+                optimizer=("gd", "sgd"), batch_size=(4,), param=("ntk",),
+                loss=("squared",), sharpness_every=draw(st.sampled_from([0, 1])))
+    fields = draw(st.lists(st.sampled_from(plan_lib.numeric_fields()), min_size=1, max_size=3,
+                           unique=True))
+    for field in fields:
+        one = draw(_scalars)
+        if field in config_lib.SWEPT:
+            one = draw(st.one_of(st.just(one), st.lists(_scalars, min_size=1, max_size=2,
+                                                        unique=True).map(tuple)))
+        base[field] = one
+    return base
+
+
+_machines = st.fixed_dictionaries(dict(
+    device_bytes=st.integers(20, 42).map(lambda e: 2**e),
+    host_bytes=st.integers(28, 42).map(lambda e: 2**e),
+    disk_bytes=st.integers(20, 46).map(lambda e: 2**e),
+    workers=st.integers(1, 64), devices=st.sampled_from([1, 2, 8]),
+    processes=st.sampled_from([1, 4]), cache_bytes=st.sampled_from([0, 4 * 2**20])))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cfg=_numeric_overrides(), machine=_machines)
+def test_any_number_is_refused_in_one_line_or_the_sweep_fits_the_stated_bound(cfg, machine):
+    """validate and check_resources (arithmetic: no training, nothing allocated) on any
+    value of the numeric fields, on any machine: either a one-line ConfigError naming a
+    field (never another exception), or the sweep's footprint fits the machine as
+    check_resources' docstring states."""
+    try:
+        sweep = config_lib.validate(cfg)
+        plan_lib.check_resources(sweep, **machine)
+    except config_lib.ConfigError as e:
+        message = str(e)
+        assert "\n" not in message and e.field in config_lib.DEFAULTS, message
+        assert message.startswith(f"config.{e.field}: "), message
+        return
+    fp = plan_lib.footprint(sweep, **{k: v for k, v in machine.items()
+                                      if k not in ("host_bytes", "disk_bytes")})
+    assert fp.networks <= plan_lib.MAX_NETWORKS
+    assert fp.last_step <= plan_lib.STEP_LIMIT
+    assert sweep.memory_budget_mb * 2**20 <= machine["device_bytes"]
+    assert fp.device <= machine["device_bytes"]
+    assert sum(fp.host.values()) <= plan_lib.HOST_SHARE * machine["host_bytes"]
+    assert sum(fp.disk.values()) <= machine["disk_bytes"]
+
+
+@st.composite
+def _small_sweeps(draw):
+    n = draw(st.lists(st.integers(2, 12), min_size=1, max_size=2, unique=True).map(tuple))
+    steps = draw(st.integers(1, 30))
+    labels = draw(st.sampled_from(["gaussian", "random_sign", "teacher"]))
+    return dict(widths=draw(st.lists(st.integers(1, 16), min_size=1, max_size=2,
+                                     unique=True).map(tuple)),
+                depths=draw(st.lists(st.integers(1, 3), min_size=1, max_size=2,
+                                     unique=True).map(tuple)),
+                num_seeds=draw(st.integers(1, 3)), n=n, d=draw(st.integers(2, 6)),
+                n_test=draw(st.integers(-1, 9)), labels=labels,
+                loss=("squared", "hinge") if labels != "gaussian" else ("squared",),
+                optimizer=("gd", "sgd"), batch_size=(min(n),), steps=steps,
+                record_every=draw(st.sampled_from([r for r in (1, 2, 3) if steps % r == 0])),
+                chunk_steps=draw(st.integers(1, 12)),
+                dtype=draw(st.sampled_from(["float32", "float64"])))
+
+
+@settings(max_examples=25, deadline=None)
+@given(cfg=_small_sweeps())
+def test_the_footprint_counts_the_grid_its_rows_and_its_data_as_the_engine_builds_them(cfg):
+    """Against the slow references: the runs `expand` gives, the records of each, the
+    chunks of a real plan, and the training and test sets `prepare` draws."""
+    from overparam import prepare
+
+    sweep = config_lib.validate(cfg)
+    fp = plan_lib.footprint(sweep, **AT)
+    runs = config_lib.expand(sweep)
+    records = sweep.steps // sweep.record_every + 1
+    assert fp.networks == len(runs)
+    assert fp.rows == {"steps": len(runs) * records,
+                       "layers": sum(r.depth for r in runs) * records}
+    plan = plan_lib.make_plan(sweep, runs, budget_mb=1)
+    assert fp.last_step == plan.num_chunks * plan.steps_per_chunk >= sweep.steps
+    datasets, _ = prepare.make_datasets(sweep)
+    kept = sum(a.nbytes for ds in datasets.values() for a in (ds.X, ds.y, ds.X_test, ds.y_test))
+    assert kept <= fp.host["training and test sets"]
+    assert plan.num_chunks * len(plan.batches) * 2 + len(datasets) + 1 <= (
+        fp.host["the manifest"] // plan_lib.HOST_FILE_ENTRY)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(arch="mlp", param="du", depth=1),
+    dict(arch="mlp", param="ntk", depth=3, momentum=0.9, sharpness_every=1, train_output=True),
+    dict(arch="cnn", depth=2, dtype="float64"),
+    dict(arch="resnet", depth=3, momentum=0.5, sharpness_every=1, train_output=True),
+])
+def test_state_bytes_bound_the_checkpointed_state(overrides):
+    """The arrays `checkpoint.save` writes for one network (their shapes from
+    jax.eval_shape of the init: nothing computed) fit `state_bytes`."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from overparam import checkpoint, train
+
+    static = train.Static(**{**dict(width=8, n=6, d=16, batch_size=6, loss="squared",
+                                    optimizer="gd", param="ntk"), **overrides})
+    dtype = jnp.float64 if static.dtype == "float64" else jnp.float32
+    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
+                        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
+    with jax.enable_x64(static.dtype == "float64"):
+        state = jax.eval_shape(functools.partial(train.init_single, static), hyper,
+                               jax.ShapeDtypeStruct((static.n, static.d), dtype))
+    leaves = jax.tree_util.tree_leaves(checkpoint.trained_part(state))
+    real = sum(math.prod(a.shape) * a.dtype.itemsize for a in leaves)
+    assert real <= plan_lib.state_bytes(static) <= 1.1 * real + 64
+
+
+@pytest.mark.parametrize("overrides, field, kind", [
+    (dict(n_test=10**9), "n_test", "device memory"),
+    (dict(widths=(10**8,)), "widths", "device memory"),
+    (dict(d=10**7), "d", "device memory"),
+    (dict(sharpness_every=1, sharpness_iters=10**6), "sharpness_iters", "device memory"),
+    (dict(chunk_steps=10**7, steps=10**7), "steps", "host memory"),
+    (dict(teacher_width=10**9, labels="teacher_regression"), "teacher_width", "host memory"),
+    (dict(n=(20_000,), n_test=0, widths=(8,)), "n", "host memory"),  # its kernels
+    (dict(steps=5 * 10**6), "steps", "writes"),
+    (dict(num_seeds=10**4, steps=2_000), "num_seeds", "writes"),
+])
+def test_a_size_beyond_the_machine_is_refused_naming_the_field_that_grows_it(overrides, field,
+                                                                              kind):
+    sweep = config_lib.validate({**dict(widths=(64,), num_seeds=2), **overrides})
+    with pytest.raises(config_lib.ConfigError) as info:
+        plan_lib.check_resources(sweep, **MACHINE)
+    assert info.value.field == field and kind in str(info.value), str(info.value)
+
+
+def test_the_step_counter_bounds_steps_and_a_budget_beyond_the_device_is_refused():
+    with pytest.raises(config_lib.ConfigError, match="^config.steps: .*int32"):
+        plan_lib.check_resources(config_lib.validate(dict(steps=2**31 - 2, record_every=1,
+                                                          chunk_steps=100, widths=(8,))),
+                                 **{**MACHINE, "disk_bytes": 2**80, "host_bytes": 2**80})
+    with pytest.raises(config_lib.ConfigError, match="^config.memory_budget_mb: "):
+        plan_lib.check_resources(config_lib.validate(dict(memory_budget_mb=2**14)),
+                                 **{**MACHINE, "device_bytes": 2**30})
+
+
+def test_every_shipped_sweep_fits_a_small_gpu_machine():
+    """An H100 (80 GiB) with 128 GiB of RAM and 100 GiB of disk holds each of sweeps/*.py."""
+    import importlib.util
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"sweep_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for arg in (None, "quick"):
+            plan_lib.check_resources(config_lib.validate(module.get_config(arg)),
+                                     device_bytes=80 * 2**30, host_bytes=128 * 2**30,
+                                     disk_bytes=100 * 2**30, workers=16, devices=1,
+                                     processes=1, cache_bytes=0)
+
+
+def test_disk_room_is_the_free_space_and_what_out_holds(tmp_path):
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    assert abs(plan_lib.disk_room(tmp_path / "a" / "b") - free) < 2**24  # nearest ancestor
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "part").write_bytes(b"x" * 2**20)
+    assert plan_lib.disk_room(tmp_path / "r") - shutil.disk_usage(tmp_path).free == 2**20

@@ -124,7 +124,7 @@ def test_run_ids_of_sweeps_without_the_new_fields_are_unchanged():
     default sweep's runs keep the ids they were published with."""
     c = config_lib.default_config()
     c.update(widths=(256, 1024, 4096, 16384), num_seeds=16, n=(64,), d=16, lr=(0.1,),
-             batch_size=(64,), gram_every=10, name="default")
+             gram_every=10, name="default")
     runs = config_lib.expand(config_lib.validate(c))
     assert runs[0].seed == 0 and runs[0].width == 256
     assert runs[0].run_id == "73e98623c4d136fa"
