@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import overparam
+from overparam import config as config_lib
 from overparam import records, schema, store
 
 
@@ -151,7 +152,8 @@ def test_load_sorts_tables_and_reads_manifest(tmp_path):
                        (f"{store.LAYERS}/{store.part_name(0, 0)}", layers)):
         name = rel.split("/")[0]
         files[rel] = store.write_parquet(_typed(name, table), tmp_path / rel).to_dict()
-    store.write_json({"status": "complete", "config": {"name": "x"}, "files": files,
+    config = {**config_lib.validate({}).to_dict(), "name": "x"}
+    store.write_json({"status": "complete", "config": config, "files": files, "num_runs": 2,
                       "schema_version": schema.VERSION}, tmp_path / store.MANIFEST)
     r = overparam.load(str(tmp_path))
     assert isinstance(r, overparam.Results)
