@@ -576,8 +576,9 @@ def verify_complete(path: Path, manifest: dict) -> None:
     tables, and a rerun of the sweep's command (engine.run_sweep) before it says
     "complete and verified", so the two cannot disagree. In turn: the manifest's fields
     and the directory's entries (`check_manifest`), the list of files against the
-    directory (`verify`: none missing or extra, every SHA-256), and every file's columns
-    and types (overparam.schema) and row count (its Parquet footer's) against its entry.
+    directory (`verify`: none missing or extra, every SHA-256), every file's columns and
+    types (overparam.schema) and row count (its Parquet footer's) against its entry, and
+    runs.parquet's dataset ids (each a dataset the manifest lists).
 
     Raises ResultsError, one line naming the file (and the manifest's field).
     """
@@ -587,6 +588,7 @@ def verify_complete(path: Path, manifest: dict) -> None:
         raise ResultsError(f"{path / MANIFEST}: status: {manifest['status']!r}, not 'complete'")
     verify(path, manifest["files"])
     _check_contents(path, manifest, manifest["files"])
+    _check_dataset_ids(path, manifest["files"])
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -619,6 +621,26 @@ def _check_contents(path: Path, manifest: dict, files: list[str] | dict[str, dic
             raise ResultsError(f"{path / rel} has {meta.num_rows} rows where {MANIFEST} lists "
                                f"{files[rel]['rows']} (files[{rel!r}].rows); recompute the "
                                "sweep with --overwrite")
+
+
+def _check_dataset_ids(path: Path, files: dict | None) -> None:
+    """Raises ResultsError unless every dataset_id of runs.parquet has DATASET_ID's form
+    (a reader opens datasets/<dataset_id>.parquet) and, where `files` lists a complete
+    sweep's files, is one of its datasets."""
+    try:
+        ids = pq.read_table(inside(path, RUNS), columns=["dataset_id"]).column(0)
+    except ResultsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types; each becomes one line
+        raise ResultsError(f"{path / RUNS} is corrupted or unreadable: "
+                           f"{type(e).__name__}") from None
+    for did in ids.unique().to_pylist():
+        if not (isinstance(did, str) and DATASET_ID.fullmatch(did)):
+            raise ResultsError(f"{path / RUNS}: dataset_id {_short(did)} is not an overparam "
+                               "dataset id (12 hexadecimal digits)")
+        if files is not None and f"{DATASETS}/{did}.parquet" not in files:
+            raise ResultsError(f"{path / RUNS}: dataset_id {did!r} is not a dataset of the "
+                               f"sweep (no {DATASETS}/{did}.parquet in {MANIFEST})")
 
 
 _KEYS = {RUNS: None, STEPS: ["run_id", "step"], LAYERS: ["run_id", "step", "layer"]}
@@ -678,6 +700,7 @@ def _load_partial(path: Path, manifest: dict) -> Results:
     parts = sorted(names[STEPS] & names[LAYERS])  # chunks with both parts written
     files = [RUNS, *(f"{t}/{n}" for t in (STEPS, LAYERS) for n in parts)]
     _check_contents(path, manifest, files)
+    _check_dataset_ids(path, None)
     dtype = manifest["config"]["dtype"]
     tables = {}
     for name, keys in _KEYS.items():
