@@ -314,7 +314,7 @@ def load(out: Path, batch: int) -> dict[str, Any]:
         if not (isinstance(meta, dict) and isinstance(meta.get("chunks_done"), int)
                 and isinstance(meta.get("step"), int) and isinstance(meta.get("parts"), dict)):
             raise ValueError("incomplete meta")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError) as e:
         raise CheckpointError(f"{path} is unreadable ({type(e).__name__})") from None
     try:
         store.check_files(path, meta["parts"], "parts")

@@ -271,7 +271,7 @@ class Results:
         if rows.empty:
             raise ResultsError(f"run_id {run_id!r} is not in {self.path / RUNS}")
         run = rows.iloc[0]
-        arch = run["arch"]
+        arch, modules = run["arch"], (modules,) if isinstance(modules, str) else modules
         if not networks.shipped(arch) and not (
                 arch in modules or str(arch).partition(":")[0] in modules):
             raise ResultsError(f"{self.path / RUNS}: run {run_id}'s arch {arch!r} is not a "
@@ -329,7 +329,7 @@ def read_manifest(path: Path) -> dict:
         raise ResultsError(f"{path} is not an overparam results directory (no {MANIFEST})")
     try:
         manifest = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ResultsError(f"{file} is corrupted ({type(e).__name__})") from None
     if not isinstance(manifest, dict):
         raise ResultsError(f"{file} is corrupted (not a JSON object)")

@@ -165,6 +165,16 @@ def test_load_and_a_rerun_refuse_each_damaged_field_in_one_line(reference, tmp_p
     _rerun_refuses(bad, reference, [where, field])
 
 
+@pytest.mark.parametrize("text", ["{ truncated", "[" * 100_000, "null", "[]", '"x"', ""])
+def test_a_manifest_that_is_not_a_json_object_is_refused(reference, tmp_path, text):
+    bad = tmp_path / "bad"
+    shutil.copytree(reference, bad)
+    (bad / store.MANIFEST).write_text(text)
+    words = [str(bad / store.MANIFEST), "is corrupted"]
+    _load_refuses(bad, words)
+    _rerun_refuses(bad, reference, words)
+
+
 def test_the_reference_is_loaded_and_found_complete(reference):
     """The control: undamaged, both accept it."""
     r = overparam.load(reference)

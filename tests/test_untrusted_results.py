@@ -143,6 +143,10 @@ def test_initial_net_imports_a_module_only_when_the_call_names_it(sweep_dir, tmp
         assert "\n" not in message and "'evilmod:X'" in message and "modules=" in message
         assert quantities.radius_bounds(r).empty  # Du's bound is the mlp's only
         assert "evilmod" not in sys.modules and not marker.exists()
+    for named in (["evil"], ["evilmod:Y", "evilmod.X"], "evilmod:X2", "evilmod.py"):
+        with pytest.raises(overparam.ResultsError, match="modules="):
+            r.initial_net(run_id, modules=named)  # another module, or a name containing it
+    assert "evilmod" not in sys.modules and not marker.exists()
     with pytest.raises(Exception):  # noqa: B017 - named: imported (and no flax module X)
         r.initial_net(run_id, modules=["evilmod:X"])
     assert marker.exists() and "evilmod" in sys.modules
