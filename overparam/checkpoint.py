@@ -29,6 +29,7 @@ files.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -67,8 +68,10 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _is_own(path: Path) -> bool:
-    """overparam's own hidden files at the top of a directory: the lock, temporaries."""
-    return path.is_file() and (path.name == LOCK or store.is_temporary(path))
+    """overparam's own hidden files at the top of a directory: the lock, temporaries
+    (regular files: a link of those names is not overparam's)."""
+    return (path.is_file() and not path.is_symlink()
+            and (path.name == LOCK or store.is_temporary(path)))
 
 
 def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str, dict]:
@@ -76,7 +79,8 @@ def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str,
     'complete', manifest or {}).
 
     Refuses a file, a foreign non-empty directory, an unreadable manifest and,
-    unless overwrite, a sweep of another configuration.
+    unless overwrite, a damaged manifest (`store.check_manifest`: a field of the wrong
+    type, value or name, a link in the directory) or a sweep of another configuration.
     """
     if not out.exists():
         return "new", {}
@@ -93,6 +97,10 @@ def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str,
         raise OutError(f"{e}; delete the directory or choose another --out") from None
     if overwrite:
         return "overwrite", manifest
+    try:
+        store.check_manifest(out, manifest)
+    except store.ResultsError as e:
+        raise OutError(f"{out} holds a damaged sweep: {e}; --overwrite recomputes it") from None
     diff = config_diff(manifest["config"], config)
     if diff:
         raise OutError(f"{out} holds a different sweep ({'; '.join(diff)}); choose another "
@@ -101,9 +109,10 @@ def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str,
 
 
 def verify_complete(out: Path, manifest: dict) -> None:
-    """Checks that a complete `out` holds its manifest's files unaltered (OutError if not)."""
+    """Checks a complete `out` with `store.verify_complete`, the very checks `load` makes
+    (OutError if it fails)."""
     try:
-        store.verify(out, manifest.get("files"))
+        store.verify_complete(out, manifest)
     except store.ResultsError as e:
         raise OutError(f"{out} holds this sweep, but damaged: {e}") from None
 
@@ -149,10 +158,13 @@ class Lock:
         except OSError as e:
             raise OutError(f"cannot create {self.out}: {_reason(e)}") from None
         while self._fd is None:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a link: truncating it would write outside `out`
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as e:
                 self._remove_created()
+                if e.errno == errno.ELOOP:
+                    raise OutError(f"{self.path} is a symbolic link; overparam never writes "
+                                   "through one: remove it") from None
                 raise OutError(f"cannot write in {self.out}: {_reason(e)}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -291,19 +303,26 @@ def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str,
 def load(out: Path, batch: int) -> dict[str, Any]:
     """The checkpoint's meta ({'chunks_done': 0, 'parts': {}} for a batch not started).
 
-    Raises CheckpointError for a file that cannot be read.
+    Raises CheckpointError for a file that cannot be read, is a link, or whose parts are
+    not a list of overparam's files (`store.check_files`: checked before any is used).
     """
     path = _path(out, batch)
+    if path.is_symlink():
+        raise CheckpointError(f"{path} is a symbolic link, not a checkpoint")
     if not path.is_file():
         return {"chunks_done": 0, "step": 0, "parts": {}}
     try:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
-        if not (isinstance(meta.get("chunks_done"), int) and isinstance(meta.get("step"), int)
-                and isinstance(meta.get("parts"), dict)):
+        if not (isinstance(meta, dict) and isinstance(meta.get("chunks_done"), int)
+                and isinstance(meta.get("step"), int) and isinstance(meta.get("parts"), dict)):
             raise ValueError("incomplete meta")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError) as e:
         raise CheckpointError(f"{path} is unreadable ({type(e).__name__})") from None
+    try:
+        store.check_files(path, meta["parts"], "parts")
+    except store.ResultsError as e:
+        raise CheckpointError(str(e)) from None
     return meta
 
 

@@ -64,6 +64,16 @@ from overparam import config as config_lib
 from overparam import metrics, model
 
 BUILTIN = {"cnn": "overparam.modules:CNN", "resnet": "overparam.modules:ResNet"}
+SHIPPED_MODULE = "overparam.modules"  # overparam's own flax modules: CNN, ResNet, the MLP twin
+
+
+def shipped(arch: str) -> bool:
+    """Whether `arch` is a network overparam ships (mlp, cnn, resnet or a class of
+    overparam.modules): building it imports only overparam's own code. Readers of a
+    results directory import any other arch only when their caller names it
+    (`store.Results.initial_net`)."""
+    return isinstance(arch, str) and (arch == "mlp" or arch in BUILTIN
+                                      or arch.partition(":")[0] == SHIPPED_MODULE)
 
 
 class MLPNetwork:

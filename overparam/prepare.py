@@ -9,16 +9,18 @@ measures memory through `programs.Programs`).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import math
 import os
 
 import jax
 import numpy as np
 
+from overparam import checkpoint, multihost, programs, store, theory, train
 from overparam import config as config_lib
 from overparam import data as data_lib
-from overparam import multihost, programs, theory, train
 from overparam import plan as plan_lib
 
 
@@ -89,12 +91,39 @@ def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
     return Prepared(runs, datasets, idents, H_inf, eigenvalues, arora, plan)
 
 
+MAX_LOCAL_DEVICES = 1024  # a bound on a manifest's batch_multiple_of (its local devices)
+
+
 def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.Plan:
     """The plan a manifest was written with: its batch sizes and budget, whatever the
-    devices say now (a resumed sweep, and every process but the leader)."""
+    devices say now (a resumed sweep, and every process but the leader).
+
+    The manifest's fields have their types (store.check_manifest); its groups are checked
+    here against the sweep's shapes before any batch is built: one per shape, each size a
+    multiple of batch_multiple_of and at most the planner's largest batch for that shape
+    (checkpoint.OutError otherwise), so a damaged manifest cannot make a batch larger than
+    the planner would."""
+    cache_bytes = programs.cache_bytes()
+    multiple_of, groups = manifest["batch_multiple_of"], manifest["groups"]
+    where = f"{store.MANIFEST} of the sweep"
+    if multiple_of > MAX_LOCAL_DEVICES:
+        raise checkpoint.OutError(f"{where}: batch_multiple_of: {multiple_of} is more local "
+                                  f"devices than {MAX_LOCAL_DEVICES}")
+    _, chunk_records, _ = plan_lib.chunking(sweep.steps, sweep.record_every, sweep.chunk_steps)
+    counts = collections.Counter(plan_lib.static_for(sweep, r, chunk_records) for r in runs)
+    if len(groups) != len(counts):
+        raise checkpoint.OutError(f"{where}: groups: {len(groups)} groups for the sweep's "
+                                  f"{len(counts)} shapes")
+    for g, (static, count) in enumerate(counts.items()):  # make_plan's order of shapes
+        cap = plan_lib.cache_group_size(static, cache_bytes)
+        step = math.lcm(multiple_of, cap) if cap and count > cap else multiple_of
+        most, size = math.ceil(count / step) * step, groups[g]["size"]
+        if size > most or size % multiple_of:
+            raise checkpoint.OutError(f"{where}: groups[{g}].size: {size} is not a batch size "
+                                      f"the planner gives {count} networks (a multiple of "
+                                      f"{multiple_of}, at most {most})")
     return plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
-                              multiple_of=manifest["batch_multiple_of"],
-                              groups=manifest.get("groups"), cache_bytes=programs.cache_bytes())
+                              multiple_of=multiple_of, groups=groups, cache_bytes=cache_bytes)
 
 
 def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:

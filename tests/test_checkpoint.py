@@ -8,7 +8,7 @@ from overparam import checkpoint, store
 
 
 def _parts(batch, chunks):
-    return {f"{t}/{store.part_name(batch, c)}": {"rows": 1, "sha256": "0"}
+    return {f"{t}/{store.part_name(batch, c)}": {"rows": 1, "sha256": "0" * 64}
             for t in (store.STEPS, store.LAYERS) for c in range(chunks)}
 
 

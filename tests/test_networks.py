@@ -439,7 +439,7 @@ def test_the_example_module_runs_with_its_biases_trained(tmp_path):
     assert (r.runs.arch == "examples.modules:BiasMLP").all()
     first = r.layers[r.layers.step == 0]
     for run in r.runs.itertuples():
-        net = r.initial_net(run.run_id)
+        net = r.initial_net(run.run_id, modules=["examples.modules"])  # named: imported
         assert set(net.other["layer_1"]) == {"bias"}
         for layer, W in enumerate(net.hidden, start=1):
             got = first[(first.run_id == run.run_id) & (first.layer == layer)].init_spectral

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import overparam
+from overparam import config as config_lib
 from overparam import records, schema, store
 
 
@@ -147,11 +148,17 @@ def test_load_sorts_tables_and_reads_manifest(tmp_path):
     files = {}
     for rel, table in ((f"{store.STEPS}/{store.part_name(0, 1)}", steps.iloc[:2]),
                        (f"{store.STEPS}/{store.part_name(0, 0)}", steps.iloc[2:]),
-                       (store.RUNS, pd.DataFrame({"run_id": ["a", "b"]})),
+                       (store.RUNS, pd.DataFrame({"run_id": ["a", "b"],
+                                                  "dataset_id": ["abc123def456"] * 2})),
                        (f"{store.LAYERS}/{store.part_name(0, 0)}", layers)):
         name = rel.split("/")[0]
         files[rel] = store.write_parquet(_typed(name, table), tmp_path / rel).to_dict()
-    store.write_json({"status": "complete", "config": {"name": "x"}, "files": files,
+    config = {**config_lib.validate({}).to_dict(), "name": "x"}
+    dataset = records.dataset_table("abc123def456", np.zeros((2, config["d"]), np.float32),
+                                    np.zeros(2, np.float32), "float32")
+    rel = f"{store.DATASETS}/abc123def456.parquet"
+    files[rel] = store.write_parquet(dataset, tmp_path / rel).to_dict()
+    store.write_json({"status": "complete", "config": config, "files": files, "num_runs": 2,
                       "schema_version": schema.VERSION}, tmp_path / store.MANIFEST)
     r = overparam.load(str(tmp_path))
     assert isinstance(r, overparam.Results)

@@ -530,11 +530,13 @@ def sweep_labels(results: Sequence[store.Results]) -> list[str]:
 
 def du_theorem_runs(runs: pd.DataFrame) -> pd.Series:
     """The non-diverged runs in the setting of Du et al. 2018 (THEORY.md section 1), where
-    its absolute bounds are drawn: du, depth 1, squared loss, full-batch GD without
-    momentum, output layer not trained (either reduction: the mean's GD is the sum's with
-    step lr / n)."""
+    its absolute bounds are drawn: overparam's MLP (arch mlp), du, depth 1, squared loss,
+    full-batch GD without momentum, output layer not trained (either reduction: the mean's
+    GD is the sum's with step lr / n). Only the mlp: its network is the theorem's, and the
+    analysis never builds (or imports) another arch's network."""
     train_output = runs.train_output.astype(bool) if "train_output" in runs else False
-    return ((runs.param == "du") & (runs.depth == 1) & (runs.loss == "squared")
+    return ((runs.arch == "mlp") & (runs.param == "du") & (runs.depth == 1)
+            & (runs.loss == "squared")
             & (runs.optimizer == "gd") & (runs.momentum == 0) & ~train_output
             & (runs.status == "ok"))
 
