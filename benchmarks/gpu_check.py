@@ -370,7 +370,8 @@ def run_steps(steps: list[Step], opts, report: Report, caps: dict) -> None:
         timeout = left if cap is None else min(cap, left)
         if left < 5:
             report.add(step.name, dict(status="not run: no time left"),
-                       [(f"{step.name}: FAILED", f"not run: {left:.0f} s of the budget left")],
+                       [(f"{step.name}: FAILED",
+                         f"not run: {max(left, 0):.0f} s of the budget left")],
                        f"== {step.name}: not run")
             continue
         try:
@@ -388,8 +389,9 @@ def run_steps(steps: list[Step], opts, report: Report, caps: dict) -> None:
 
 def test_commands(opts) -> list[list[str]]:
     shards = [SMOKE_TESTS] if opts.smoke else [[t] for t in NUMERICS]
-    # pyproject's addopts give -q: its summary line ("3 passed, 1 skipped in 9.1s") is parsed
-    return [[sys.executable, "-m", "pytest", "-rfEs", "-p", "no:cacheprovider", *s]
+    # -vv over pyproject's -q: a line per test (what ran, if the cap stops it), then the
+    # summary line ("=== 3 passed, 1 skipped in 9.1s ===") that parse_tests reads
+    return [[sys.executable, "-m", "pytest", "-vv", "-rfEs", "-p", "no:cacheprovider", *s]
             for s in shards]
 
 
