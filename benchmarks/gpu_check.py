@@ -180,8 +180,10 @@ def step_R(opts) -> None:
         manifest = json.loads((tmp / "R" / "manifest.json").read_text())
         emit(seeds=spec["num_seeds"], wall=wall, compile=manifest["timings"]["compile"],
              rate=manifest["num_runs"] * spec["steps"] / wall)
-        if importlib.util.find_spec("torch") is None:
-            emit(torch_error="torch is not installed")
+        try:
+            import torch  # noqa: F401
+        except ImportError as e:
+            emit(torch_error=f"torch is not installed ({one_line(e)})")
             return
         os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # torch needs the GPU next
         sys.path.insert(0, str(BENCH))

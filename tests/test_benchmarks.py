@@ -141,7 +141,7 @@ def test_gpu_check_smoke_through_its_shell_wrapper(smoke):
            r" planned peak [\d.]+ MiB per batch \(measured\), no measured peak",
            r"^\| whole run \| \d+ s \|$")
     _lines(md, r"torch-seq on the same device [\d,]+: " if HAS_TORCH
-           else r"torch-seq not run: torch is not installed")
+           else r"torch-seq not run: torch is not installed \(")
     record = json.loads((gpu / "gpu.json").read_text())
     assert list(record["steps"]) == [s.name for s in gpu_check.STEPS]
     assert {s["status"] for s in record["steps"].values()} == {"ok"}
@@ -166,6 +166,16 @@ def test_host_cost_smoke(smoke):
     _lines(smoke("host_cost").stdout, r"^  kernels: [\d.]+ s per training set \(n = d = 32",
            r"^  records: [\d.]+ s per chunk of a batch of 2$", r"^  checkpoint: [\d,]+ MiB/s",
            r"^  device \(estimated at 60 TFLOP/s\)")
+
+
+def test_bench_raises_a_failed_child_s_command_and_stderr_for_its_caller():
+    """bench.py's children fail as ChildFailed (bench's main: one message, exit 1), not
+    as sys.exit deep inside, which the GPU check's R step could not catch."""
+    import bench
+
+    with pytest.raises(bench.ChildFailed, match=r"(?s)exit 4\):.*the reason"):
+        bench.run_child([sys.executable, "-c",
+                         "import sys; print('the reason', file=sys.stderr); sys.exit(4)"])
 
 
 # ---------------------------------------------------------------- the GPU check's parent
