@@ -1,7 +1,8 @@
 # overparam: `make sweep` and `make test` set everything up on a fresh machine.
 #   make sweep [DEVICE=cpu|gpu|tpu] [CONFIG=sweeps/x.py] [ARGS='--config.num_seeds=64'] [OUT=results/x]
 #   make analyze RESULTS=results/<name>
-#   make test | make bench | make lint | make install [DEVICE=...]
+#   make test | make bench [ARGS=--smoke] | make lint | make install [DEVICE=...]
+#   make gpu-wheels                 # the wheels benchmarks/gpu_check.sh carries to a GPU
 # DEVICE=gpu installs jax for CUDA 13 (NVIDIA driver R580 or newer); CUDA=12 for older drivers.
 
 DEVICE ?= cpu
@@ -34,7 +35,7 @@ OUT_FLAG := $(if $(OUT),--out=$(OUT),)
 # (`set -f`): flag values such as --config.loss=(hinge,logistic) are never shell syntax.
 export OVERPARAM_ARGS = $(ARGS)
 
-.PHONY: install sweep analyze test bench lint clean
+.PHONY: install sweep analyze test bench gpu-wheels lint clean
 
 install: $(STAMP)
 
@@ -61,8 +62,19 @@ bench: $(VENV)/.installed-cpu
 	$(PY) -m pip install -q -e '.[bench]'
 	set -f; JAX_PLATFORMS=cpu $(PY) benchmarks/bench.py $$OVERPARAM_ARGS
 
+# The packages of pyproject's dependencies and test extra that the lent GPU machine's python3
+# (3.12, no network) lacks, as wheels in .whl/ for benchmarks/gpu_check.sh: the device tool's
+# run carries .whl (BENCHMARKS.md, "GPU"). ml_collections is pure Python; its own needs
+# (absl-py, PyYAML) are there.
+GPU_WHEELS := ml_collections==1.1.0
+gpu-wheels:
+	rm -rf .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	@ls .whl
+
 lint: $(VENV)/.installed-cpu
 	$(PY) -m ruff check overparam tests sweeps benchmarks examples
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .whl

@@ -1,7 +1,7 @@
 """make bench: overparam against the loops a researcher would write by hand.
 
     python benchmarks/bench.py [--rounds=3] [--quick] [--seq_networks=2] [--no_compile]
-                               [--flax_only]
+                               [--flax_only] [--smoke]
 
 Reference sweep R: du, widths (64, 256, 1024), depth 1, 64 seeds each,
 n = 128, d = 32, squared loss, 300 GD steps (eta = 0.1), every metric every
@@ -39,6 +39,12 @@ Then, unless --no_compile, the compile share of two first sweeps on an empty
 cache, the default sweep and sweeps/zou2018.py:quick (the command line's
 own compile timing against its wall time), and for the default sweep the
 seconds of every program and XLA's phases (benchmarks/compile_cost.py).
+
+--smoke runs all of it at toy sizes in seconds (one round of SMOKE, one network
+per width in the sequential loops, the other scripts' --smoke, the compile
+section on compile_cost.SMOKE's sizes, the default sweep only):
+tests/test_benchmarks.py runs it, so that the summary is known to print. A
+child that fails stops the run with its command and the end of its stderr, exit 1.
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ from overparam import train
 ROOT = Path(__file__).resolve().parents[1]
 R = dict(widths=(64, 256, 1024), num_seeds=64, n=128, d=32, steps=300, lr=0.1)
 QUICK = dict(widths=(64, 256, 1024), num_seeds=8, n=128, d=32, steps=100, lr=0.1)
-CHECK_NETWORKS, CHECK_STEPS = 4, 20  # per width, in the agreement check
+SMOKE = dict(widths=(8,), num_seeds=2, n=16, d=4, steps=10, lr=0.1)
+COMPILE_CONFIGS = ("sweeps/default.py", "sweeps/zou2018.py:quick")  # --smoke: the first
+CHECK_NETWORKS, CHECK_STEPS = 4, 20  # per width (at most), in the agreement check
 DISCRETE = ("train_error", "flip_frac")  # fractions of n and of n * m: may differ by one count
 # Runs argv[1:] and prints its wall seconds and ru_maxrss (KiB, Linux). A small process of its
 # own, because a child forked by this large one reports this one's RSS as its peak (Linux keeps
@@ -76,12 +84,17 @@ LAUNCHER = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
             "sys.exit(rc)")
 
 
+class ChildFailed(RuntimeError):
+    """A benchmark's child process exited non-zero (the message: its command, its stderr)."""
+
+
 def run_child(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of `cmd`, run in its own process by LAUNCHER."""
     out = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     if out.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+        raise ChildFailed(f"{' '.join(cmd)} failed (exit {out.returncode}):\n"
+                          f"{out.stderr[-4000:]}")
     wall, maxrss_kib = out.stdout.split()
     return float(wall), int(maxrss_kib) / 1024
 
@@ -105,7 +118,8 @@ def run_json(script: str, *args: str) -> dict:
                           *args], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     if out.returncode:
-        sys.exit(f"{script} failed:\n{out.stderr}")
+        raise ChildFailed(f"{script} {' '.join(args)} failed (exit {out.returncode}):\n"
+                          f"{out.stderr[-4000:]}")
     return json.loads(out.stdout)
 
 
@@ -136,13 +150,14 @@ def check_agreement(results, spec, runs, datasets, names):
     """All metrics of each peer against overparam's records, CHECK_NETWORKS per width."""
     steps = results.steps.set_index(["run_id", "step"]).sort_index()
     layers = results.layers.set_index(["run_id", "step"]).sort_index()
+    check_steps = min(CHECK_STEPS, spec["steps"])
     for group in by_width(spec, runs, CHECK_NETWORKS):
         rec = np.stack([np.stack([(steps if k in steps else layers).loc[r.run_id, k].to_numpy()
-                                  for k in peers.METRICS], -1)[:CHECK_STEPS + 1] for r in group])
+                                  for k in peers.METRICS], -1)[:check_steps + 1] for r in group])
         inputs = initial_networks(group, datasets)
         n, m = inputs[2].shape[1], inputs[0].shape[1]
         for name in names:
-            got = peers.PEERS[name].train(*inputs, CHECK_STEPS, group[0].lr)
+            got = peers.PEERS[name].train(*inputs, check_steps, group[0].lr)
             for i, k in enumerate(peers.METRICS):
                 if k in DISCRETE:
                     count = 1 / n if k == "train_error" else 1 / (n * m)
@@ -151,8 +166,9 @@ def check_agreement(results, spec, runs, datasets, names):
                 else:
                     np.testing.assert_allclose(got[..., i], rec[..., i], rtol=2e-4, atol=1e-6,
                                                err_msg=f"{name} {k} m={m}")
-    print(f"  {', '.join(names)}: all metrics agree with overparam over {CHECK_STEPS} steps "
-          f"({CHECK_NETWORKS} networks per width; rtol 2e-4, the fractions to one count)")
+    print(f"  {', '.join(names)}: all metrics agree with overparam over {check_steps} steps "
+          f"(up to {CHECK_NETWORKS} networks per width; rtol 2e-4, the fractions to one "
+          "count)")
 
 
 def time_peer(name, spec, runs, datasets, per_width, tmp: Path) -> tuple[float, float, int]:
@@ -175,17 +191,28 @@ def _spread(values: list[float]) -> str:
     return f"{np.median(values):.1f}x [{min(values):.1f}, {max(values):.1f}]"
 
 
-def compile_share(config: str, tmp: Path) -> tuple[float, float]:
-    """(compile seconds, wall seconds) of a first run of `config`, empty cache."""
+def compile_share(config: str, tmp: Path, fields: dict | None = None) -> tuple[float, float]:
+    """(compile seconds, wall seconds) of a first run of `config` (with `fields` set over
+    its own), empty cache."""
     out = tmp / f"compile-{Path(config.split(':')[0]).stem}"
     wall, _ = run_child([sys.executable, "-m", "overparam.sweep", f"--config={config}",
+                         *(f"--config.{k}={v}" for k, v in (fields or {}).items()),
                          "--progress=false", f"--compilation_cache={out}-cache",
                          f"--out={out}"], env={**os.environ, "JAX_PLATFORMS": "cpu"})
     return overparam.load(out).manifest["timings"]["compile"], wall
 
 
 def main() -> None:
+    try:
+        run(parse_args())
+    except ChildFailed as e:
+        sys.exit(f"bench.py: {e}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true",
+                        help="toy sizes, one round, seconds (what tests run)")
     parser.add_argument("--quick", action="store_true", help="8 seeds, 100 steps")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3)")
     parser.add_argument("--seq_networks", type=int, default=2,
@@ -194,7 +221,14 @@ def main() -> None:
     parser.add_argument("--flax_only", action="store_true",
                         help="only overparam's mlp and its flax twin (no peers, no compile)")
     opts = parser.parse_args()
-    spec = QUICK if opts.quick else R
+    if opts.smoke:
+        opts.rounds, opts.seq_networks = 1, 1
+    return opts
+
+
+def run(opts: argparse.Namespace) -> None:
+    spec = SMOKE if opts.smoke else QUICK if opts.quick else R
+    smoke = ("--smoke",) if opts.smoke else ()
     print(f"machine: {jax.devices()[0].device_kind}, {os.cpu_count()} cores; sweep {spec}; "
           f"{opts.rounds} interleaved rounds")
     names = [] if opts.flax_only else ["jax-seq"]
@@ -210,7 +244,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for k in range(opts.rounds):
-            row = {"gemm": run_json("gemm.py")}
+            row = {"gemm": run_json("gemm.py", *smoke)}
             out, cache = tmp / f"r{k}", tmp / f"cache{k}"
             wall, rss = run_overparam(spec, out, cache)
             results = overparam.load(out)
@@ -234,15 +268,16 @@ def main() -> None:
                              else spec["num_seeds"])
                 row[name] = time_peer(name, spec, runs, datasets, per_width, tmp)
             if not opts.flax_only:
-                row["overhead"] = run_json("overhead.py")
+                row["overhead"] = run_json("overhead.py", *smoke)
             rounds.append(row)
             print(f"  round {k + 1}: " + ", ".join(
                 f"{m} {row[m][0]:,.0f}" for m in ("overparam", "overparam-warm", *FLAX, *names))
                 + " network-steps/s")
         if not opts.no_compile and not opts.flax_only:
-            shares = {c: compile_share(c, tmp) for c in ("sweeps/default.py",
-                                                         "sweeps/zou2018.py:quick")}
-            costs = run_json("compile_cost.py", "--config=sweeps/default.py")
+            fields = compile_cost.SMOKE if opts.smoke else None
+            shares = {c: compile_share(c, tmp, fields)
+                      for c in COMPILE_CONFIGS[:1 if opts.smoke else None]}
+            costs = run_json("compile_cost.py", "--config=sweeps/default.py", *smoke)
     report(rounds, names, None if opts.no_compile or opts.flax_only else (shares, costs),
            overhead=not opts.flax_only)
 
@@ -275,8 +310,8 @@ def report(rounds: list[dict], names: list[str], compile_section, overhead=True)
     print(f"the MLP's flax twin (arch=overparam.modules:MLP) against arch=mlp, network-steps/s: "
           f"cold {ratio(cold)}, warm {ratio(warm)} (1.000: as fast)")
     gemm = {k: np.median([r["gemm"][k] for r in rounds]) for k in ("numpy", "xla")}
-    print(f"\nfloat32 GEMM 2048^3 (median of rounds): NumPy {gemm['numpy']:.0f}, XLA "
-          f"{gemm['xla']:.0f} GFLOP/s")
+    print(f"\nfloat32 GEMM {rounds[0]['gemm']['size']}^3 (median of rounds): "
+          f"NumPy {gemm['numpy']:.0f}, XLA {gemm['xla']:.0f} GFLOP/s")
     if not overhead:
         return
     print(f"{'step (overhead.py)':18s} {'loss only':>10s} {'overparam':>10s} "

@@ -1,6 +1,6 @@
 """Cache groups: one batch's chunk run whole against the same batch run group by group.
 
-    python benchmarks/cache_groups.py [--reps=5] [--json]
+    python benchmarks/cache_groups.py [--reps=5] [--json] [--smoke]
 
 For each case (width, depth, n, d, networks) it times a compiled chunk of K
 records with every metric (train.chunk_batch), the batch vmapped whole
@@ -9,19 +9,17 @@ for several g; the methods alternate in this process, best of `reps` each.
 The planner's choice on one CPU device (plan.cache_group_size with
 programs.CPU_CACHE_BYTES: one n x width activation per network, 4 MiB a group)
 is marked with *. The records of every grouping are checked against the
-whole batch's first (rtol 1e-5).
+whole batch's first (rtol 1e-5). --smoke: SMOKE's toy case, 2 records, once.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import overhead
 
@@ -36,24 +34,25 @@ CASES = [  # width, depth, n, d, networks, groups to try
     (256, 1, 512, 32, 64, (16, 8, 4)),
     (1024, 3, 256, 32, 16, (8, 4, 2)),
 ]
+SMOKE = [(16, 1, 16, 4, 8, (4,))]
 
 
-def time_case(width, depth, n, d, M, groups, reps):
+def time_case(width, depth, n, d, M, groups, reps, records=K):
     """{group: seconds per step}, 0 for the whole batch; the planner's group."""
     X, y, hyper = overhead.random_batch(M, n, d)
     base = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
-                        optimizer="gd", param="du", chunk_records=K)
+                        optimizer="gd", param="du", chunk_records=records)
     chosen = plan_lib.with_cache_group(
         base, M, plan_lib.cache_group_size(base, programs.CPU_CACHE_BYTES)).cache_group
     runs, reference = {}, None
     for g in (0, *groups):
         program = train.make_program(train.Static(**{**vars(base), "cache_group": g}))
         state = program.init(train.batch_keys(hyper), X, None)
-        runs[g] = functools.partial(program.chunk, state, hyper, X, y, jnp.int32(0))
-        records = jax.device_get(runs[g]()[1])
+        runs[g] = overhead.chunk_runner(program, state, hyper, X, y, records)
+        got = jax.device_get(runs[g]())
         if reference is None:
-            reference = records
-        for a, b in ((reference.steps, records.steps), (reference.layers, records.layers)):
+            reference = got
+        for a, b in ((reference.steps, got.steps), (reference.layers, got.layers)):
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=f"group {g}")
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(reps):
@@ -61,17 +60,19 @@ def time_case(width, depth, n, d, M, groups, reps):
             t = time.perf_counter()
             jax.block_until_ready(fn())
             best[g] = min(best[g], time.perf_counter() - t)
-    return {g: s / K for g, s in best.items()}, chosen
+    return {g: s / records for g, s in best.items()}, chosen
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="a toy case (SMOKE), seconds")
     opts = parser.parse_args()
     results = []
-    for width, depth, n, d, M, groups in CASES:
-        times, chosen = time_case(width, depth, n, d, M, groups, opts.reps)
+    for width, depth, n, d, M, groups in SMOKE if opts.smoke else CASES:
+        times, chosen = time_case(width, depth, n, d, M, groups, *((1, 2) if opts.smoke
+                                                                   else (opts.reps, K)))
         results.append(dict(width=width, depth=depth, n=n, d=d, networks=M, chosen=chosen,
                             ms={g: 1e3 * t for g, t in times.items()}))
         if not opts.json:

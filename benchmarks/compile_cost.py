@@ -1,6 +1,6 @@
 """Where a cold sweep's compile time goes: per program, per phase.
 
-    python benchmarks/compile_cost.py [--config=sweeps/default.py] [--json]
+    python benchmarks/compile_cost.py [--config=sweeps/default.py] [--json] [--smoke]
 
 Plans the sweep as the engine does (measuring memory compiles its programs),
 timing for every shape JAX's tracing, its lowering to StableHLO and XLA's
@@ -8,7 +8,8 @@ compile of the init and chunk programs separately, with the compile options
 the engine uses and no persistent cache. XLA's own phases come from a
 jax.profiler trace of all the compiles: HLO optimization passes, LLVM code
 generation, and the thunk emitter. Shapes that share an init program (see
-`train.init_static`) compile it once.
+`train.init_static`) compile it once. The programs are called as
+`programs.Programs.get` calls them. --smoke: the config at toy sizes (SMOKE), in seconds.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ PHASES = {  # profiler event name -> phase
 }
 
 
-def load_sweep(spec: str) -> config_lib.Sweep:
+# --smoke: the sweep's fields set to toy sizes (one shape, two networks, two records)
+SMOKE = dict(widths=(8,), depths=(1,), num_seeds=2, n=(16,), d=4, steps=2, chunk_steps=2)
+
+
+def load_sweep(spec: str, **fields) -> config_lib.Sweep:
+    """The sweep of config file `spec` (path[:arg]), with `fields` set over its own."""
     path, _, arg = spec.partition(":")
-    return config_lib.validate(runpy.run_path(path)["get_config"](arg or None))
+    c = runpy.run_path(path)["get_config"](arg or None)
+    c.update(fields)
+    return config_lib.validate(c)
 
 
 def program_costs(sweep: config_lib.Sweep) -> dict:
@@ -54,13 +62,14 @@ def program_costs(sweep: config_lib.Sweep) -> dict:
             for batch in {b.static: b for b in plan.batches}.values():
                 static, size = batch.static, batch.size
                 program = train.make_program(static)
-                keys, hyper, X, y, H, _ = programs.Programs()._abstract(static, size)
+                keys, hyper, X, y, X_test, y_test, H, _ = programs.Programs()._abstract(
+                    static, size)
                 row = dict(width=static.width, depth=static.depth, n=static.n,
                            optimizer=static.optimizer, batch=size)
                 init_key = (train.init_static(static), size)
                 if init_key not in inits:
                     t = time.perf_counter()
-                    traced = program.init.trace(keys, X, H)
+                    traced = program.init.trace(keys, X, H, X_test)
                     t1 = time.perf_counter()
                     lowered = traced.lower()
                     t2 = time.perf_counter()
@@ -72,7 +81,7 @@ def program_costs(sweep: config_lib.Sweep) -> dict:
                                                inits[init_key])
                 t = time.perf_counter()
                 traced = program.chunk.trace(state, hyper, X, y,
-                                             jax.ShapeDtypeStruct((), jnp.int32))
+                                             jax.ShapeDtypeStruct((), jnp.int32), X_test, y_test)
                 t1 = time.perf_counter()
                 lowered = traced.lower()
                 t2 = time.perf_counter()
@@ -108,8 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="sweeps/default.py")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes (SMOKE), seconds")
     opts = parser.parse_args()
-    result = program_costs(load_sweep(opts.config))
+    result = program_costs(load_sweep(opts.config, **(SMOKE if opts.smoke else {})))
     if opts.json:
         json.dump(result, sys.stdout)
         return

@@ -1,6 +1,6 @@
 """The convolutional networks' step: XLA's convolution against patches times the kernel.
 
-    python benchmarks/conv_cost.py [--rounds=3] [--width=64] [--networks=3]
+    python benchmarks/conv_cost.py [--rounds=3] [--width=64] [--networks=3] [--json] [--smoke]
 
 XLA:CPU runs a convolution inside a loop far slower than outside one (jax-ml/jax#12868),
 and every step of overparam's compiled chunk is inside a scan. This times the compiled
@@ -9,7 +9,8 @@ recorded steps) with the networks' convolution `model.conv_same` (patches times 
 kernel as a matrix) and with `lax.conv_general_dilated` put in its place, each in its own
 process, alternated over `rounds`, and prints the ms per recorded step of each and the
 median ratio with its range. Each process also times one vmapped training step jitted
-alone, outside any loop.
+alone, outside any loop. --json prints the numbers as JSON instead; --smoke: one round
+of SMOKE's toy size (n = 8 images of 4x4, depth 1, 2 recorded steps).
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+FULL = dict(n=32, d=64, depth=2, records=20)  # 32 images of 8x8, 20 recorded steps a chunk
+SMOKE = dict(n=8, d=16, depth=1, records=2, rounds=1, width=4, networks=1)
 
 
-def _measure(conv: str, width: int, networks: int) -> dict:
+def _measure(conv: str, width: int, networks: int, n: int, d: int, depth: int,
+             records: int) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -32,8 +38,8 @@ def _measure(conv: str, width: int, networks: int) -> dict:
         model.conv_same = lambda h, kernel, precision=None: jax.lax.conv_general_dilated(
             h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
             precision=precision)
-    k, n, d, records = networks, 32, 64, 20
-    static = train.Static(width=width, depth=2, n=n, d=d, batch_size=n, loss="squared",
+    k = networks
+    static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="ntk", arch="cnn", chunk_records=records)
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=1,
                                 dtype="float32"))
@@ -55,14 +61,38 @@ def _measure(conv: str, width: int, networks: int) -> dict:
             times.append(time.perf_counter() - t)
         return min(times)
 
-    chunk = best(lambda s: program.chunk(s, hyper, X, y, jnp.int32(0)), state) / records
-
     def plain(h, s, X, y):
         objective, _, grads = train._gradient(static, h, s, X, y)
         return train._update(static, h, s, objective, grads)
 
-    alone = best(jax.jit(jax.vmap(plain)), hyper, state, X, y)
+    alone = best(jax.jit(jax.vmap(plain)), hyper, state, X, y)  # first: the chunk may
+    box = [state]                                                 # donate the state
+
+    def chunk_from_last():
+        box[0], recs = program.chunk(box[0], hyper, X, y, jnp.int32(0))
+        return recs
+
+    chunk = best(chunk_from_last) / records
     return {"chunk_ms": 1e3 * chunk, "alone_ms": 1e3 * alone}
+
+
+def compare(rounds: int, width: int, networks: int, sizes: dict = FULL, log=print) -> dict:
+    """Both convolutions, each in a process of its own, alternated over `rounds`: their
+    ms per recorded step (chunk_ms) and per step alone (alone_ms) per round, and the
+    ratios lax / patches of chunk_ms. Imports no JAX here."""
+    got = {"lax": [], "patches": []}
+    for r in range(rounds):
+        for conv in got:
+            out = subprocess.run([sys.executable, str(Path(__file__).resolve()),
+                                  f"--child={conv}", f"--width={width}",
+                                  f"--networks={networks}",
+                                  *(f"--{k}={sizes[k]}" for k in FULL)],
+                                 check=True, capture_output=True, text=True).stdout
+            got[conv].append(json.loads(out.splitlines()[-1]))
+            log(f"round {r + 1} {conv:8s} {got[conv][-1]['chunk_ms']:7.1f} ms per recorded "
+                f"step in the chunk, {got[conv][-1]['alone_ms']:6.1f} ms for a step alone")
+    ratios = [a["chunk_ms"] / b["chunk_ms"] for a, b in zip(got["lax"], got["patches"])]
+    return {**got, "ratios": ratios, "width": width, "networks": networks, **sizes}
 
 
 def main() -> None:
@@ -70,21 +100,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--networks", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes (SMOKE), seconds")
     parser.add_argument("--child", choices=("lax", "patches"), help=argparse.SUPPRESS)
+    for k, v in FULL.items():
+        parser.add_argument(f"--{k}", type=int, default=v, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child:
-        print(json.dumps(_measure(opts.child, opts.width, opts.networks)))
+        print(json.dumps(_measure(opts.child, opts.width, opts.networks,
+                                  **{k: getattr(opts, k) for k in FULL})))
         return
-    got = {"lax": [], "patches": []}
-    for r in range(opts.rounds):
-        for conv in got:
-            out = subprocess.run([sys.executable, __file__, f"--child={conv}",
-                                  f"--width={opts.width}", f"--networks={opts.networks}"],
-                                 check=True, capture_output=True, text=True).stdout
-            got[conv].append(json.loads(out.splitlines()[-1]))
-            print(f"round {r + 1} {conv:8s} {got[conv][-1]['chunk_ms']:7.1f} ms per recorded "
-                  f"step in the chunk, {got[conv][-1]['alone_ms']:6.1f} ms for a step alone")
-    ratios = [a["chunk_ms"] / b["chunk_ms"] for a, b in zip(got["lax"], got["patches"])]
+    if opts.smoke:
+        opts = argparse.Namespace(**{**vars(opts), **SMOKE})
+    result = compare(opts.rounds, opts.width, opts.networks, {k: getattr(opts, k) for k in FULL},
+                     log=(lambda line: None) if opts.json else print)
+    if opts.json:
+        print(json.dumps(result))
+        return
+    ratios = result["ratios"]
     print(f"cnn width {opts.width}, {opts.networks} networks: patches x kernel is "
           f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}, {max(ratios):.2f}] "
           "faster than lax.conv_general_dilated in the chunk")

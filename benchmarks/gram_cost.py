@@ -1,11 +1,13 @@
 """Cost of NTK Gram tracking relative to a recorded training step (CPU or GPU).
 
-    python benchmarks/gram_cost.py
+    python benchmarks/gram_cost.py [--smoke]
 
 Times one compiled chunk of K recorded steps for a batch of networks with
 gram_every = 0 (off) and gram_every = 1 (every step), and prints the ratio.
+--smoke: SMOKE's toy case, 2 recorded steps a chunk.
 """
 
+import argparse
 import time
 
 import jax
@@ -19,6 +21,7 @@ CASES = [  # (param, width, depth, n, d, networks)
     ("du", 4096, 1, 256, 64, 4),
     ("zou", 512, 3, 64, 16, 8),
 ]
+SMOKE = [("du", 16, 1, 8, 4, 2)]
 K = 20
 
 
@@ -34,7 +37,7 @@ def inputs(static, M):
     return X, y, hyper
 
 
-def time_chunk(static, M):
+def time_chunk(static, M, reps=3):
     X, y, hyper = inputs(static, M)
     program = train.make_program(static)
     H = jnp.zeros((M, static.n, static.n), jnp.float32) if static.gram_every else None
@@ -42,22 +45,27 @@ def time_chunk(static, M):
     state, rec = program.chunk(state, hyper, X, y, jnp.int32(0))
     jax.block_until_ready(rec)
     best = float("inf")
-    for rep in range(3):
+    records = static.chunk_records
+    for rep in range(reps):
         t = time.perf_counter()
-        state, rec = program.chunk(state, hyper, X, y, jnp.int32(K * (rep + 1)))
+        state, rec = program.chunk(state, hyper, X, y, jnp.int32(records * (rep + 1)))
         jax.block_until_ready(rec)
         best = min(best, time.perf_counter() - t)
-    return best / K
+    return best / records
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true", help="a toy case (SMOKE), seconds")
+    smoke = parser.parse_args().smoke
     print(f"device: {jax.devices()[0].device_kind}")
     print(f"{'case':34s} {'step (ms)':>10s} {'+Gram (ms)':>10s} {'ratio':>6s}")
-    for param, width, depth, n, d, M in CASES:
+    for param, width, depth, n, d, M in SMOKE if smoke else CASES:
         base = dict(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
-                    optimizer="gd", param=param, chunk_records=K)
-        off = time_chunk(train.Static(**base), M)
-        on = time_chunk(train.Static(**base, gram_every=1), M)
+                    optimizer="gd", param=param, chunk_records=2 if smoke else K)
+        reps = 1 if smoke else 3
+        off = time_chunk(train.Static(**base), M, reps)
+        on = time_chunk(train.Static(**base, gram_every=1), M, reps)
         name = f"{param} m={width} L={depth} n={n} x{M}"
         print(f"{name:34s} {1e3 * off:10.2f} {1e3 * on:10.2f} {on / off:6.2f}")
 

@@ -1,6 +1,6 @@
 """Cost of sharpness tracking: a Hessian-vector product, and a recorded step with a sharpness.
 
-    python benchmarks/sharpness_cost.py [--rounds=5]
+    python benchmarks/sharpness_cost.py [--rounds=5] [--smoke]
 
 For each case (a batch of networks of one shape), in one process, interleaved over rounds
 (off, on, off, on, ...), it times:
@@ -15,6 +15,7 @@ For each case (a batch of networks of one shape), in one process, interleaved ov
 It prints per case the medians over rounds and the ranges of the ratios: +sharp / step
 (the cost of a recorded step that carries a sharpness), (+sharp - step) / 20 per
 Lanczos step, and hvp / grad. Record the table in BENCHMARKS.md with the machine.
+--smoke: one round of SMOKE's toy case, 2 records a chunk, 3 Lanczos steps.
 """
 
 import argparse
@@ -35,12 +36,14 @@ CASES = [  # (param, width, depth, n, d, networks): sweeps/eos.py:quick's shapes
     ("du", 1024, 1, 64, 16, 16),
 ]
 K, ITERS = 10, 20
+SMOKE = dict(cases=[("ntk", 8, 1, 8, 4, 2)], K=2, ITERS=3, rounds=1)
 
 
 class ChunkTimer:
     """A compiled chunk program, warmed up; `step()` times one chunk, per recorded step."""
 
     def __init__(self, static, M):
+        self.K = static.chunk_records
         self.X, self.y, self.hyper = inputs(static, M)
         self.program = train.make_program(static)
         self.state = self.program.init(train.batch_keys(self.hyper), self.X)
@@ -52,8 +55,8 @@ class ChunkTimer:
         self.state, rec = self.program.chunk(self.state, self.hyper, self.X, self.y,
                                              jnp.int32(self.start))
         jax.block_until_ready(rec)
-        self.start += K
-        return (time.perf_counter() - t) / K
+        self.start += self.K
+        return (time.perf_counter() - t) / self.K
 
 
 class DerivativeTimer:
@@ -95,16 +98,20 @@ def _spread(values) -> str:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--smoke", action="store_true", help="a toy case (SMOKE), seconds")
+    opts = parser.parse_args()
+    cases, records, iters, rounds = ((SMOKE["cases"], SMOKE["K"], SMOKE["ITERS"],
+                                      SMOKE["rounds"]) if opts.smoke
+                                     else (CASES, K, ITERS, opts.rounds))
     print(f"device: {jax.devices()[0].device_kind}, {rounds} interleaved rounds, "
-          f"{ITERS} Lanczos steps per sharpness; times are medians, ratios median [range]")
+          f"{iters} Lanczos steps per sharpness; times are medians, ratios median [range]")
     print(f"{'case':28s} {'step ms':>8s} {'+sharp ms':>9s} {'+sharp/step':>20s} "
           f"{'ms/Lanczos step':>15s} {'hvp ms':>7s} {'hvp/grad':>20s}")
-    for param, width, depth, n, d, M in CASES:
+    for param, width, depth, n, d, M in cases:
         base = dict(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
-                    optimizer="gd", param=param, chunk_records=K)
+                    optimizer="gd", param=param, chunk_records=records)
         off = ChunkTimer(train.Static(**base), M)
-        on = ChunkTimer(train.Static(**base, sharpness_every=1, sharpness_iters=ITERS), M)
+        on = ChunkTimer(train.Static(**base, sharpness_every=1, sharpness_iters=iters), M)
         deriv = DerivativeTimer(param, width, depth, n, d, M)
         t_off, t_on, t_grad, t_hvp = [], [], [], []
         for _ in range(rounds):
@@ -113,7 +120,7 @@ def main():
             t_grad.append(deriv.time("grad"))
             t_hvp.append(deriv.time("hvp"))
         ratio = [b / a for a, b in zip(t_off, t_on)]
-        per_iter = [(b - a) / ITERS for a, b in zip(t_off, t_on)]
+        per_iter = [(b - a) / iters for a, b in zip(t_off, t_on)]
         hvp_ratio = [h / g for g, h in zip(t_grad, t_hvp)]
         name = f"{param} m={width} L={depth} n={n} x{M}"
         print(f"{name:28s} {1e3 * statistics.median(t_off):8.2f} "

@@ -210,6 +210,7 @@ def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
     np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-5)
 
 
+@pytest.mark.cpu_only  # cache groups are the CPU's (programs.cache_bytes)
 def test_tables_do_not_depend_on_cache_groups(tmp_path, monkeypatch):
     engine.run_sweep(_sweep(), tmp_path / "a", show_progress=False)
     # 1536 B: groups of 4 networks of width 8 (6 padded to 8), of 2 of width 16 (N = 12).
