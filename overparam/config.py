@@ -276,6 +276,14 @@ class Sweep:
                                   "this many steps (0: off)", identity=False)
     sharpness_iters: int = _field(20, _integer(), "Lanczos iterations (Hessian-vector "
                                   "products) of each sharpness", identity=False)
+    measure_precision: str = _field("highest", _one_of(PRECISIONS),
+                                    "matmul precision of the measurements (radii, ||W(0)||, "
+                                    "Gram, sharpness); `precision` is training's: "
+                                    "precision='high' trains in TF32 on a GPU and still "
+                                    "measures in float32", identity=False)
+    power_iters: int = _field(8, _integer(), "spectral-norm iterations per record on a GPU or "
+                              "TPU: a fixed count, warm-started (the CPU stops at power_tol)",
+                              identity=False)
 
     @property
     def sign_labels(self) -> bool:

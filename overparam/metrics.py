@@ -60,7 +60,8 @@ def top_ritz_pair(Q: jax.Array, QA: jax.Array) -> tuple[jax.Array, jax.Array, ja
 
 
 def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
-                  precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
+                  precision=jax.lax.Precision.HIGHEST,
+                  fixed: bool = False) -> tuple[jax.Array, jax.Array]:
     """||D||_2 by block power iteration on A = D^T D with a block of two vectors.
 
     D: (m, k); V: (2, k), the start as rows: the engine passes the two Ritz
@@ -76,10 +77,13 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
     has its contraction on an operand's last axis or its rhs's first (the
     forms XLA:CPU gives to YNNPACK). sigma = sqrt(top Ritz value) never exceeds
     ||D||_2; it stops once sigma changes by at most tol * sigma, or after
-    max_iters iterations. lambda_max(A) is as accurate in float32 as
-    sigma_max(D) is: squaring loses nothing for the top singular value.
-    Returns (sigma, the two Ritz vectors as rows (2, k), best first). For
-    D = 0: (0, V).
+    max_iters iterations. fixed: exactly max_iters iterations, no early
+    stop: a loop whose trip count is a constant, which an accelerator runs
+    without reading a predicate back on the host at every iteration (the
+    early stop's is one round trip per iteration). lambda_max(A) is as
+    accurate in float32 as sigma_max(D) is: squaring loses nothing for the
+    top singular value. Returns (sigma, the two Ritz vectors as rows (2, k),
+    best first). For D = 0: (0, V).
     """
     ein = functools.partial(jnp.einsum, precision=precision)
     if D.shape[1] <= GRAM_MAX_FAN_IN:
@@ -93,14 +97,17 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
         scale = jnp.maximum(jnp.sum(D * D), jnp.finfo(D.dtype).tiny)
         times_a = lambda Q: ein("bm,mk->bk", ein("bk,mk->bm", Q, D), D) / scale
         power_step = lambda Q, QA: orthonormal_pair(QA)
-    return _block_power(times_a, power_step, V, scale, tol=tol, max_iters=max_iters)
+    return _block_power(times_a, power_step, V, scale, tol=tol, max_iters=max_iters,
+                        fixed=fixed)
 
 
 def _block_power(times_a, power_step, V: jax.Array, scale: jax.Array, *, tol: float,
-                 max_iters: int) -> tuple[jax.Array, jax.Array]:
+                 max_iters: int, fixed: bool = False) -> tuple[jax.Array, jax.Array]:
     """sqrt(scale lambda_max(A)) and the two Ritz vectors (2, k) of a symmetric PSD A (scaled
     to lambda_max <= 1) by `spectral_norm`'s block power iteration from V (2, k):
-    times_a(Q) = Q A, power_step(Q, QA) the next orthonormal block."""
+    times_a(Q) = Q A, power_step(Q, QA) the next orthonormal block. Stops early (a
+    lax.while_loop on the change of sigma) or, fixed, takes max_iters iterations (a
+    fori_loop with constant bounds: a fixed trip count)."""
 
     def body(carry):
         Q, QA, lam, _, _, _, i = carry
@@ -118,14 +125,18 @@ def _block_power(times_a, power_step, V: jax.Array, scale: jax.Array, *, tol: fl
     QA = times_a(Q)
     lam, y0, y1 = top_ritz_pair(Q, QA)
     init = (Q, QA, lam, y0, y1, lam <= 0, jnp.zeros((), jnp.int32))
-    Q, _, lam, y0, y1, _, _ = jax.lax.while_loop(cond, body, init)
+    if fixed:
+        Q, _, lam, y0, y1, _, _ = jax.lax.fori_loop(0, max_iters, lambda _, c: body(c), init)
+    else:
+        Q, _, lam, y0, y1, _, _ = jax.lax.while_loop(cond, body, init)
     sigma = jnp.sqrt(jnp.maximum(lam, 0.0) * scale)
     ritz = _rows(y0 * Q[0] + y1 * Q[1], y0 * Q[1] - y1 * Q[0])
     return sigma, jnp.where(sigma > 0, ritz, V)
 
 
 def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
-                       precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
+                       precision=jax.lax.Precision.HIGHEST,
+                       fixed: bool = False) -> tuple[jax.Array, jax.Array]:
     """||D||_op of the convolution v -> conv(v, D) (stride 1, 'SAME' padding) on inputs of
     V's shape, by `spectral_norm`'s block power iteration on A = C^T C, C the convolution
     as a linear map: each product passes the block through the convolution and back
@@ -134,7 +145,8 @@ def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int
     D: (kh, kw, c_in, c_out) (flax's layout); V: (2, s, s, c_in), the start (the previous
     call's Ritz vectors warm-start the next). A is scaled by kh kw ||D||_F^2 >=
     ||C||_2^2 (each output is D's inner product with one patch, and every input entry
-    lies in at most kh kw patches). Returns (sigma, the two Ritz vectors (2, s, s, c_in)).
+    lies in at most kh kw patches). fixed: exactly max_iters iterations (as
+    `spectral_norm`'s). Returns (sigma, the two Ritz vectors (2, s, s, c_in)).
     """
     shape = V.shape[1:]
     kh, kw = D.shape[:2]
@@ -147,7 +159,8 @@ def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int
 
     times_a = lambda Q: jax.vmap(gram_times)(Q) / scale
     sigma, ritz = _block_power(times_a, lambda Q, QA: orthonormal_pair(QA),
-                               V.reshape(2, -1), scale, tol=tol, max_iters=max_iters)
+                               V.reshape(2, -1), scale, tol=tol, max_iters=max_iters,
+                               fixed=fixed)
     return sigma, ritz.reshape(V.shape)
 
 

@@ -83,7 +83,8 @@ def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
         plan = plan_of_manifest(sweep, runs, manifest)
     elif multihost.is_leader():
         plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
-                                  measure=compiled.memory, cache_bytes=programs.cache_bytes())
+                                  measure=compiled.memory, cache_bytes=programs.cache_bytes(),
+                                  fixed_loops=programs.fixed_loops())
     else:
         plan = None  # the leader's plan is read from the manifest it writes
     return Prepared(runs, datasets, idents, H_inf, eigenvalues, arora, plan)
@@ -94,7 +95,8 @@ def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.
     devices say now (a resumed sweep, and every process but the leader)."""
     return plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
                               multiple_of=manifest["batch_multiple_of"],
-                              groups=manifest.get("groups"), cache_bytes=programs.cache_bytes())
+                              groups=manifest.get("groups"), cache_bytes=programs.cache_bytes(),
+                              fixed_loops=programs.fixed_loops())
 
 
 def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
