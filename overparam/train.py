@@ -127,6 +127,10 @@ class State(NamedTuple):
                               # (a (0,) array when sharpness is off)
 
 
+# Named scopes of the matmuls at each precision: `precision` (training's) and
+# `measure_precision` (tests/test_lowering.py finds every dot of a program in one of them).
+TRAINING, MEASURING = "training", "measuring"
+
 # What a record holds, in the order of the results schema's columns (overparam.schema).
 STEP_FIELDS = schema.measured("steps")
 LAYER_FIELDS = schema.measured("layers")
@@ -234,22 +238,25 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
     """`init_single` from the network's derived keys (what the init program runs)."""
     dtype = jnp.dtype(static.dtype)
     net = network(static)
-    net0 = net.init(keys.hidden, keys.out, X)
+    with jax.named_scope(TRAINING):
+        net0 = net.init(keys.hidden, keys.out, X)
+        f0, pre = net.apply(net0, X)
     delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
-    f0, pre = net.apply(net0, X)
     matrices = [net.matrix(layer, W) for layer, W in enumerate(net0.hidden, start=1)]
     v = _power_block(keys.power, matrices, dtype)
     opt_state = _optimizer(static, 1.0).init(_trainable(static, delta))  # no lr in it
     precision = model.PRECISIONS[static.measure_precision]
-    init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
-                               for W, b in zip(matrices, v)])
+    with jax.named_scope(MEASURING):
+        init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
+                                   for W, b in zip(matrices, v)])
     gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
     if static.gram_every:
         gram0 = _gram(static, net0, X)
         if gram_inf is not None:
             scale = theory.gram_scale(static.param, static.width, depth=static.depth,
                                       train_output=static.train_output)
-            gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
+            with jax.named_scope(MEASURING):
+                gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
     return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
                  v=v, conv_v=_conv_starts(static, keys.power, dtype),
                  pattern0=tuple(z > 0 for z in pre), batch_key=keys.batch,
@@ -278,7 +285,8 @@ def _test_output(static: Static, net: model.Net, X_test: jax.Array | None) -> ja
         return jnp.zeros((0,), jnp.dtype(static.dtype))
     if X_test is None:
         raise ValueError(f"the program has n_test={static.n_test} test points: pass X_test")
-    return network(static).apply(net, X_test)[0]
+    with jax.named_scope(TRAINING):
+        return network(static).apply(net, X_test)[0]
 
 
 def _errors(static: Static, g: jax.Array, y: jax.Array) -> jax.Array:
@@ -316,7 +324,8 @@ def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net):
 
 
 def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
-    return network(static, measure=True).gram(net, X, static.train_output)
+    with jax.named_scope(MEASURING):
+        return network(static, measure=True).gram(net, X, static.train_output)
 
 
 def _when(flag, compute, otherwise):
@@ -338,9 +347,10 @@ def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dic
 
     def stats(_):
         H = _gram(static, _weights(state.net0, state.delta), X)
-        eigenvalues = jnp.linalg.eigvalsh(H)
-        return (eigenvalues[0], eigenvalues[-1], metrics.symmetric_norm(H - state.gram0),
-                state.gram_init_error)
+        with jax.named_scope(MEASURING):
+            eigenvalues = jnp.linalg.eigvalsh(H)
+            change = metrics.symmetric_norm(H - state.gram0)
+        return eigenvalues[0], eigenvalues[-1], change, state.gram_init_error
 
     values = _when(is_gram_step, stats, lambda _: (nan,) * 4)
     return dict(zip(names, values))
@@ -374,7 +384,9 @@ def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_st
         return root(jax.jvp(jax.grad(objective), (trained,), (root(v),))[1])
 
     def compute(_):
-        return metrics.lanczos_top(hvp, state.sharp_v, iters=static.sharpness_iters)
+        with jax.named_scope(MEASURING):
+            return metrics.lanczos_top(hvp, state.sharp_v, iters=static.sharpness_iters,
+                                       precision=model.PRECISIONS[static.measure_precision])
 
     return _when(is_sharpness_step, compute, lambda _: (nan, state.sharp_v))
 
@@ -400,7 +412,8 @@ def _objective(static: Static, hyper: Hyper, net0: model.Net, delta: model.Net, 
     objective GD minimizes, loss / alpha^2 (Chizat et al. 2019). Its matmuls at the
     training precision, or the measurements' with measure (the sharpness's)."""
     net = _weights(net0, _with_trainable(static, delta, trained))
-    f, pre = network(static, measure=measure).apply(net, X)
+    with jax.named_scope(MEASURING if measure else TRAINING):
+        f, pre = network(static, measure=measure).apply(net, X)
     g = model_output(static, hyper, f, f0)
     loss = losses.reduce(losses.per_example(static.loss, g, y), reduction=static.reduction,
                          n=static.n)
@@ -554,8 +567,9 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, X_test, y_test, state
     if static.optimizer == "sgd":  # metrics are over the full training set
         _, (f, pre, loss) = _objective(static, hyper, state.net0, state.delta,
                                        _trainable(static, state.delta), X, y, state.f0)
-    step_rec, layer_rec, v, conv_v = _measure(static, state, X, y, loss, f, pre, grads,
-                                              is_gram_step)
+    with jax.named_scope(MEASURING):
+        step_rec, layer_rec, v, conv_v = _measure(static, state, X, y, loss, f, pre, grads,
+                                                  is_gram_step)
     step_rec.update(_test_metrics(static, hyper, state, X_test, y_test))
     step_rec["sharpness"], sharp_v = _sharpness(static, hyper, state, X, y, is_sharpness_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
