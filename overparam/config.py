@@ -281,7 +281,7 @@ class Sweep:
                                     "Gram, sharpness); `precision` is training's: "
                                     "precision='high' trains in TF32 on a GPU and still "
                                     "measures in float32", identity=False)
-    power_iters: int = _field(8, _integer(), "spectral-norm iterations per record on a GPU or "
+    power_iters: int = _field(16, _integer(), "spectral-norm iterations per record on a GPU or "
                               "TPU: a fixed count, warm-started (the CPU stops at power_tol)",
                               identity=False)
 

@@ -227,21 +227,6 @@ def test_the_planner_chooses_fixed_loops_on_an_accelerator(monkeypatch):
                     k += 1
 
 
-@pytest.mark.parametrize("steps,record_every,chunk_steps,period,expected", [
-    (200, 1, 100, 10, (201, 70, 3)),   # the default sweep: Gram every 10 steps
-    (500, 2, 100, 25, (251, 50, 6)),   # cnn_digits: Gram every 50 steps, records every 2
-    (100, 1, 20, 50, (101, 50, 3)),    # a period longer than chunk_steps: one period
-    (12, 1, 5, 1, (13, 5, 3)),
-])
-def test_chunks_hold_whole_periods(steps, record_every, chunk_steps, period, expected):
-    got = plan_lib.chunking(steps, record_every, chunk_steps, period)
-    assert got == expected
-    num_records, chunk_records, num_chunks = got
-    assert chunk_records % period == 0
-    assert 0 <= chunk_records * num_chunks - num_records < num_chunks * period
-    assert chunk_records <= max(period, chunk_steps // record_every)
-
-
 def test_the_chunk_donates_its_state():
     """Every state argument of the engine's chunk program is donated (aliased to an output),
     and XLA's memory analysis counts the aliased bytes (programs.Programs' measure)."""
