@@ -251,8 +251,8 @@ def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
 def test_a_sweep_on_the_accelerators_programs_writes_the_cpus_tables(tmp_path, monkeypatch):
     """The whole engine with the programs an accelerator runs (programs.fixed_loops()
     faked True): the planner's chunks of whole Gram and sharpness periods, the fixed
-    programs, the donated state; the tables equal the CPU's to 1e-5 (radii: the power
-    iterations' rounding), a resume included."""
+    programs, the donated state and its checkpoints after every chunk; the tables equal the
+    CPU's to 1e-5 (radii: the power iterations' rounding)."""
     kw = dict(gram_every=2, sharpness_every=2, steps=12, chunk_steps=5, n_test=4,
               checkpoint_seconds=0)
     engine.run_sweep(_sweep(**kw), tmp_path / "cpu", show_progress=False)
