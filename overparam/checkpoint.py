@@ -253,6 +253,12 @@ class Cadence:
             return True
         return self.clock() - self.since >= max(self.interval, self.RATIO * self.last_cost)
 
+    def begin(self) -> None:
+        """A checkpoint is being taken (the next is due from now, until `record` says
+        when it was written): a chunk that follows before it is written does not take
+        another."""
+        self.since = self.clock()
+
     def record(self, seconds: float, nbytes: int) -> None:
         self.since, self.last_cost = self.clock(), seconds
         self.count, self.seconds, self.bytes = (self.count + 1, self.seconds + seconds,
@@ -266,10 +272,22 @@ def _path(out: Path, batch: int) -> Path:
     return out / STATE / f"b{batch:05d}.npz"
 
 
+# The fields of a State that training changes (the rest is recomputed on resume), in the
+# order a checkpoint holds them.
+TRAINED_FIELDS = ("step", "delta", "opt_state", "v", "alive", "diverged_step", "sharp_v",
+                  "conv_v")
+
+
 def trained_part(state: train.State):
-    """The part of a State that training changes (the rest is recomputed on resume)."""
-    return (state.step, state.delta, state.opt_state, state.v, state.alive,
-            state.diverged_step, state.sharp_v, state.conv_v)
+    """The part of a State that training changes: its TRAINED_FIELDS, as a tuple."""
+    return tuple(getattr(state, k) for k in TRAINED_FIELDS)
+
+
+def fetch_trained(state: train.State) -> train.State:
+    """The state with its `trained_part` fetched to the host and every other field None:
+    what `save` needs of a state, taken before a chunk that donates it deletes it."""
+    empty = train.State(*(None,) * len(train.State._fields))
+    return empty._replace(**jax.device_get({k: getattr(state, k) for k in TRAINED_FIELDS}))
 
 
 def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str, dict],

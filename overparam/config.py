@@ -287,8 +287,9 @@ class Sweep:
     chunk_steps: int = _field(100, _integer(), "steps per compiled chunk (at most)",
                               identity=False)
     precision: str = _field("highest", _one_of(PRECISIONS),
-                            "matmul precision: highest, high or default (TF32 fakes small "
-                            "radii)")
+                            "matmul precision of training (forward and backward): highest, "
+                            "high (TF32 on a GPU) or default (bfloat16 passes); "
+                            "measure_precision is the measurements'")
     dtype: str = _field("float32", _one_of(DTYPES), "float32 or float64")
     power_tol: float = _field(1e-6, _number(0.0, 0.1, open_low=True),
                               "relative tolerance of the spectral-norm iteration",
@@ -315,6 +316,15 @@ class Sweep:
     sharpness_iters: int = _field(20, _integer(), "Lanczos iterations (Hessian-vector "
                                   "products) of each sharpness", identity=False,
                                   used_when=SHARPNESS_ON)
+    measure_precision: str = _field("highest", _one_of(PRECISIONS),
+                                    "matmul precision of the measurements (radii, the norms "
+                                    "of W(0), Gram, sharpness; TF32 fakes small radii); "
+                                    "`precision` is training's: "
+                                    "precision='high' trains in TF32 on a GPU and still "
+                                    "measures in float32", identity=False)
+    power_iters: int = _field(16, _integer(), "spectral-norm iterations per record on a GPU or "
+                              "TPU: a fixed count, warm-started (the CPU stops at power_tol)",
+                              identity=False)
 
     @property
     def sign_labels(self) -> bool:

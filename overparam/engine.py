@@ -204,7 +204,13 @@ class _Job:
     def _train_batch(self, batch: plan_lib.Batch, meta: dict, stop, writer, pending) -> None:
         """Initializes (or restores, from checkpoint `meta`) one batch and runs its chunks,
         queueing their writes: at most one chunk computes while the previous one is
-        written; a signal stops the loop at the next chunk boundary."""
+        written; a signal stops the loop at the next chunk boundary.
+
+        Each chunk donates the state it is given (programs.Programs), so what a
+        checkpoint needs of a state is fetched to the host before the next chunk
+        takes it: when `cadence` says a checkpoint is due, which is decided here
+        rather than on the writer's thread. That fetch waits for the chunk to
+        finish, once per checkpoint."""
         init, chunk = self.compiled.get(batch.static, batch.size)
         sharding = programs.models_sharding(batch.size)
         keys, hyper, X, y, X_test, y_test, H = jax.device_put(
@@ -228,16 +234,24 @@ class _Job:
                                 X_test, y_test)
             if sharding:  # XLA returns empty arrays (a feature turned off) replicated
                 state = jax.device_put(state, sharding)
-            pending.append(writer.submit(self._finish_chunk, batch, c, recs, state, parts,
+            if c + 1 == self.plan.num_chunks:
+                kept = state  # the last chunk's: no chunk takes it
+            elif cadence.due():
+                cadence.begin()
+                kept = checkpoint.fetch_trained(state)  # before the next chunk takes it
+            else:
+                kept = None
+            pending.append(writer.submit(self._finish_chunk, batch, c, recs, kept, parts,
                                          results, cadence))
             if len(pending) >= 2:
                 interrupt.wait(pending[-2])  # a second Ctrl-C interrupts the wait
 
     def _finish_chunk(self, batch, chunk: int, recs, state, parts: dict,
                       results: records.RunResults, cadence: checkpoint.Cadence) -> None:
-        """Writes a chunk's parts, then, when `cadence` says so, the batch's checkpoint: the
-        state after the chunk, every part so far and the per-run results, in one file.
-        After the last chunk, the batch's final record (diverged steps, checkpoint costs)."""
+        """Writes a chunk's parts, then, where `state` is given (a checkpoint is due:
+        `_train_batch`), the batch's checkpoint: the state after the chunk, every part so
+        far and the per-run results, in one file. After the last chunk, the batch's final
+        record (diverged steps, checkpoint costs)."""
         entries, network_steps = records.write_chunk(self.out, batch, chunk, recs,
                                                      self.sweep.steps, self.sweep.dtype, results)
         parts.update(entries)
@@ -247,7 +261,7 @@ class _Job:
         kwargs = dict(chunks_done=done, step=done * self.plan.steps_per_chunk,
                       parts=dict(parts), results=results.to_dict())
         if done < self.plan.num_chunks:
-            if cadence.due():
+            if state is not None:
                 t = time.perf_counter()
                 nbytes = checkpoint.save(self.out, batch.index, state=state, **kwargs)
                 cadence.record(time.perf_counter() - t, nbytes)

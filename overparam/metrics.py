@@ -23,7 +23,7 @@ def _rows(first: jax.Array, second: jax.Array) -> jax.Array:
     return jnp.where(jnp.arange(2)[:, None] == 0, first[None, :], second[None, :])
 
 
-def orthonormal_pair(Q: jax.Array) -> jax.Array:
+def orthonormal_pair(Q: jax.Array, precision=jax.lax.Precision.HIGHEST) -> jax.Array:
     """Orthonormal rows spanning Q's two rows, by Gram-Schmidt applied twice. Q: (2, k).
 
     Plain vector arithmetic that XLA fuses (LAPACK's QR in a vmapped loop cost
@@ -34,19 +34,21 @@ def orthonormal_pair(Q: jax.Array) -> jax.Array:
     q1 = Q[0] / jnp.maximum(jnp.linalg.norm(Q[0]), tiny)
     w = Q[1]
     for _ in range(2):
-        w = w - jnp.dot(q1, w) * q1
+        w = w - jnp.dot(q1, w, precision=precision) * q1
     return _rows(q1, w / jnp.maximum(jnp.linalg.norm(w), tiny))
 
 
-def top_ritz_pair(Q: jax.Array, QA: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def top_ritz_pair(Q: jax.Array, QA: jax.Array, precision=jax.lax.Precision.HIGHEST
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The larger eigenvalue of R = Q A Q^T (2 x 2) and its unit eigenvector (y0, y1), in
     closed form.
 
     Q: (2, k) orthonormal rows; QA = Q A (2, k) for a symmetric A. With R =
     [[a, b], [b, c]]: lambda = (a + c)/2 + sqrt(((a - c)/2)^2 + b^2), eigenvector
     (b, lambda - a) or (lambda - c, b), whichever is longer (exact when b = 0).
+    precision: of R's matmul (the measurements'; 'highest' by default).
     """
-    R = jnp.einsum("bk,ck->bc", Q, QA, precision=jax.lax.Precision.HIGHEST)
+    R = jnp.einsum("bk,ck->bc", Q, QA, precision=precision)
     a, b, c = R[0, 0], 0.5 * (R[0, 1] + R[1, 0]), R[1, 1]
     lam = 0.5 * (a + c) + jnp.sqrt(0.25 * (a - c) ** 2 + b * b)
     n1, n2 = jnp.sqrt(b * b + (lam - a) ** 2), jnp.sqrt((lam - c) ** 2 + b * b)
@@ -60,7 +62,8 @@ def top_ritz_pair(Q: jax.Array, QA: jax.Array) -> tuple[jax.Array, jax.Array, ja
 
 
 def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
-                  precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
+                  precision=jax.lax.Precision.HIGHEST,
+                  fixed: bool = False) -> tuple[jax.Array, jax.Array]:
     """||D||_2 by block power iteration on A = D^T D with a block of two vectors.
 
     D: (m, k); V: (2, k), the start as rows: the engine passes the two Ritz
@@ -76,10 +79,13 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
     has its contraction on an operand's last axis or its rhs's first (the
     forms XLA:CPU gives to YNNPACK). sigma = sqrt(top Ritz value) never exceeds
     ||D||_2; it stops once sigma changes by at most tol * sigma, or after
-    max_iters iterations. lambda_max(A) is as accurate in float32 as
-    sigma_max(D) is: squaring loses nothing for the top singular value.
-    Returns (sigma, the two Ritz vectors as rows (2, k), best first). For
-    D = 0: (0, V).
+    max_iters iterations. fixed: exactly max_iters iterations, no early
+    stop: a loop whose trip count is a constant, which an accelerator runs
+    without reading a predicate back on the host at every iteration (the
+    early stop's is one round trip per iteration). lambda_max(A) is as
+    accurate in float32 as sigma_max(D) is: squaring loses nothing for the
+    top singular value. Returns (sigma, the two Ritz vectors as rows (2, k),
+    best first). For D = 0: (0, V).
     """
     ein = functools.partial(jnp.einsum, precision=precision)
     if D.shape[1] <= GRAM_MAX_FAN_IN:
@@ -88,25 +94,29 @@ def spectral_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
         A = A / scale
         A2 = ein("kj,jl->kl", A, A)
         times_a = lambda Q: ein("bk,kj->bj", Q, A)
-        power_step = lambda Q, QA: orthonormal_pair(ein("bk,kj->bj", Q, A2))
+        power_step = lambda Q, QA: orthonormal_pair(ein("bk,kj->bj", Q, A2), precision)
     else:
         scale = jnp.maximum(jnp.sum(D * D), jnp.finfo(D.dtype).tiny)
         times_a = lambda Q: ein("bm,mk->bk", ein("bk,mk->bm", Q, D), D) / scale
-        power_step = lambda Q, QA: orthonormal_pair(QA)
-    return _block_power(times_a, power_step, V, scale, tol=tol, max_iters=max_iters)
+        power_step = lambda Q, QA: orthonormal_pair(QA, precision)
+    return _block_power(times_a, power_step, V, scale, tol=tol, max_iters=max_iters,
+                        fixed=fixed, precision=precision)
 
 
 def _block_power(times_a, power_step, V: jax.Array, scale: jax.Array, *, tol: float,
-                 max_iters: int) -> tuple[jax.Array, jax.Array]:
+                 max_iters: int, fixed: bool = False,
+                 precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
     """sqrt(scale lambda_max(A)) and the two Ritz vectors (2, k) of a symmetric PSD A (scaled
     to lambda_max <= 1) by `spectral_norm`'s block power iteration from V (2, k):
-    times_a(Q) = Q A, power_step(Q, QA) the next orthonormal block."""
+    times_a(Q) = Q A, power_step(Q, QA) the next orthonormal block. Stops early (a
+    lax.while_loop on the change of sigma) or, fixed, takes max_iters iterations (a
+    fori_loop with constant bounds: a fixed trip count)."""
 
     def body(carry):
         Q, QA, lam, _, _, _, i = carry
         Q = power_step(Q, QA)
         QA = times_a(Q)
-        new, y0, y1 = top_ritz_pair(Q, QA)
+        new, y0, y1 = top_ritz_pair(Q, QA, precision)
         sigma, old = jnp.sqrt(jnp.maximum(new, 0.0)), jnp.sqrt(jnp.maximum(lam, 0.0))
         return Q, QA, new, y0, y1, jnp.abs(sigma - old) <= tol * sigma, i + 1
 
@@ -114,18 +124,22 @@ def _block_power(times_a, power_step, V: jax.Array, scale: jax.Array, *, tol: fl
         *_, converged, i = carry
         return (i < max_iters) & ~converged
 
-    Q = orthonormal_pair(V)
+    Q = orthonormal_pair(V, precision)
     QA = times_a(Q)
-    lam, y0, y1 = top_ritz_pair(Q, QA)
+    lam, y0, y1 = top_ritz_pair(Q, QA, precision)
     init = (Q, QA, lam, y0, y1, lam <= 0, jnp.zeros((), jnp.int32))
-    Q, _, lam, y0, y1, _, _ = jax.lax.while_loop(cond, body, init)
+    if fixed:
+        Q, _, lam, y0, y1, _, _ = jax.lax.fori_loop(0, max_iters, lambda _, c: body(c), init)
+    else:
+        Q, _, lam, y0, y1, _, _ = jax.lax.while_loop(cond, body, init)
     sigma = jnp.sqrt(jnp.maximum(lam, 0.0) * scale)
     ritz = _rows(y0 * Q[0] + y1 * Q[1], y0 * Q[1] - y1 * Q[0])
     return sigma, jnp.where(sigma > 0, ritz, V)
 
 
 def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int,
-                       precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, jax.Array]:
+                       precision=jax.lax.Precision.HIGHEST,
+                       fixed: bool = False) -> tuple[jax.Array, jax.Array]:
     """||D||_op of the convolution v -> conv(v, D) (stride 1, 'SAME' padding) on inputs of
     V's shape, by `spectral_norm`'s block power iteration on A = C^T C, C the convolution
     as a linear map: each product passes the block through the convolution and back
@@ -134,7 +148,8 @@ def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int
     D: (kh, kw, c_in, c_out) (flax's layout); V: (2, s, s, c_in), the start (the previous
     call's Ritz vectors warm-start the next). A is scaled by kh kw ||D||_F^2 >=
     ||C||_2^2 (each output is D's inner product with one patch, and every input entry
-    lies in at most kh kw patches). Returns (sigma, the two Ritz vectors (2, s, s, c_in)).
+    lies in at most kh kw patches). fixed: exactly max_iters iterations (as
+    `spectral_norm`'s). Returns (sigma, the two Ritz vectors (2, s, s, c_in)).
     """
     shape = V.shape[1:]
     kh, kw = D.shape[:2]
@@ -146,8 +161,9 @@ def conv_operator_norm(D: jax.Array, V: jax.Array, *, tol: float, max_iters: int
         return back(out)[0].reshape(-1)
 
     times_a = lambda Q: jax.vmap(gram_times)(Q) / scale
-    sigma, ritz = _block_power(times_a, lambda Q, QA: orthonormal_pair(QA),
-                               V.reshape(2, -1), scale, tol=tol, max_iters=max_iters)
+    sigma, ritz = _block_power(times_a, lambda Q, QA: orthonormal_pair(QA, precision),
+                               V.reshape(2, -1), scale, tol=tol, max_iters=max_iters,
+                               fixed=fixed, precision=precision)
     return sigma, ritz.reshape(V.shape)
 
 
@@ -168,9 +184,9 @@ def initial_spectral_norm(W: jax.Array, V: jax.Array, *,
                          precision=precision)[0]
 
 
-def _tree_dot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                               jax.tree_util.tree_leaves(b)))
+def _tree_dot(a, b, precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    return sum(jnp.vdot(x, y, precision=precision)
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
 def _tree_axpy(c, x, y):
@@ -182,7 +198,8 @@ def _tree_scale(c, x):
     return jax.tree_util.tree_map(lambda u: c * u, x)
 
 
-def lanczos_top(matvec, v0, *, iters: int) -> tuple[jax.Array, object]:
+def lanczos_top(matvec, v0, *, iters: int,
+                precision=jax.lax.Precision.HIGHEST) -> tuple[jax.Array, object]:
     """The largest eigenvalue of a symmetric operator and its Ritz vector, by `iters` steps
     of Lanczos from v0.
 
@@ -192,7 +209,8 @@ def lanczos_top(matvec, v0, *, iters: int) -> tuple[jax.Array, object]:
     tridiagonal T (alpha_j = q_j . A q_j, beta_j), whose top eigenvalue theta is the
     estimate; the Ritz vector sum_j s_j q_j (s: theta's eigenvector of T) is rebuilt by
     running the recurrence a second time with the stored alpha, beta, so that no Krylov
-    basis is kept: memory is a few copies of v0, time 2 x iters products A v.
+    basis is kept: memory is a few copies of v0, time 2 x iters products A v. precision:
+    of its inner products (the matvec has its own). A fixed trip count: no early stop.
 
     Lanczos finds the largest *algebraic* eigenvalue, also of an indefinite A (a loss
     Hessian away from a minimum, whose most negative eigenvalue can be the largest in
@@ -209,7 +227,8 @@ def lanczos_top(matvec, v0, *, iters: int) -> tuple[jax.Array, object]:
     leaves, treedef = jax.tree_util.tree_flatten(v0)
     dtype = leaves[0].dtype
     eps, tiny = jnp.finfo(dtype).eps, jnp.finfo(dtype).tiny
-    norm0 = jnp.sqrt(_tree_dot(v0, v0))
+    dot = functools.partial(_tree_dot, precision=precision)
+    norm0 = jnp.sqrt(dot(v0, v0))
     zero = jax.tree_util.tree_map(jnp.zeros_like, v0)
     first = jnp.zeros_like(leaves[0]).reshape(-1).at[0].set(1.0).reshape(leaves[0].shape)
     e0 = jax.tree_util.tree_unflatten(treedef, [first, *jax.tree_util.tree_leaves(zero)[1:]])
@@ -221,10 +240,10 @@ def lanczos_top(matvec, v0, *, iters: int) -> tuple[jax.Array, object]:
         and beta given (the second pass), those are used rather than recomputed."""
         w = _tree_axpy(-beta_prev, q_prev, matvec(q))
         if alpha is None:
-            alpha = _tree_dot(q, w)
+            alpha = dot(q, w)
         w = _tree_axpy(-alpha, q, w)
         if beta is None:
-            beta = jnp.sqrt(_tree_dot(w, w))
+            beta = jnp.sqrt(dot(w, w))
             scale = jnp.sqrt(alpha * alpha + beta_prev * beta_prev + beta * beta)
             valid = valid & (beta > 100 * eps * jnp.maximum(scale, tiny))
             beta = jnp.where(valid, beta, 0.0)
@@ -251,7 +270,7 @@ def lanczos_top(matvec, v0, *, iters: int) -> tuple[jax.Array, object]:
 
     (_, _, _, ritz), _ = jax.lax.scan(second_pass, (zero, q0, jnp.zeros((), dtype), zero),
                                       (S[:, -1], alphas, betas, valid))
-    length = jnp.sqrt(_tree_dot(ritz, ritz))
+    length = jnp.sqrt(dot(ritz, ritz))
     ritz = jax.tree_util.tree_map(
         lambda r, q: jnp.where(length > 0.5, r / jnp.maximum(length, tiny), q), ritz, q0)
     return theta[-1], ritz

@@ -119,9 +119,9 @@ class _Layout:
 class FlaxNetwork:
     """A flax module under the protocol of the module docstring."""
 
-    def __init__(self, module, d: int, dtype, depth: int):
+    def __init__(self, module, d: int, dtype, depth: int, precision: str = "highest"):
         self.module, self.d, self.depth = module, d, depth
-        self.dtype = jnp.dtype(dtype)
+        self.dtype, self.precision = jnp.dtype(dtype), model.PRECISIONS[precision]
         self.layout = _check(module, d, self.dtype, depth)
         self.is_conv = any(c is not None for c in self.layout.conv_inputs)
 
@@ -177,7 +177,9 @@ class FlaxNetwork:
         Jacobian of f on X (n, theta's size): exact, n x |theta| memory. Its rows are the
         examples' gradients, each from the example alone (vmapped over the n examples): the
         protocol makes f(x_i) depend on x_i only, so this is one batch's backward pass of
-        work, where jax.jacrev of the batch's n outputs would be n of them."""
+        work, where jax.jacrev of the batch's n outputs would be n of them. J J^T at the
+        network's precision (the module's own matmuls at its `precision` field, if it
+        has one)."""
         hidden_mu, out_mu = self.multipliers()
         trained = (net.hidden, net.out, net.other) if train_output else (net.hidden, net.other)
         mus = ((hidden_mu, out_mu, 1.0) if train_output else (hidden_mu, 1.0))
@@ -195,7 +197,7 @@ class FlaxNetwork:
             part_mu = mu if isinstance(mu, tuple) else (mu,) * len(leaves)
             for J, m in zip(leaves, part_mu):
                 J = J.reshape(n, -1)
-                H = H + m * jnp.matmul(J, J.T, precision=jax.lax.Precision.HIGHEST)
+                H = H + m * jnp.matmul(J, J.T, precision=self.precision)
         return H
 
     def conv_shape(self, layer: int):
@@ -316,6 +318,6 @@ def network_of(arch: str, param: str, width: int, depth: int, d: int, dtype: str
     except (TypeError, ValueError) as e:
         call = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise config_lib.ConfigError("arch", f"{arch}({call}) fails: {e}") from None
-    return FlaxNetwork(module, d, dtype, depth)
+    return FlaxNetwork(module, d, dtype, depth, precision)
 
 

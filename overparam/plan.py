@@ -96,11 +96,14 @@ class Plan:
                 for b in first.values()]
 
 
-def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int) -> train.Static:
+def static_for(sweep: config_lib.Sweep, run: config_lib.Run, chunk_records: int,
+               fixed_loops: bool = False) -> train.Static:
     """The program of `run`: each field of `train.Static` from the run's grid point
-    where the run has it (width, n, loss, ...), else from the sweep field of that name."""
-    names = {f.name for f in dataclasses.fields(train.Static)} - {"chunk_records", "cache_group"}
-    return train.Static(chunk_records=chunk_records,
+    where the run has it (width, n, loss, ...), else from the sweep field of that name;
+    fixed_loops: the accelerators' variant (`train.Static`)."""
+    names = {f.name for f in dataclasses.fields(train.Static)} - {"chunk_records", "cache_group",
+                                                                  "fixed_loops"}
+    return train.Static(chunk_records=chunk_records, fixed_loops=fixed_loops,
                         **{k: getattr(run if hasattr(run, k) else sweep, k) for k in names})
 
 
@@ -347,8 +350,8 @@ def footprint(sweep: config_lib.Sweep, *, device_bytes: int, workers: int, devic
     """
     itemsize = _itemsize(sweep.dtype)
     count = num_networks(sweep)
-    num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
-                                                      sweep.chunk_steps)
+    # The accelerators' chunking: its chunks are as long or longer (whole periods).
+    num_records, chunk_records, num_chunks = sweep_chunking(sweep, fixed_loops=True)
     last_step = num_chunks * chunk_records * sweep.record_every
     rows = {"steps": count * num_records,
             "layers": count // len(sweep.depths) * sum(sweep.depths) * num_records}
@@ -510,8 +513,7 @@ def check_resources(sweep: config_lib.Sweep, out: str | os.PathLike | None = Non
                                      f"is more than the device's {_size(device_bytes)}")
     if need.device > device_bytes:
         field = _culprit(sweep, lambda s: fp(s).device, "widths")
-        big = _largest(sweep, sweep.arch[0], chunking(sweep.steps, sweep.record_every,
-                                                      sweep.chunk_steps)[1])
+        big = _largest(sweep, sweep.arch[0], sweep_chunking(sweep, fixed_loops=True)[1])
         raise config_lib.ConfigError(field, f"one network (width {big.width:,}, depth "
                                      f"{big.depth:,}, d={big.d:,}, n={big.n:,}, n_test="
                                      f"{big.n_test:,}, {big.chunk_records:,} records a chunk)"
@@ -543,12 +545,36 @@ def step_flops(static: train.Static) -> int:
     return 6 * static.batch_size * (static.d * m + (L - 1) * m * m + m)
 
 
-def chunking(steps: int, record_every: int, chunk_steps: int) -> tuple[int, int, int]:
-    """(num_records, chunk_records, num_chunks) with equal chunks and < num_chunks spare."""
+def chunking(steps: int, record_every: int, chunk_steps: int,
+             period: int = 1) -> tuple[int, int, int]:
+    """(num_records, chunk_records, num_chunks) with equal chunks and fewer than
+    num_chunks x period spare records.
+
+    period: chunk_records is a multiple of it (`record_period`: the records from one
+    record that is both a Gram and a sharpness record to the next), so that every chunk
+    starts where a period does and its Gram and sharpness records are at the same
+    positions (what the accelerators' programs need: train.Static.fixed_loops). A chunk
+    is at most chunk_steps long, or one period where that is longer.
+    """
     num_records = steps // record_every + 1
     target = max(1, chunk_steps // record_every)
+    target = max(period, target // period * period)
     num_chunks = -(-num_records // target)  # integer ceilings: exact for any size
-    return num_records, -(-num_records // num_chunks), num_chunks
+    return num_records, -(-num_records // (num_chunks * period)) * period, num_chunks
+
+
+def record_period(sweep: config_lib.Sweep) -> int:
+    """`train.record_period` of the sweep: records from one Gram-and-sharpness record to
+    the next (1 without either)."""
+    return train.record_period(sweep.record_every, sweep.gram_every, sweep.sharpness_every)
+
+
+def sweep_chunking(sweep: config_lib.Sweep, fixed_loops: bool) -> tuple[int, int, int]:
+    """`chunking` of the sweep: (num_records, chunk_records, num_chunks); chunks of whole
+    `record_period`s for the accelerators' programs (fixed_loops), else of any length (a
+    Gram period longer than the run costs the CPU nothing)."""
+    period = record_period(sweep) if fixed_loops else 1
+    return chunking(sweep.steps, sweep.record_every, sweep.chunk_steps, period)
 
 
 DEVICE_MEMORY_SHARE = 0.6  # of the memory a device can still give (of RAM on the CPU: half that)
@@ -708,7 +734,8 @@ def with_cache_group(static: train.Static, size: int, cap: int) -> train.Static:
 def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
               *, multiple_of: int = 1, budget_mb: float | None = None,
               measure: Measure | None = None, groups: Sequence[dict] | None = None,
-              cache_bytes: int = 0, compiling_allocates: bool | None = None) -> Plan:
+              cache_bytes: int = 0, compiling_allocates: bool | None = None,
+              fixed_loops: bool = False) -> Plan:
     """Groups `runs` (default: all of the sweep) into batches that fit the memory budget.
 
     budget_mb: device memory per program and device; default
@@ -725,13 +752,13 @@ def make_plan(sweep: config_lib.Sweep, runs: list[config_lib.Run] | None = None,
     (default: JAX runs on one), where XLA autotunes each GEMM on real buffers of
     its operands: then `measure` starts from the batch that the analytic
     estimate fits in the budget, not from the whole group.
+    fixed_loops: the programs are the accelerators' (`train.Static.fixed_loops`).
     """
     runs = config_lib.expand(sweep) if runs is None else runs
-    num_records, chunk_records, num_chunks = chunking(sweep.steps, sweep.record_every,
-                                                      sweep.chunk_steps)
+    num_records, chunk_records, num_chunks = sweep_chunking(sweep, fixed_loops)
     by_shape: dict[train.Static, list[config_lib.Run]] = {}
     for run in runs:
-        by_shape.setdefault(static_for(sweep, run, chunk_records), []).append(run)
+        by_shape.setdefault(static_for(sweep, run, chunk_records, fixed_loops), []).append(run)
     if groups is not None and len(groups) != len(by_shape):
         raise ValueError(f"{len(groups)} groups given for {len(by_shape)} shapes")
     budget_mb = budget_mb or sweep.memory_budget_mb or device_memory_budget_mb()

@@ -85,7 +85,8 @@ def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
         plan = plan_of_manifest(sweep, runs, manifest)
     elif multihost.is_leader():
         plan = plan_lib.make_plan(sweep, runs, multiple_of=len(jax.local_devices()),
-                                  measure=compiled.memory, cache_bytes=programs.cache_bytes())
+                                  measure=compiled.memory, cache_bytes=programs.cache_bytes(),
+                                  fixed_loops=programs.fixed_loops())
     else:
         plan = None  # the leader's plan is read from the manifest it writes
     return Prepared(runs, datasets, idents, H_inf, eigenvalues, arora, plan)
@@ -109,8 +110,10 @@ def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.
     if multiple_of > MAX_LOCAL_DEVICES:
         raise checkpoint.OutError(f"{where}: batch_multiple_of: {multiple_of} is more local "
                                   f"devices than {MAX_LOCAL_DEVICES}")
-    _, chunk_records, _ = plan_lib.chunking(sweep.steps, sweep.record_every, sweep.chunk_steps)
-    counts = collections.Counter(plan_lib.static_for(sweep, r, chunk_records) for r in runs)
+    fixed_loops = programs.fixed_loops()
+    _, chunk_records, _ = plan_lib.sweep_chunking(sweep, fixed_loops)
+    counts = collections.Counter(plan_lib.static_for(sweep, r, chunk_records, fixed_loops)
+                                 for r in runs)
     if len(groups) != len(counts):
         raise checkpoint.OutError(f"{where}: groups: {len(groups)} groups for the sweep's "
                                   f"{len(counts)} shapes")
@@ -123,7 +126,8 @@ def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.
                                       f"the planner gives {count} networks (a multiple of "
                                       f"{multiple_of}, at most {most})")
     return plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
-                              multiple_of=multiple_of, groups=groups, cache_bytes=cache_bytes)
+                              multiple_of=multiple_of, groups=groups, cache_bytes=cache_bytes,
+                              fixed_loops=fixed_loops)
 
 
 def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:

@@ -81,6 +81,14 @@ def models_sharding(batch_size: int) -> jax.sharding.NamedSharding | None:
 CPU_CACHE_BYTES = 4 * 2**20
 
 
+def fixed_loops() -> bool:
+    """The programs' variant here (`train.Static.fixed_loops`): on a GPU or TPU no
+    data-dependent control flow (each one would copy its predicate to the host), on the
+    CPU the power iteration's early stop and the records' lax.cond, as fast and the
+    tables of every sweep before the variant existed."""
+    return jax.default_backend() != "cpu"
+
+
 def cache_bytes() -> int:
     """plan.make_plan's cache_bytes here: CPU_CACHE_BYTES on a single CPU device, else 0
     (on a GPU the caches are not the bound, and a batch split over devices keeps
@@ -126,7 +134,10 @@ class Programs:
 
     Compiling needs only shapes, so the planner asks `memory` for the peak
     device memory of a batch size it considers, and training then runs the
-    very programs that were measured.
+    very programs that were measured. The chunk donates its state argument
+    (`train.make_program(donate=True)`): its new state takes the old one's
+    buffers, so a batch holds one state rather than two, and a state passed to
+    a chunk cannot be used again.
 
     progress: where each compile is shown, "compiling k/N: width W depth L n=..
     (batch B)" (a `progress.Progress`; None: nowhere). N, the number of programs
@@ -154,17 +165,7 @@ class Programs:
 
     def _abstract(self, static: train.Static, size: int):
         sharding = models_sharding(size)
-        dtype = jnp.dtype(static.dtype)
-        spec = lambda *shape, dt=dtype: jax.ShapeDtypeStruct((size, *shape), dt,
-                                                              sharding=sharding)
-        keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
-        hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
-                            spec(), spec())
-        # H^inf, for the Gram matrix's distance to it: the mlp's analytic kernel only.
-        H = spec(static.n, static.n) if static.gram_every and static.arch == "mlp" else None
-        test = ((spec(static.n_test, static.d), spec(static.n_test)) if static.n_test
-                else (None, None))
-        return keys, hyper, spec(static.n, static.d), spec(static.n), *test, H, sharding
+        return (*abstract_arguments(static, size, sharding), sharding)
 
     def get(self, static: train.Static, size: int) -> tuple[Any, Any]:
         """(init, chunk): executables called as init(keys, X, H, X_test) and
@@ -174,7 +175,7 @@ class Programs:
         key = (static, size)
         if key not in self._compiled:
             store.crash_point("compile")
-            program = train.make_program(static)
+            program = train.make_program(static, donate=True)
             keys, hyper, X, y, X_test, y_test, H, sharding = self._abstract(static, size)
             t = time.perf_counter()
             with self._compiling(static, size):
@@ -206,12 +207,31 @@ class Programs:
         return len(self._compiled)
 
 
+def abstract_arguments(static: train.Static, size: int, sharding=None):
+    """The arguments of a batch of `size` networks' programs as shapes
+    (jax.ShapeDtypeStruct): keys, hyper, X, y, X_test, y_test (None without test
+    points) and H (H^inf, None where the program takes none): init(keys, X, H, X_test)
+    and chunk(state, hyper, X, y, start, X_test, y_test), state: init's output."""
+    dtype = jnp.dtype(static.dtype)
+    spec = lambda *shape, dt=dtype: jax.ShapeDtypeStruct((size, *shape), dt, sharding=sharding)
+    keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
+    hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
+                        spec(), spec())
+    # H^inf, for the Gram matrix's distance to it: the mlp's analytic kernel only.
+    H = spec(static.n, static.n) if static.gram_every and static.arch == "mlp" else None
+    test = ((spec(static.n_test, static.d), spec(static.n_test)) if static.n_test
+            else (None, None))
+    return keys, hyper, spec(static.n, static.d), spec(static.n), *test, H
+
+
 def _peak_bytes(init, chunk, state_bytes: int, sharding) -> int:
     """Peak device memory of a batch from XLA's memory analysis of its programs.
 
-    A chunk holds its arguments, outputs and temporaries, and meanwhile the
-    previous chunk's records wait to be copied to the host: its outputs less
-    the state. Where the analysis is unavailable, raises RuntimeError.
+    A chunk holds its arguments, outputs and temporaries, less the outputs
+    that reuse an argument's buffers (the state, which the chunk donates), and
+    meanwhile the previous chunk's records wait to be copied to the host: its
+    outputs less the state. Where the analysis is unavailable, raises
+    RuntimeError.
     """
     def total(compiled):
         m = compiled.memory_analysis()

@@ -18,8 +18,9 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-VERSION = 5  # 1: before the schema was versioned (no key tags); 2: before mup, output
-# scaling and sharpness; 3: before the test split; 4: before the architectures
+VERSION = 6  # 1: before the schema was versioned (no key tags); 2: before mup, output
+# scaling and sharpness; 3: before the test split; 4: before the architectures; 5: before
+# measure_precision and power_iters (every config field is in the manifest, and checked)
 
 FLOAT = pa.float32()  # placeholder of a measurement column: becomes the sweep's dtype
 ID = pa.large_string()

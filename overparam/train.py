@@ -22,6 +22,25 @@ A network whose loss or gradient stops being finite is frozen at its last
 finite weights; its records from then on are NaN and `diverged_step` says
 when it happened (the host ignores a divergence past the last step). Its
 neighbours in the batch are unaffected.
+
+Two variants of the chunk, one computation (`Static.fixed_loops`):
+
+  early stop (the CPU)    the spectral-norm iterations stop once sigma settles
+                          (lax.while_loop), and a record is a Gram or sharpness
+                          step by its step number (lax.cond);
+  fixed loops (GPU, TPU)  no data-dependent control flow: power_iters
+                          warm-started iterations per record, and the Gram and
+                          sharpness records at static positions of the chunk
+                          (`record_kinds`). On XLA:GPU each data-dependent loop
+                          or conditional copies its predicate to the host: a
+                          round trip per iteration per layer, and per record.
+
+Two precisions: `precision`, of every matmul of training (the forward and
+backward passes; the loss, errors, margins and flips a record holds are those
+of its forward pass, on the training and the test points), and
+`measure_precision`, of the measurements of the weights (the radii's power
+iterations, ||W(0)||_2, the NTK Gram matrix, the sharpness's Hessian-vector
+products): a GPU can train in TF32 and measure in float32.
 """
 
 from __future__ import annotations
@@ -69,6 +88,9 @@ class Static:
     n_test: int = 0              # held-out test points measured at every record (0: none)
     sharpness_every: int = 0     # record the loss Hessian's top eigenvalue every k steps
     sharpness_iters: int = 20    # Lanczos iterations of each sharpness
+    measure_precision: str = "highest"  # matmuls of the measurements (`precision`: training's)
+    fixed_loops: bool = False    # no data-dependent control flow in the chunk (accelerators)
+    power_iters: int = 16        # with fixed_loops: power iterations per record, warm-started
 
 
 class Hyper(NamedTuple):
@@ -104,6 +126,10 @@ class State(NamedTuple):
     sharp_v: Any              # shaped as the trained weights: the sharpness's warm start
                               # (a (0,) array when sharpness is off)
 
+
+# Named scopes of the matmuls at each precision: `precision` (training's) and
+# `measure_precision` (tests/test_lowering.py finds every dot of a program in one of them).
+TRAINING, MEASURING = "training", "measuring"
 
 # What a record holds, in the order of the results schema's columns (overparam.schema).
 STEP_FIELDS = schema.measured("steps")
@@ -154,10 +180,28 @@ def _optimizer(static: Static, lr: jax.Array) -> optax.GradientTransformation:
     return optax.sgd(learning_rate=lr, momentum=static.momentum or None)
 
 
-def network(static: Static):
-    """The network of `static` (overparam.networks)."""
+def network(static: Static, *, measure: bool = False):
+    """The network of `static` (overparam.networks), its matmuls at the training precision
+    (`static.precision`), or at the measurements' (`static.measure_precision`) with
+    measure."""
     return networks.network_of(static.arch, static.param, static.width, static.depth,
-                               static.d, static.dtype, static.precision)
+                               static.d, static.dtype,
+                               static.measure_precision if measure else static.precision)
+
+
+def _power_iterations(static: Static) -> dict:
+    """The stopping rule of the spectral-norm iterations of a record: early (power_tol,
+    at most power_max_iters) or, with fixed_loops, exactly power_iters (warm-started from
+    the previous record's Ritz vectors, as the early stop is). The default 16 meets the
+    accuracy tests with a margin: 8 iterations kept every dense layer's radius within
+    3e-7 of an SVD at every step (tests/test_radius.py's bar: 1e-5), but a convolution's
+    operator norm under steps of lr = 20 within 1e-3 only (12: 1e-4, the bar; 16: 8e-6).
+    Where the early stop needs 2 or 3 iterations, 16 passes are the price of no round
+    trip to the host per iteration: on wide layers (passes over D) a smaller count is
+    cheaper and less exact."""
+    if static.fixed_loops:
+        return dict(tol=static.power_tol, max_iters=static.power_iters, fixed=True)
+    return dict(tol=static.power_tol, max_iters=static.power_max_iters)
 
 
 def _multipliers(static: Static, delta: model.Net):
@@ -200,22 +244,25 @@ def init_from_keys(static: Static, keys: Keys, X: jax.Array,
     """`init_single` from the network's derived keys (what the init program runs)."""
     dtype = jnp.dtype(static.dtype)
     net = network(static)
-    net0 = net.init(keys.hidden, keys.out, X)
+    with jax.named_scope(TRAINING):
+        net0 = net.init(keys.hidden, keys.out, X)
+        f0, pre = net.apply(net0, X)
     delta = jax.tree_util.tree_map(jnp.zeros_like, net0)
-    f0, pre = net.apply(net0, X)
     matrices = [net.matrix(layer, W) for layer, W in enumerate(net0.hidden, start=1)]
     v = _power_block(keys.power, matrices, dtype)
     opt_state = _optimizer(static, 1.0).init(_trainable(static, delta))  # no lr in it
-    precision = model.PRECISIONS[static.precision]
-    init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
-                               for W, b in zip(matrices, v)])
+    precision = model.PRECISIONS[static.measure_precision]
+    with jax.named_scope(MEASURING):
+        init_spectral = jnp.stack([metrics.initial_spectral_norm(W, b, precision=precision)
+                                   for W, b in zip(matrices, v)])
     gram0, gram_err = jnp.zeros((0, 0), dtype), jnp.full((), jnp.nan, dtype)
     if static.gram_every:
         gram0 = _gram(static, net0, X)
         if gram_inf is not None:
             scale = theory.gram_scale(static.param, static.width, depth=static.depth,
                                       train_output=static.train_output)
-            gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
+            with jax.named_scope(MEASURING):
+                gram_err = metrics.symmetric_norm(gram0 / scale - gram_inf)
     return State(step=jnp.zeros((), jnp.int32), net0=net0, delta=delta, opt_state=opt_state,
                  v=v, conv_v=_conv_starts(static, keys.power, dtype),
                  pattern0=tuple(z > 0 for z in pre), batch_key=keys.batch,
@@ -244,7 +291,8 @@ def _test_output(static: Static, net: model.Net, X_test: jax.Array | None) -> ja
         return jnp.zeros((0,), jnp.dtype(static.dtype))
     if X_test is None:
         raise ValueError(f"the program has n_test={static.n_test} test points: pass X_test")
-    return network(static).apply(net, X_test)[0]
+    with jax.named_scope(TRAINING):
+        return network(static).apply(net, X_test)[0]
 
 
 def _errors(static: Static, g: jax.Array, y: jax.Array) -> jax.Array:
@@ -282,24 +330,35 @@ def _sharpness_start(static: Static, power_key: jax.Array, delta: model.Net):
 
 
 def _gram(static: Static, net: model.Net, X: jax.Array) -> jax.Array:
-    return network(static).gram(net, X, static.train_output)
+    with jax.named_scope(MEASURING):
+        return network(static, measure=True).gram(net, X, static.train_output)
+
+
+def _when(flag, compute, otherwise):
+    """compute() where flag, else otherwise(): flag a Python bool (a record's static
+    position in the chunk says: no conditional in the program) or a traced bool
+    (lax.cond: only the branch taken runs, also under vmap, since it is unbatched)."""
+    if isinstance(flag, bool):
+        return compute(None) if flag else otherwise(None)
+    return jax.lax.cond(flag, compute, otherwise, None)
 
 
 def _gram_stats(static: Static, state: State, X: jax.Array, is_gram_step) -> dict:
     """lambda_min(H(t)), lambda_max(H(t)), ||H(t) - H(0)||_2 and ||H(0)/s - H^inf||_2 on Gram
-    steps, else NaN."""
+    steps, else NaN. is_gram_step: a Python or a traced bool (`_when`)."""
     nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
     names = ("gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error")
-    if not static.gram_every:
+    if not static.gram_every or is_gram_step is False:
         return dict.fromkeys(names, nan)
 
     def stats(_):
         H = _gram(static, _weights(state.net0, state.delta), X)
-        eigenvalues = jnp.linalg.eigvalsh(H)
-        return (eigenvalues[0], eigenvalues[-1], metrics.symmetric_norm(H - state.gram0),
-                state.gram_init_error)
+        with jax.named_scope(MEASURING):
+            eigenvalues = jnp.linalg.eigvalsh(H)
+            change = metrics.symmetric_norm(H - state.gram0)
+        return eigenvalues[0], eigenvalues[-1], change, state.gram_init_error
 
-    values = jax.lax.cond(is_gram_step, stats, lambda _: (nan,) * 4, None)
+    values = _when(is_gram_step, stats, lambda _: (nan,) * 4)
     return dict(zip(names, values))
 
 
@@ -307,15 +366,16 @@ def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_st
     """(sharpness, the next warm start): on sharpness steps the largest eigenvalue of the
     Hessian of the full-batch objective (the loss of alpha (f - f0) divided by alpha^2)
     with respect to the trained weights, by `metrics.lanczos_top` from state.sharp_v
-    on forward-over-reverse Hessian-vector products; NaN and sharp_v unchanged on the
-    other steps.
+    on forward-over-reverse Hessian-vector products (at the measurements' precision);
+    NaN and sharp_v unchanged on the other steps. is_sharpness_step: a Python or a
+    traced bool (`_when`).
 
     Under mup, whose layers step by eta * mu_l, it is the Hessian in the coordinates
     that GD steps uniformly: M^1/2 Hess M^1/2, M = diag(mu) (for every other
     parameterization M = I): GD on a quadratic is stable iff eta < 2 / sharpness.
     """
     nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
-    if not static.sharpness_every:
+    if not static.sharpness_every or is_sharpness_step is False:
         return nan, state.sharp_v
     trained = _trainable(static, state.delta)
     mus = _multipliers(static, state.delta)
@@ -323,15 +383,18 @@ def _sharpness(static: Static, hyper: Hyper, state: State, X, y, is_sharpness_st
         lambda leaf, mu: math.sqrt(mu) * leaf, v, mus)
 
     def objective(w):
-        return _objective(static, hyper, state.net0, state.delta, w, X, y, state.f0)[0]
+        return _objective(static, hyper, state.net0, state.delta, w, X, y, state.f0,
+                          measure=True)[0]
 
     def hvp(v):
         return root(jax.jvp(jax.grad(objective), (trained,), (root(v),))[1])
 
     def compute(_):
-        return metrics.lanczos_top(hvp, state.sharp_v, iters=static.sharpness_iters)
+        with jax.named_scope(MEASURING):
+            return metrics.lanczos_top(hvp, state.sharp_v, iters=static.sharpness_iters,
+                                       precision=model.PRECISIONS[static.measure_precision])
 
-    return jax.lax.cond(is_sharpness_step, compute, lambda _: (nan, state.sharp_v), None)
+    return _when(is_sharpness_step, compute, lambda _: (nan, state.sharp_v))
 
 
 def _power_block(power_key: jax.Array, matrices, dtype):
@@ -349,12 +412,14 @@ def model_output(static: Static, hyper: Hyper, f: jax.Array, f0: jax.Array) -> j
 
 
 def _objective(static: Static, hyper: Hyper, net0: model.Net, delta: model.Net, trained, X, y,
-               f0):
+               f0, *, measure: bool = False):
     """(objective, (g, pre, loss)) on a batch X: (b, d), y: (b,), f0: (b,) (f(0) there;
     (0,) without center_output): loss = the reduced loss of g = `model_output`, and the
-    objective GD minimizes, loss / alpha^2 (Chizat et al. 2019)."""
+    objective GD minimizes, loss / alpha^2 (Chizat et al. 2019). Its matmuls at the
+    training precision, or the measurements' with measure (the sharpness's)."""
     net = _weights(net0, _with_trainable(static, delta, trained))
-    f, pre = network(static).apply(net, X)
+    with jax.named_scope(MEASURING if measure else TRAINING):
+        f, pre = network(static, measure=measure).apply(net, X)
     g = model_output(static, hyper, f, f0)
     loss = losses.reduce(losses.per_example(static.loss, g, y), reduction=static.reduction,
                          n=static.n)
@@ -400,25 +465,31 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_st
     """Step and layer records of the current weights (but the test metrics and the
     sharpness), and the new power vectors (matrices' and convolutions'). f: the model's
     output g (`model_output`) on X; loss: its reduced loss."""
-    precision = model.PRECISIONS[static.precision]
+    precision = model.PRECISIONS[static.measure_precision]
+    iterations = _power_iterations(static)
     net = network(static)
     matrices = [net.matrix(layer, D) for layer, D in enumerate(state.delta.hidden, start=1)]
+    iterated = _iterated(static, state, grads)
+    iterated_matrices = (matrices if not static.fixed_loops else
+                         [net.matrix(layer, M) for layer, M in enumerate(iterated, start=1)])
     spectral, vs, operator, conv_vs = [], [], [], []
-    for D, v in zip(matrices, state.v):
-        sigma, v = metrics.spectral_norm(D, v, tol=static.power_tol,
-                                         max_iters=static.power_max_iters, precision=precision)
+    for M, v in zip(iterated_matrices, state.v):
+        sigma, v = metrics.spectral_norm(M, v, precision=precision, **iterations)
         spectral.append(sigma)
         vs.append(v)
-    for D, v in zip(state.delta.hidden, state.conv_v):
+    for M, v in zip(iterated, state.conv_v):
         if v is None:  # a dense layer: its operator norm is radius_spectral
-            operator.append(jnp.full((), jnp.nan, D.dtype))
+            operator.append(jnp.full((), jnp.nan, M.dtype))
             conv_vs.append(None)
             continue
-        sigma, v = metrics.conv_operator_norm(D, v, tol=static.power_tol,
-                                              max_iters=static.power_max_iters,
-                                              precision=precision)
+        sigma, v = metrics.conv_operator_norm(M, v, precision=precision, **iterations)
         operator.append(sigma)
         conv_vs.append(v)
+    if static.fixed_loops:  # the weights have not moved at step 0: radii 0
+        moved = state.step > 0
+        spectral = [jnp.where(moved, sigma, 0.0) for sigma in spectral]
+        operator = [jnp.where(moved, sigma, 0.0) if v is not None else sigma
+                    for sigma, v in zip(operator, state.conv_v)]
     margin = (metrics.min_margin(f, y) if static.sign_labels
               else jnp.full((), jnp.nan, f.dtype))
     step_rec = dict(loss=loss, train_error=_errors(static, f, y), min_margin=margin,
@@ -434,6 +505,21 @@ def _measure(static: Static, state: State, X, y, loss, f, pre, grads, is_gram_st
                              for z, p in zip(pre, state.pattern0)]),
         init_spectral=state.init_spectral)
     return step_rec, layer_rec, tuple(vs), tuple(conv_vs)
+
+
+def _iterated(static: Static, state: State, grads) -> tuple:
+    """What each layer's spectral-norm iterations run on (as the network stores the layer's
+    weight), for the matrices and for the convolutions: D_l = W_l - W_l(0), but with
+    fixed_loops at step 0 (D_l = 0) the layer's gradient G_l, the direction of the first
+    step's change of D_l (-eta mu_l G_l, with momentum too): its Ritz vectors are then
+    those of D_l(1), and step 1 starts warm, where its start would otherwise be the
+    random one (with a fixed count of iterations the cold start is the hard case: e.g.
+    8 iterations gave 3e-5 relative error at step 1 of a depth-3 zou network, 2e-8 at
+    every later step)."""
+    if not static.fixed_loops:
+        return state.delta.hidden
+    hidden = grads.hidden if static.train_output else grads[0]
+    return tuple(jnp.where(state.step == 0, G, D) for G, D in zip(hidden, state.delta.hidden))
 
 
 def _norm(tree) -> jax.Array:
@@ -469,21 +555,27 @@ def columns(records: Records) -> dict[str, np.ndarray]:
 
 
 def _record_then_train(static: Static, hyper: Hyper, X, y, X_test, y_test, state: State,
-                       step):
+                       step, *, kinds: tuple[bool, bool] | None = None):
     """Measures the weights at state.step (= `step`), then takes record_every steps.
 
-    step is an unbatched value, so that the Gram matrix is computed (lax.cond)
-    only on Gram steps, also under vmap. Returns the new state and this record's
-    (STEP_FIELDS values (F,), LAYER_FIELDS values (L, G)).
+    kinds: (is_gram_step, is_sharpness_step) as Python bools, where the record's
+    position in the chunk decides them (`record_kinds`: no conditional in the
+    program); None: decided from `step`, an unbatched value, so that the Gram
+    matrix and the sharpness are computed (lax.cond) only on their steps, also
+    under vmap. Returns the new state and this record's (STEP_FIELDS values (F,),
+    LAYER_FIELDS values (L, G)).
     """
-    is_gram_step = (step % static.gram_every == 0) if static.gram_every else False
-    is_sharpness_step = (step % static.sharpness_every == 0) if static.sharpness_every else False
+    if kinds is None:
+        kinds = tuple((step % every == 0) if every else False
+                      for every in (static.gram_every, static.sharpness_every))
+    is_gram_step, is_sharpness_step = kinds
     objective, (f, pre, loss), grads = _gradient(static, hyper, state, X, y)
     if static.optimizer == "sgd":  # metrics are over the full training set
         _, (f, pre, loss) = _objective(static, hyper, state.net0, state.delta,
                                        _trainable(static, state.delta), X, y, state.f0)
-    step_rec, layer_rec, v, conv_v = _measure(static, state, X, y, loss, f, pre, grads,
-                                              is_gram_step)
+    with jax.named_scope(MEASURING):
+        step_rec, layer_rec, v, conv_v = _measure(static, state, X, y, loss, f, pre, grads,
+                                                  is_gram_step)
     step_rec.update(_test_metrics(static, hyper, state, X_test, y_test))
     step_rec["sharpness"], sharp_v = _sharpness(static, hyper, state, X, y, is_sharpness_step)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
@@ -503,6 +595,74 @@ def _record_then_train(static: Static, hyper: Hyper, X, y, X_test, y_test, state
     return state, record
 
 
+def record_period(record_every: int, gram_every: int, sharpness_every: int) -> int:
+    """Records from one record that is both a Gram and a sharpness record to the next: the
+    least common multiple of gram_every and sharpness_every (those that are on, 0 is off)
+    over record_every; 1 when neither is on. With fixed_loops a chunk holds whole periods
+    and starts at a multiple of one (plan.chunking makes every chunk so)."""
+    everies = [every // record_every for every in (gram_every, sharpness_every) if every]
+    return math.lcm(*everies) if everies else 1
+
+
+def _period(static: Static) -> int:
+    return record_period(static.record_every, static.gram_every, static.sharpness_every)
+
+
+def record_kinds(static: Static) -> list[tuple[tuple[bool, bool], int]]:
+    """The records of one period (`record_period`) as runs of consecutive records of one
+    kind: ((is_gram_step, is_sharpness_step), how many). Record k of a period is a Gram
+    step iff k record_every is a multiple of gram_every (likewise for sharpness): e.g.
+    gram_every = 10 records: [((True, False), 1), ((False, False), 9)]."""
+    runs = []
+    for k in range(_period(static)):
+        kind = tuple(bool(every) and (k * static.record_every) % every == 0
+                     for every in (static.gram_every, static.sharpness_every))
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1] + 1)
+        else:
+            runs.append((kind, 1))
+    return runs
+
+
+def _scan_records(static: Static, record, state, steps: jax.Array):
+    """The records at `steps` (K,), from `state`: (state, (step values (K, ...), layer values
+    (K, ...))). record(state, step, kinds) measures and trains one record (`kinds` as
+    `_record_then_train` takes them).
+
+    Without fixed_loops, one lax.scan whose records decide from their step whether they
+    are Gram or sharpness steps (lax.cond). With it, a lax.scan over the chunk's periods
+    (`record_period`), each period its runs of records of one kind (`record_kinds`) in
+    order, a run of one record inline and a longer one as a lax.scan: every record's
+    kind is static, and every loop has a fixed trip count.
+    """
+    if not static.fixed_loops:
+        return jax.lax.scan(lambda s, t: record(s, t, None), state, steps)
+    period = _period(static)
+    if len(steps) % period:
+        raise ValueError(f"with fixed_loops a chunk holds whole periods of {period} records "
+                         f"(gram_every, sharpness_every); got {len(steps)} records")
+    runs = record_kinds(static)
+    if runs == [((False, False), period)]:  # nothing but plain records: one scan
+        return jax.lax.scan(lambda s, t: record(s, t, (False, False)), state, steps)
+
+    def one_period(state, period_steps):
+        values, at = [], 0
+        for kind, count in runs:
+            part = period_steps[at:at + count]
+            if count == 1:
+                state, value = record(state, part[0], kind)
+                value = jax.tree_util.tree_map(lambda a: a[None], value)
+            else:
+                state, value = jax.lax.scan(
+                    lambda s, t, kind=kind: record(s, t, kind), state, part)
+            values.append(value)
+            at += count
+        return state, jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *values)
+
+    state, values = jax.lax.scan(one_period, state, steps.reshape(-1, period))
+    return state, jax.tree_util.tree_map(lambda a: a.reshape(len(steps), *a.shape[2:]), values)
+
+
 def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax.Array,
                 start: jax.Array, X_test: jax.Array | None = None,
                 y_test: jax.Array | None = None) -> tuple[State, Records]:
@@ -512,7 +672,9 @@ def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax
     where static.n_test > 0 (else None).
 
     One lax.scan over records whose body is vmapped over networks: the records
-    come out (K, B, ...) as the scan stacks them, with no transposing copy. With
+    come out (K, B, ...) as the scan stacks them, with no transposing copy
+    (with fixed_loops, a scan over periods of records, `_scan_records`: then
+    `start` must be a multiple of a `record_period` of records). With
     static.cache_group = g < B, the batch runs as B/g groups of g networks, one group
     after the other through the whole chunk (lax.map), so that a group's
     activations stay in the CPU's caches from step to step (g divides B: the
@@ -521,13 +683,15 @@ def chunk_batch(static: Static, state: State, hyper: Hyper, X: jax.Array, y: jax
     steps = start + jnp.arange(static.chunk_records, dtype=jnp.int32) * static.record_every
     if static.n_test and X_test is None:
         raise ValueError(f"the program has n_test={static.n_test} test points: pass them")
-    record = jax.vmap(functools.partial(_record_then_train, static),
-                      in_axes=(0, 0, 0, 0, 0, 0, None))
 
     def run(args):
         state, hyper, data = args
-        state, values = jax.lax.scan(lambda s, t: record(hyper, *data, s, t), state, steps)
-        return state, values
+
+        def record(state, step, kinds):
+            one = functools.partial(_record_then_train, static, kinds=kinds)
+            return jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, None))(hyper, *data, state, step)
+
+        return _scan_records(static, record, state, steps)
 
     data = (X, y, X_test, y_test)
     B = X.shape[0]
@@ -573,7 +737,7 @@ def init_static(static: Static) -> Static:
                                regression_tol=1.0, momentum=float(bool(static.momentum)),
                                gram_every=int(bool(static.gram_every)), cache_group=0,
                                sharpness_every=int(bool(static.sharpness_every)),
-                               sharpness_iters=1)
+                               sharpness_iters=1, fixed_loops=False, power_iters=1)
 
 
 @functools.cache
@@ -582,7 +746,14 @@ def _init_program(static: Static):
 
 
 @functools.cache
-def make_program(static: Static) -> Program:
-    """The jitted init (vmapped over networks) and chunk functions of one shape."""
-    chunk = jax.jit(functools.partial(chunk_batch, static))
+def make_program(static: Static, donate: bool = False) -> Program:
+    """The jitted init (vmapped over networks) and chunk functions of one shape.
+
+    donate: the chunk donates its state argument, whose buffers the new state
+    then takes (XLA aliases them): a batch holds one state rather than two, and
+    a state passed to the chunk is deleted (what the engine trains with; a
+    caller that calls the chunk twice on one state leaves it False).
+    """
+    chunk = jax.jit(functools.partial(chunk_batch, static),
+                    donate_argnums=(0,) if donate else ())
     return Program(init=_init_program(init_static(static)), chunk=chunk)

@@ -18,7 +18,7 @@ def _sweep(**overrides):
 
 def _static(sweep):
     return plan_lib.static_for(sweep, config_lib.expand(sweep)[0],
-                               plan_lib.chunking(sweep.steps, 1, sweep.chunk_steps)[1])
+                               plan_lib.sweep_chunking(sweep, fixed_loops=False)[1])
 
 
 def test_measured_memory_is_nearly_linear_in_the_batch_and_above_the_arrays():

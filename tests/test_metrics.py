@@ -167,6 +167,55 @@ def test_spectral_norm_one_iteration_is_one_block_power_step(route, power):
 
 
 @pytest.mark.parametrize("route", ROUTES)
+def test_fixed_spectral_norm_takes_exactly_max_iters_iterations(route):
+    """fixed=True (the accelerators' fori_loop, no early stop) gives the early-stop loop's
+    result when a tolerance never stops it (tol = -1), to float64 rounding (the two loops
+    compile apart), for several counts; and from a warm start (the previous V) 8
+    iterations match the SVD as the early stop does."""
+    rng = np.random.default_rng(19)
+    D = rng.standard_normal((30, 20))
+    V0 = rng.standard_normal((20, 2))
+    for k in (1, 3, 8):
+        with jax.enable_x64(True):
+            fixed = jax.jit(lambda D, V, k=k: _with_route(route, lambda: metrics.spectral_norm(
+                D, V, tol=1e-6, max_iters=k, fixed=True)))(jnp.asarray(D), jnp.asarray(V0.T))
+        stopped = _spectral64(D, V0, tol=-1.0, max_iters=k, route=route)
+        np.testing.assert_allclose(float(fixed[0]), stopped[0], rtol=1e-13)
+        np.testing.assert_allclose(np.asarray(fixed[1]).T, stopped[1], atol=1e-12)
+        if k > 1:  # it iterated: k - 1 iterations give another estimate
+            fewer = _spectral64(D, V0, tol=-1.0, max_iters=k - 1, route=route)
+            assert abs(fewer[0] - stopped[0]) > 1e-10 * stopped[0]
+    _, V = _spectral64(D, V0, tol=1e-14, max_iters=10000, route=route)
+    D2 = D + 1e-3 * rng.standard_normal(D.shape)
+    with jax.enable_x64(True):
+        sigma = float(_with_route(route, lambda: metrics.spectral_norm(
+            jnp.asarray(D2), jnp.asarray(V.T), tol=0.0, max_iters=8, fixed=True))[0])
+    assert abs(sigma - np.linalg.norm(D2, 2)) <= 1e-8 * np.linalg.norm(D2, 2)
+
+
+def test_fixed_conv_operator_norm_takes_exactly_max_iters_iterations():
+    rng = np.random.default_rng(20)
+    with jax.enable_x64(True):
+        D = jnp.asarray(rng.standard_normal((3, 3, 2, 3)))
+        V0 = jnp.asarray(rng.standard_normal((2, 4, 4, 2)))
+        for k in (1, 5):
+            fixed = metrics.conv_operator_norm(D, V0, tol=1e-6, max_iters=k, fixed=True)
+            stopped = metrics.conv_operator_norm(D, V0, tol=-1.0, max_iters=k)
+            np.testing.assert_allclose(float(fixed[0]), float(stopped[0]), rtol=1e-13)
+            np.testing.assert_allclose(fixed[1], stopped[1], atol=1e-12)
+
+
+def _with_route(route, fn):
+    """fn() traced with spectral_norm's route fixed (as `_spectral_jit`)."""
+    saved = metrics.GRAM_MAX_FAN_IN
+    metrics.GRAM_MAX_FAN_IN = saved if route == "gram" else 0
+    try:
+        return fn()
+    finally:
+        metrics.GRAM_MAX_FAN_IN = saved
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_spectral_norm_warm_start_converges_in_few_iterations(route):
     """Warm-started from the previous V on a slightly moved D, the loop stops within
     3 iterations: max_iters=3 gives exactly the result of max_iters=10000. Cold, it

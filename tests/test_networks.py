@@ -168,14 +168,15 @@ def test_conv_operator_norm_is_the_explicit_convolutions_top_singular_value():
         assert V.shape == (2, s, s, c_in)
 
 
-@pytest.mark.parametrize("arch", ["cnn", "resnet"])
-def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch):
+@pytest.mark.parametrize("arch,fixed_loops", [("cnn", False), ("resnet", False),
+                                               ("cnn", True)])  # power_iters per record
+def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch, fixed_loops):
     width, depth, n, d = 4, 2, 6, 16
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=0,
                                 dtype="float32"))
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="ntk", arch=arch, chunk_records=1,
-                          power_tol=1e-7, power_max_iters=500)
+                          power_tol=1e-7, power_max_iters=500, fixed_loops=fixed_loops)
     hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
                         lr=jnp.float32(20.0), output_scale=jnp.float32(1))
     init = jax.jit(functools.partial(train.init_single, static))

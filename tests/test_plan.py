@@ -29,15 +29,16 @@ def _sweep(**overrides):
     return config_lib.validate({**base, **overrides})
 
 
-def _check_chunking(steps, record_every, chunk_steps):
+def _check_chunking(steps, record_every, chunk_steps, period=1):
     num_records, chunk_records, num_chunks = plan_lib.chunking(steps, record_every,
-                                                               chunk_steps)
+                                                               chunk_steps, period)
     assert num_records == steps // record_every + 1
     assert chunk_records >= 1 and num_chunks >= 1
     assert chunk_records * num_chunks >= num_records
-    assert chunk_records * num_chunks - num_records < num_chunks
-    # A chunk is never longer than asked for (at least one record).
-    assert chunk_records <= max(1, chunk_steps // record_every)
+    assert chunk_records * num_chunks - num_records < num_chunks * period
+    assert chunk_records % period == 0  # every chunk starts a period (fixed_loops)
+    # A chunk is never longer than asked for (at least one record, or one period).
+    assert chunk_records <= max(period, chunk_steps // record_every)
 
 
 @pytest.mark.parametrize("steps, record_every, chunk_steps, expected", [
@@ -54,12 +55,26 @@ def test_chunking_table(steps, record_every, chunk_steps, expected):
     _check_chunking(steps, record_every, chunk_steps)
 
 
+@pytest.mark.parametrize("steps,record_every,chunk_steps,period,expected", [
+    (200, 1, 100, 10, (201, 70, 3)),   # the default sweep: Gram every 10 steps
+    (500, 2, 100, 25, (251, 50, 6)),   # cnn_digits: Gram every 50 steps, records every 2
+    (100, 1, 20, 50, (101, 50, 3)),    # a period longer than chunk_steps: one period
+    (12, 1, 5, 1, (13, 5, 3)),
+])
+def test_chunks_hold_whole_periods(steps, record_every, chunk_steps, period, expected):
+    """period: the records of one Gram and sharpness period (plan.record_period); each
+    chunk starts one, so that the accelerators' programs find those records at static
+    positions (train.Static.fixed_loops)."""
+    assert plan_lib.chunking(steps, record_every, chunk_steps, period) == expected
+    _check_chunking(steps, record_every, chunk_steps, period)
+
+
 @settings(max_examples=50, deadline=None)
 @given(steps=st.integers(1, 500), record_every=st.integers(1, 20),
-       chunk_steps=st.integers(1, 600))
-def test_chunking_properties(steps, record_every, chunk_steps):
+       chunk_steps=st.integers(1, 600), period=st.sampled_from([1, 1, 2, 3, 10, 60]))
+def test_chunking_properties(steps, record_every, chunk_steps, period):
     steps = steps * record_every  # record_every divides steps (as validate requires)
-    _check_chunking(steps, record_every, chunk_steps)
+    _check_chunking(steps, record_every, chunk_steps, period)
 
 
 def _check_plan(sweep, plan, runs=None):
@@ -81,7 +96,7 @@ def _check_plan(sweep, plan, runs=None):
         real_ids = {r.run_id for r in b.runs[:b.num_real]}
         assert all(r.run_id in real_ids for r in b.runs[b.num_real:])
     assert (plan.num_records, plan.chunk_records, plan.num_chunks) == plan_lib.chunking(
-        sweep.steps, sweep.record_every, sweep.chunk_steps)
+        sweep.steps, sweep.record_every, sweep.chunk_steps, plan_lib.record_period(sweep))
 
 
 def test_one_program_per_shape_lr_and_seed_do_not_split():

@@ -8,6 +8,7 @@ float64 with as many Lanczos steps as parameters the two agree to 1e-9; in float
 default 20 warm-started steps to 1e-4, at initialization and at every step of training.
 """
 
+import dataclasses
 import functools
 import os
 import signal
@@ -138,6 +139,17 @@ def test_warm_started_sharpness_float32(param, loss, depth, train_output, reduct
     X, y, sign = _problem(loss, "float32")
     static = _static(param, loss, depth, train_output, reduction, optimizer, center, sign,
                      "float32", 20)
+    _check_every_step(static, _hyper(lr, alpha, jnp.float32), X, y, steps=8, rtol=1e-4)
+
+
+def test_warm_started_sharpness_float32_in_the_accelerators_programs():
+    """fixed_loops (the sharpness record at a static position, no lax.cond): the dense
+    reference at every step, as above."""
+    param, loss, depth, train_output, reduction, optimizer, alpha, center, lr = CASES[4]
+    X, y, sign = _problem(loss, "float32")
+    static = dataclasses.replace(
+        _static(param, loss, depth, train_output, reduction, optimizer, center, sign,
+                "float32", 20), fixed_loops=True)
     _check_every_step(static, _hyper(lr, alpha, jnp.float32), X, y, steps=8, rtol=1e-4)
 
 

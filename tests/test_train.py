@@ -172,6 +172,44 @@ def test_cache_groups_change_nothing(optimizer, loss, labels):
             np.testing.assert_array_equal(getattr(state_a, field), getattr(state_b, field))
 
 
+@pytest.mark.parametrize("kw", [
+    dict(gram_every=1, sharpness_every=2, chunk_records=4),          # both, a period of 2
+    dict(gram_every=6, record_every=2, chunk_records=3, optimizer="sgd", batch_size=4),
+    dict(sharpness_every=3, chunk_records=3, depth=1, width=80),  # passes over D
+])
+def test_the_accelerators_programs_record_what_the_cpus_do(kw):
+    """fixed_loops (a fixed count of power iterations; Gram and sharpness records at static
+    positions, each chunk whole periods of them) against the CPU's programs (early stop,
+    lax.cond on the step), chunk after chunk: the same records to 1e-5 (the radii differ
+    by the iterations' rounding), NaN on the same steps, the same training."""
+    X, y = _data()
+    hyper = _hyper([2, 7, 1], [0.1, 0.05, 0.2])
+    Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
+    cpu = _static(**kw)
+    state_a, early = _run_all(cpu, hyper, Xs, ys, 3)
+    state_b, fixed = _run_all(dataclasses.replace(cpu, fixed_loops=True), hyper, Xs, ys, 3)
+    for k in early:
+        np.testing.assert_array_equal(np.isnan(early[k]), np.isnan(fixed[k]), err_msg=k)
+    _assert_records_close(early, fixed, rtol=1e-5, atol=1e-6)
+    for name, every in (("gram_lambda_max", cpu.gram_every),
+                        ("sharpness", cpu.sharpness_every)):
+        measured = np.isfinite(fixed[name][0])
+        assert measured.tolist() == [bool(every) and s % every == 0 for s in fixed["step"][0]]
+    for a, b in zip(*(jax.tree_util.tree_leaves((s.delta, s.opt_state, s.sharp_v))
+                      for s in (state_a, state_b))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_the_accelerators_chunk_holds_whole_periods():
+    X, y = _data()
+    static = _static(gram_every=2, sharpness_every=3, chunk_records=4, fixed_loops=True)
+    with pytest.raises(ValueError, match="whole periods of 6 records"):
+        _run_all(static, _hyper([1], [0.1]), X[None], y[None], 1)
+    assert train.record_kinds(static) == [((True, True), 1), ((False, False), 1),
+                                          ((True, False), 1), ((False, True), 1),
+                                          ((True, False), 1), ((False, False), 1)]
+
+
 def test_a_cache_group_must_divide_the_batch():
     X, y = _data()
     hyper = _hyper([1, 2, 3], [0.1] * 3)
@@ -208,6 +246,28 @@ def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
     a, b = (r.runs[cols].sort_values("run_id", ignore_index=True) for r in (ra, rb))
     assert a.run_id.tolist() == b.run_id.tolist() and a.status.tolist() == b.status.tolist()
     np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-5)
+
+
+def test_a_sweep_on_the_accelerators_programs_writes_the_cpus_tables(tmp_path, monkeypatch):
+    """The whole engine with the programs an accelerator runs (programs.fixed_loops()
+    faked True): the planner's chunks of whole Gram and sharpness periods, the fixed
+    programs, the donated state and its checkpoints after every chunk; the tables equal the
+    CPU's to 1e-5 (radii: the power iterations' rounding)."""
+    kw = dict(gram_every=2, sharpness_every=2, steps=12, chunk_steps=5, n_test=4,
+              checkpoint_seconds=0)
+    engine.run_sweep(_sweep(**kw), tmp_path / "cpu", show_progress=False)
+    monkeypatch.setattr(programs, "fixed_loops", lambda: True)
+    logs = []
+    engine.run_sweep(_sweep(**kw), tmp_path / "acc", show_progress=False, log_fn=logs.append)
+    assert "chunks of 4 records" in logs[0], logs[0]  # whole periods of 2 steps
+    ra, sa, la = _tables(tmp_path / "cpu")
+    rb, sb, lb = _tables(tmp_path / "acc")
+    assert len(sa) == len(sb) == 12 * 13 and sb.gram_lambda_max.notna().sum() == 12 * 7
+    for a, b in ((sa, sb), (la, lb)):
+        b = b.loc[a.index]
+        np.testing.assert_array_equal(a.isna().to_numpy(), b.isna().to_numpy())
+        np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-5, atol=1e-6)
+    assert ra.runs.run_id.tolist() == rb.runs.run_id.tolist()
 
 
 @pytest.mark.cpu_only  # cache groups are the CPU's (programs.cache_bytes)
@@ -300,7 +360,8 @@ def test_init_reads_none_of_the_fields_init_static_resets():
     other = dataclasses.replace(base, batch_size=4, loss="logistic", optimizer="sgd",
                                 reduction="mean", sign_labels=True, record_every=7,
                                 chunk_records=3, power_tol=1e-3, power_max_iters=5,
-                                regression_tol=0.5, momentum=0.5, gram_every=7)
+                                regression_tol=0.5, momentum=0.5, gram_every=7,
+                                fixed_loops=True, power_iters=3)
     assert train.init_static(base) == train.init_static(other)
     a = jax.vmap(functools.partial(train.init_from_keys, base))(keys, Xs)
     b = jax.vmap(functools.partial(train.init_from_keys, other))(keys, Xs)
