@@ -324,14 +324,14 @@ def _batches(sweep: config_lib.Sweep, chunk_records: int, inputs: int, *, budget
 
 
 def footprint(sweep: config_lib.Sweep, *, device_bytes: int, workers: int, devices: int = 1,
-              processes: int = 1, cache_bytes: int = 0) -> Footprint:
+              processes: int = 1, cache_bytes: int = 0, fixed_loops: bool = False) -> Footprint:
     """The bound on what `sweep` holds and writes (`Footprint`), item by item.
 
     device_bytes: one device's memory; workers: the threads that compute the kernels
     H^inf at once (`prepare.kernels`: one per core); devices: this process's devices (a
     batch spans them); processes: the processes of the sweep (each trains, and
     checkpoints, one batch at a time: a finished batch's checkpoint keeps no state);
-    cache_bytes: `make_plan`'s. A batch holds at most `_batches`' networks.
+    cache_bytes, fixed_loops: `make_plan`'s. A batch holds at most `_batches`' networks.
 
     Host: HOST_BASE; RUN_HOST_BYTES per network; every training and test set, kept
     ((n + n_test) (d + 1) values each), and the largest one being drawn (four float64
@@ -350,8 +350,7 @@ def footprint(sweep: config_lib.Sweep, *, device_bytes: int, workers: int, devic
     """
     itemsize = _itemsize(sweep.dtype)
     count = num_networks(sweep)
-    # The accelerators' chunking: its chunks are as long or longer (whole periods).
-    num_records, chunk_records, num_chunks = sweep_chunking(sweep, fixed_loops=True)
+    num_records, chunk_records, num_chunks = sweep_chunking(sweep, fixed_loops)
     last_step = num_chunks * chunk_records * sweep.record_every
     rows = {"steps": count * num_records,
             "layers": count // len(sweep.depths) * sum(sweep.depths) * num_records}
@@ -495,13 +494,14 @@ def check_resources(sweep: config_lib.Sweep, out: str | os.PathLike | None = Non
     host_bytes = ram if host_bytes is None else host_bytes
     if disk_bytes is None and out is not None:
         disk_bytes = disk_room(out)
-    if cache_bytes is None:
-        from overparam import programs
+    from overparam import programs
 
+    if cache_bytes is None:
         cache_bytes = programs.cache_bytes()
     machine = dict(device_bytes=device_bytes, workers=workers or os.cpu_count() or 1,
                    devices=devices or len(jax.local_devices()),
-                   processes=processes or jax.process_count(), cache_bytes=cache_bytes)
+                   processes=processes or jax.process_count(), cache_bytes=cache_bytes,
+                   fixed_loops=programs.fixed_loops())
     fp = lambda s: footprint(s, **machine)
     need = fp(sweep)
     if need.last_step > STEP_LIMIT:
@@ -513,7 +513,7 @@ def check_resources(sweep: config_lib.Sweep, out: str | os.PathLike | None = Non
                                      f"is more than the device's {_size(device_bytes)}")
     if need.device > device_bytes:
         field = _culprit(sweep, lambda s: fp(s).device, "widths")
-        big = _largest(sweep, sweep.arch[0], sweep_chunking(sweep, fixed_loops=True)[1])
+        big = _largest(sweep, sweep.arch[0], sweep_chunking(sweep, machine["fixed_loops"])[1])
         raise config_lib.ConfigError(field, f"one network (width {big.width:,}, depth "
                                      f"{big.depth:,}, d={big.d:,}, n={big.n:,}, n_test="
                                      f"{big.n_test:,}, {big.chunk_records:,} records a chunk)"

@@ -69,6 +69,19 @@ def test_chunks_hold_whole_periods(steps, record_every, chunk_steps, period, exp
     _check_chunking(steps, record_every, chunk_steps, period)
 
 
+def test_only_the_accelerators_chunks_are_whole_periods():
+    """The CPU's chunks are what they were (67 records for the default sweep); an
+    accelerator's (fixed_loops) are whole periods of its Gram records (70)."""
+    sweep = _sweep(steps=200, chunk_steps=100, gram_every=10, widths=(8,), lr=(0.1,))
+    cpu = plan_lib.make_plan(sweep, budget_mb=64)
+    accelerator = plan_lib.make_plan(sweep, budget_mb=64, fixed_loops=True)
+    assert (cpu.chunk_records, cpu.num_chunks) == (67, 3)
+    assert (accelerator.chunk_records, accelerator.num_chunks) == (70, 3)
+    assert {b.static.fixed_loops for b in cpu.batches} == {False}
+    assert {b.static.fixed_loops for b in accelerator.batches} == {True}
+    _check_plan(sweep, cpu)
+
+
 @settings(max_examples=50, deadline=None)
 @given(steps=st.integers(1, 500), record_every=st.integers(1, 20),
        chunk_steps=st.integers(1, 600), period=st.sampled_from([1, 1, 2, 3, 10, 60]))
@@ -95,8 +108,8 @@ def _check_plan(sweep, plan, runs=None):
         # Padding copies a real run of this batch.
         real_ids = {r.run_id for r in b.runs[:b.num_real]}
         assert all(r.run_id in real_ids for r in b.runs[b.num_real:])
-    assert (plan.num_records, plan.chunk_records, plan.num_chunks) == plan_lib.chunking(
-        sweep.steps, sweep.record_every, sweep.chunk_steps, plan_lib.record_period(sweep))
+    assert (plan.num_records, plan.chunk_records, plan.num_chunks) == plan_lib.sweep_chunking(
+        sweep, plan.batches[0].static.fixed_loops)
 
 
 def test_one_program_per_shape_lr_and_seed_do_not_split():
@@ -508,7 +521,7 @@ def test_the_numeric_fields_are_every_field_of_numbers():
         "teacher_width", "lr", "batch_size", "output_scale", "momentum", "steps",
         "record_every", "chunk_steps", "power_tol", "power_max_iters", "regression_tol",
         "memory_budget_mb", "checkpoint_seconds", "gram_every", "sharpness_every",
-        "sharpness_iters"}
+        "sharpness_iters", "power_iters"}
 
 
 _ints = st.one_of(st.integers(-2, 70), st.integers(1, 130).map(lambda e: 3**e // 2**e),
