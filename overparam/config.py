@@ -288,7 +288,7 @@ class Sweep:
                               identity=False)
     precision: str = _field("highest", _one_of(PRECISIONS),
                             "matmul precision of training (forward and backward): highest, "
-                            "high (TF32 on a GPU) or default (bfloat16 passes); "
+                            "high or default (TF32 on a GPU, bfloat16 passes on a TPU); "
                             "measure_precision is the measurements'")
     dtype: str = _field("float32", _one_of(DTYPES), "float32 or float64")
     power_tol: float = _field(1e-6, _number(0.0, 0.1, open_low=True),
