@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,8 @@ def test_du_sweep_manifest(du_results):
         assert isinstance(manifest["git_commit"], str) and len(manifest["git_commit"]) >= 40
         assert isinstance(manifest["git_dirty"], bool)
     # Every runtime dependency pyproject.toml declares, with its version.
-    declared = re.findall(r'^  "([A-Za-z0-9_.-]+)', (ROOT / "pyproject.toml").read_text(), re.M)
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = [re.match(r"[A-Za-z0-9_.-]+", d).group() for d in dependencies]
     assert {"scipy", "matplotlib", "flax", "absl-py"} <= set(declared)
     for name in declared:
         assert manifest["versions"][name], name
