@@ -86,9 +86,9 @@ def fixed_loops() -> bool:
     data-dependent control flow (on XLA:GPU each one copies its predicate to the host);
     on the CPU the power iteration's early stop and the records' lax.cond: the tables of
     every sweep before the variant existed, bit for bit, and faster there (16 networks
-    of width 1024 at n = d = 256, alternated 3 times in separate processes: 1.25x the
-    network-steps per second [1.16, 1.33] and 1.3x less compile time; at d = 16, whose
-    iterations are on a 16 x 16 matrix, the same speed)."""
+    of width 1024 at n = d = 256, alternated 3 times in separate processes: 1.26x the
+    network-steps per second, 1.16 to 1.33, and 1.3x less compile time; at d = 16,
+    whose iterations are on a 16 x 16 matrix, the same speed)."""
     return jax.default_backend() != "cpu"
 
 
