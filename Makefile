@@ -1,7 +1,7 @@
 # overparam: `make sweep` and `make test` set everything up on a fresh machine.
 #   make sweep [DEVICE=cpu|gpu|tpu] [CONFIG=sweeps/x.py] [ARGS='--config.num_seeds=64'] [OUT=results/x]
 #   make analyze RESULTS=results/<name>
-#   make test | make bench [ARGS=--smoke] | make lint | make install [DEVICE=...]
+#   make test | make test-quick | make bench [ARGS=--smoke] | make lint | make install [DEVICE=...]
 #   make gpu-wheels                 # the wheels benchmarks/gpu_check.sh carries to a GPU
 # DEVICE=gpu installs jax for CUDA 13 (NVIDIA driver R580 or newer); CUDA=12 for older drivers.
 
@@ -35,7 +35,7 @@ OUT_FLAG := $(if $(OUT),--out=$(OUT),)
 # (`set -f`): flag values such as --config.loss=(hinge,logistic) are never shell syntax.
 export OVERPARAM_ARGS = $(ARGS)
 
-.PHONY: install sweep analyze test bench gpu-wheels lint clean
+.PHONY: install sweep analyze test test-quick bench gpu-wheels lint clean
 
 install: $(STAMP)
 
@@ -57,6 +57,9 @@ analyze: $(VENV)/.installed-cpu
 
 test: $(VENV)/.installed-cpu
 	JAX_PLATFORMS=cpu $(PY) -m pytest tests
+
+test-quick: $(VENV)/.installed-cpu
+	JAX_PLATFORMS=cpu $(PY) -m pytest tests -m "not slow"
 
 bench: $(VENV)/.installed-cpu
 	$(PY) -m pip install -q -e '.[bench]'

@@ -179,6 +179,10 @@ def _quiet_logging() -> None:
 def main(argv: list[str]) -> None:
     del argv
     _quiet_logging()
+    try:  # before JAX and pandas are imported: a mistyped field costs no start-up
+        sweep = config_lib.validate(_CONFIG.value)
+    except config_lib.ConfigError as e:
+        fail(one_line(e))
     from overparam import store
 
     store.crash_point("import")
@@ -192,7 +196,6 @@ def main(argv: list[str]) -> None:
                  f"({e.strerror or type(e).__name__})")
     _join_processes()
     try:
-        sweep = config_lib.validate(_CONFIG.value)
         out = _OUT.value or f"results/{sweep.name}"
         summary = engine.run_sweep(sweep, out, device=_DEVICE.value,
                                    show_progress=_PROGRESS.value, overwrite=_OVERWRITE.value,

@@ -1,15 +1,23 @@
 """Test settings: CPU, strict rank promotion, a private compilation cache.
 
 float64 references are NumPy computations or run inside `jax.enable_x64(True)`;
-the global x64 flag stays off, as in a float32 sweep. Subprocess sweeps share
-one persistent XLA cache in a temporary directory (not the user's).
+the global x64 flag stays off, as in a float32 sweep. The tests and their
+subprocesses share one persistent XLA cache in a temporary directory (not the user's).
 
 JAX_PLATFORMS, if set, is kept (benchmarks/gpu_check.py runs the numerics tests
 with cuda): there the tests marked `cpu_only` (what only the CPU backend does: its
 cache groups, XLA:CPU's own faults) are skipped with the backend as the reason.
+
+Two tiers: `make test` runs everything; `make test-quick` (`-m "not slow"`) the
+modules' unit and identity tests, for the edit-test loop. A test that starts a
+process or trains a whole sweep (engine.run_sweep), itself or through a fixture,
+must be marked `slow` (a module's `pytestmark = pytest.mark.slow`, or on the test):
+an unmarked one that does fails, in both tiers, so the quick tier stays quick by
+construction rather than by a timing.
 """
 
 import os
+import subprocess
 import tempfile
 
 import pytest
@@ -20,9 +28,13 @@ os.environ.setdefault("OVERPARAM_COMPILATION_CACHE", tempfile.mkdtemp(prefix="ov
 # isort: off
 import overparam  # noqa: E402, F401  (sets XLA flags before JAX starts)
 import jax  # noqa: E402
+from overparam import engine, programs  # noqa: E402
 # isort: on
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# One persistent cache for the session, in this process as in its subprocesses: the
+# same small programs recur across files (and a sweep's planner and run share them).
+programs.enable_compilation_cache(os.environ["OVERPARAM_COMPILATION_CACHE"])
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,3 +46,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cpu_only"):
             item.add_marker(skip)
+
+
+_running: list = [None]  # the test being set up, run or torn down
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running[0] = item
+    try:
+        return (yield)
+    finally:
+        _running[0] = None
+
+
+def _must_be_slow(what: str) -> None:
+    item = _running[0]
+    if item is not None and item.get_closest_marker("slow") is None:
+        raise AssertionError(f"{item.nodeid} {what}: mark it `slow` (tests/conftest.py)")
+
+
+def _guarded(function, what: str):
+    def guarded(*args, **kwargs):
+        _must_be_slow(what)
+        return function(*args, **kwargs)
+    return guarded
+
+
+engine.run_sweep = _guarded(engine.run_sweep, "trains a whole sweep")
+subprocess.Popen.__init__ = _guarded(subprocess.Popen.__init__, "starts a process")

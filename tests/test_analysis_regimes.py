@@ -37,6 +37,7 @@ def _values(per_run, name):
     return rows.set_index("run_id").value
 
 
+@pytest.mark.slow
 def test_new_quantities_match_their_definitions(regimes):
     per_run = analyze.per_run_quantities(regimes, eos_fraction=0.5)
     ok = regimes.runs[regimes.runs.status == "ok"].set_index("run_id")
@@ -59,6 +60,7 @@ def test_new_quantities_match_their_definitions(regimes):
     assert eos.value.notna().any() and eos.value.isna().any()  # some runs get there
 
 
+@pytest.mark.slow
 def test_a_run_that_never_reaches_the_edge_is_null_not_dropped(regimes):
     per_run = analyze.per_run_quantities(regimes, eos_fraction=100.0)  # out of reach
     eos = per_run[per_run.quantity == "steps_to_eos"]
@@ -67,6 +69,7 @@ def test_a_run_that_never_reaches_the_edge_is_null_not_dropped(regimes):
     assert (kinds[eos.status == "ok"] == "censored").all()
 
 
+@pytest.mark.slow
 def test_fits_against_the_output_scale_carry_chizat_s_prediction(regimes):
     fits = analyze.fit_table(analyze.per_run_quantities(regimes), n_boot=50)
     scale = fits[fits.x == "output_scale"]
@@ -91,6 +94,7 @@ def test_fits_against_the_output_scale_carry_chizat_s_prediction(regimes):
                                       center_output=False) is None
 
 
+@pytest.mark.slow
 def test_mup_is_predicted_flat_in_width_and_ntk_to_fall(regimes):
     fits = analyze.fit_table(analyze.per_run_quantities(regimes), n_boot=50)
     width = fits[fits.x == "width"]
@@ -107,6 +111,7 @@ def test_mup_is_predicted_flat_in_width_and_ntk_to_fall(regimes):
     assert set(mup.predicted) == {"1/2"}  # depth 1: only the input layer
 
 
+@pytest.mark.slow
 def test_sharpness_curves_draw_two_over_eta(regimes):
     fig = analyze.plot_curves(regimes, "sharpness")
     axes = [a for a in fig.axes if a.get_visible()]
@@ -120,6 +125,7 @@ def test_sharpness_curves_draw_two_over_eta(regimes):
     assert "stability limit" in labels
 
 
+@pytest.mark.slow
 def test_the_analysis_reports_the_new_quantities_and_draws_against_the_output_scale(regimes,
                                                                                    tmp_path):
     fits = analyze.analyze(regimes.path, out=tmp_path / "a", n_boot=50, plots=False)

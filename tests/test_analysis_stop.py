@@ -107,6 +107,7 @@ def _assert_complete_and_new(r: Path, old: dict[str, bytes]) -> None:
     ("swap:1", "SIGINT", True),       # between the two renames: taken once they are done
     ("analyzed:1", "SIGTERM", True),  # complete, before the table is printed
 ])
+@pytest.mark.slow
 def test_a_signal_at_any_moment_is_one_line_and_leaves_the_analysis_old_or_complete(
         results, point, sig, complete):
     r, old = results
@@ -124,6 +125,7 @@ def test_a_signal_at_any_moment_is_one_line_and_leaves_the_analysis_old_or_compl
     assert _temporaries(r) == []
 
 
+@pytest.mark.slow
 def test_a_signal_while_a_write_never_returns_stops_the_analysis(results, tmp_path):
     """The analysis blocks for good in its second write (OVERPARAM_HANG_AT); once it is
     there (its crash log says so), Ctrl-C stops it."""
@@ -145,6 +147,7 @@ def test_a_signal_while_a_write_never_returns_stops_the_analysis(results, tmp_pa
     assert _snapshot(r / "analysis") == old and _temporaries(r) == []
 
 
+@pytest.mark.slow
 def test_the_sweeps_analysis_stops_cleanly_too(results):
     """`python -m overparam.sweep ... --analyze` on the finished sweep, whose analysis is
     older than its manifest (so it is redone): SIGTERM while fitting."""
@@ -164,6 +167,7 @@ def test_the_sweeps_analysis_stops_cleanly_too(results):
 # ------------------------------------------------------------------ kills
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_two_renames_is_recovered_by_the_next_analysis(results):
     r, old = results
     proc = _analyze(r, "--plots=false", env={"OVERPARAM_CRASH_AT": "swap:1"})
@@ -180,6 +184,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_analysis(result
     assert _temporaries(r) == []
 
 
+@pytest.mark.slow
 def test_a_kill_while_drawing_leaves_temporaries_that_the_next_analysis_removes(results):
     r, old = results
     proc = _analyze(r, env={"OVERPARAM_CRASH_AT": "write:5"})  # with figures
@@ -194,6 +199,7 @@ def test_a_kill_while_drawing_leaves_temporaries_that_the_next_analysis_removes(
 # ------------------------------------------------------------------ the directory
 
 
+@pytest.mark.slow
 def test_an_analysis_directory_holding_a_foreign_file_is_refused_in_one_line(results):
     r, _ = results
     (r / "analysis" / "notes.txt").write_text("mine")

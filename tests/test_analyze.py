@@ -154,6 +154,7 @@ def _fit(fits, quantity, x="width", **key):
     return rows.iloc[0]
 
 
+@pytest.mark.slow
 def test_analysis_writes_report_tables_and_every_linked_figure(du_analysis):
     out, fits = du_analysis
     report = (out / "report.md").read_text()
@@ -172,6 +173,7 @@ def test_analysis_writes_report_tables_and_every_linked_figure(du_analysis):
     assert outdir.foreign_entry(out) is None  # outdir knows every name an analysis writes
 
 
+@pytest.mark.slow
 def test_fit_matches_a_direct_pandas_computation(du, du_analysis):
     _, fits = du_analysis
     runs = du.runs[du.runs.lr == 0.1].set_index("run_id")
@@ -189,6 +191,7 @@ def test_fit_matches_a_direct_pandas_computation(du, du_analysis):
     assert fit.predicted == "[-1/2, -1/3]"
 
 
+@pytest.mark.slow
 def test_per_run_quantities_match_their_definitions(du):
     q = analyze.per_run_quantities(du, loss_threshold=0.5, tail_fraction=0.5)
     value = q.set_index(["quantity", "run_id"]).value
@@ -208,6 +211,7 @@ def test_per_run_quantities_match_their_definitions(du):
                                (spectral / init).loc[got.index].to_numpy(), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_diverged_runs_are_left_out_of_fits_and_counted(du, du_analysis):
     _, fits = du_analysis
     assert (du.runs.status[du.runs.lr_base == 1e4] == "diverged").all()
@@ -232,6 +236,7 @@ def test_diverged_runs_are_left_out_of_fits_and_counted(du, du_analysis):
     assert re.search(r"max_radius_rowmax .* 8 +0 +1$", table, re.M), table
 
 
+@pytest.mark.slow
 def test_optional_columns_are_used_when_present_and_skipped_when_absent_or_nan(du):
     optional = {"steps": ["gram_lambda_min", "gram_change", "gram_init_error"],
                 "layers": ["init_spectral"]}
@@ -268,6 +273,7 @@ def test_optional_columns_are_used_when_present_and_skipped_when_absent_or_nan(d
     np.testing.assert_allclose(rel.to_numpy(), spectral.loc[rel.index].to_numpy() / 4.0)
 
 
+@pytest.mark.slow
 def test_deep_sweep_fits_against_depth_per_layer(deep):
     per_run = analyze.per_run_quantities(deep)
     fits = analyze.fit_table(per_run, n_boot=200)
@@ -292,6 +298,7 @@ def test_deep_sweep_fits_against_depth_per_layer(deep):
     assert (row.n_runs, row.n_excluded) == (0, 2 * SEEDS) and np.isnan(row.exponent)
 
 
+@pytest.mark.slow
 def test_fit_figure_has_one_panel_per_group(du_analysis, du):
     _, fits = du_analysis
     per_run = analyze.per_run_quantities(du)
@@ -318,6 +325,7 @@ def test_every_column_the_analysis_reads_is_in_the_results_schema():
         analyze.Quantity("typo", False, "", "", "", ("steps.los",), lambda t, o: None)
 
 
+@pytest.mark.slow
 def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(du):
     options = QuantityOptions()
     assert [q.name for q in analyze.QUANTITIES] == list(analyze.QUANTITY)
@@ -344,6 +352,7 @@ def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(
                for v in analyze.X_VARIABLES)
 
 
+@pytest.mark.slow
 def test_the_report_defines_every_quantity_or_names_it_skipped(du_analysis):
     out, fits = du_analysis
     report = (out / "report.md").read_text()
@@ -364,6 +373,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_writes_the_report(du, tmp_path):
     results = tmp_path / "r"
     shutil.copytree(du.path, results, ignore=shutil.ignore_patterns("analysis"))
@@ -384,6 +394,7 @@ def test_cli_prints_the_table_and_writes_the_report(du, tmp_path):
     (("--results={tmp}", "--level=1.5"), "--level"),
     (("--results={tmp}", "--nonsense=1"), "nonsense"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "junk.txt").write_text("not results")
     proc = _cli(*(a.format(tmp=tmp_path) for a in args))
@@ -393,6 +404,7 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "analysis").exists()
 
 
+@pytest.mark.slow
 def test_cli_reports_a_corrupted_results_directory(du, tmp_path):
     results = tmp_path / "r"
     shutil.copytree(du.path, results, ignore=shutil.ignore_patterns("analysis"))
@@ -495,6 +507,7 @@ def _every_figure(du, deep, du_analysis):
     yield analyze.plot_curves(deep, "radius_spectral")
 
 
+@pytest.mark.slow
 def test_every_figure_has_paper_size_8pt_text_and_legends_outside_the_data(du, deep,
                                                                           du_analysis):
     import matplotlib
@@ -511,6 +524,7 @@ def test_every_figure_has_paper_size_8pt_text_and_legends_outside_the_data(du, d
     assert dict(matplotlib.rcParams) == before  # nothing leaked into the global state
 
 
+@pytest.mark.slow
 def test_colours_are_readable_on_white(du):
     assert all(_luminance(c) < 0.32 for c in figures.PALETTE)
     colors = figures.width_colors([16, 64, 256, 1024, 4096])
@@ -525,6 +539,7 @@ def test_colours_are_readable_on_white(du):
     assert f"m = {max(WIDTHS)} ({SEEDS} seeds)" in labels
 
 
+@pytest.mark.slow
 def test_each_figure_is_a_png_at_200_dpi_and_a_pdf_beside_it(du_analysis):
     from PIL import Image
 
@@ -544,6 +559,7 @@ def test_each_figure_is_a_png_at_200_dpi_and_a_pdf_beside_it(du_analysis):
     assert "(figures/fit_max_radius_rowmax_vs_width.pdf)" in report
 
 
+@pytest.mark.slow
 def test_scaling_figure_medians_band_theory_slope_and_du_bound(du, du_analysis):
     _, fits = du_analysis
     per_run = analyze.per_run_quantities(du, loss_threshold=0.5)
@@ -582,6 +598,7 @@ def test_scaling_figure_medians_band_theory_slope_and_du_bound(du, du_analysis):
     assert "Du et al. bound" in legend and "absolute" in legend and "theory: slope" in legend
 
 
+@pytest.mark.slow
 def test_radius_bound_is_du_et_al_s_r_prime_from_each_run_s_initial_outputs(du):
     from overparam import model
 
@@ -599,6 +616,7 @@ def test_radius_bound_is_du_et_al_s_r_prime_from_each_run_s_initial_outputs(du):
                                                    du.manifest)).empty
 
 
+@pytest.mark.slow
 def test_loss_curves_draw_du_et_al_s_bound_and_the_kernel_s(du):
     b = quantities.loss_bounds(du)
     run = du.runs[du.runs.status == "ok"].iloc[0]
@@ -621,6 +639,7 @@ def test_loss_curves_draw_du_et_al_s_bound_and_the_kernel_s(du):
     assert "Du et al. Thm 4.1 bound" in labels and "kernel, slowest mode" in labels
 
 
+@pytest.mark.slow
 def test_gram_change_curves_leave_out_step_0_and_its_round_off(du):
     fig = analyze.plot_curves(du, "gram_change")
     (ax,) = [a for a in fig.axes if a.get_visible()]
@@ -636,6 +655,7 @@ def test_gram_change_curves_leave_out_step_0_and_its_round_off(du):
     assert "step 0 not drawn" in fig.get_suptitle().replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_censored_runs_are_drawn_at_the_top_and_counted_per_width(du):
     # A loss threshold that every run of one width misses, and some other run reaches.
     ok = du.steps[du.steps.run_id.isin(du.runs.run_id[du.runs.status == "ok"])]
@@ -678,6 +698,7 @@ def sgd(tmp_path_factory):
                   lr=(0.1,), optimizer=("sgd",), batch_size=(8,))
 
 
+@pytest.mark.slow
 def test_two_sweeps_are_fitted_each_on_its_own_and_drawn_together(du, sgd, du_analysis,
                                                                   tmp_path):
     _, du_fits = du_analysis
@@ -719,6 +740,7 @@ def test_two_sweeps_are_fitted_each_on_its_own_and_drawn_together(du, sgd, du_an
     assert "seeds: du 3, sgd 2" in curves.get_suptitle().replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_sweep_labels_are_config_names_or_directories_where_names_collide(du, sgd):
     assert analyze.sweep_labels([du, sgd]) == ["du", "sgd"]
     twin = overparam.Results(Path("elsewhere") / "b", du.runs, du.steps, du.layers,
@@ -731,6 +753,7 @@ def test_sweep_labels_are_config_names_or_directories_where_names_collide(du, sg
     assert analyze.output_dir(["a"]) == Path("a/analysis")
 
 
+@pytest.mark.slow
 def test_cli_compares_two_sweeps(du, sgd, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(du.path, a, ignore=shutil.ignore_patterns("analysis"))
@@ -751,6 +774,7 @@ def test_cli_compares_two_sweeps(du, sgd, tmp_path):
     ("{a}/../a/", "is given twice"),  # the same directory, spelt otherwise
     ("{tmp}/missing", "not an overparam results directory"),
 ])
+@pytest.mark.slow
 def test_cli_bad_sweeps_are_one_error_line_and_nothing_written(du, tmp_path, second,
                                                                message):
     a = tmp_path / "a"

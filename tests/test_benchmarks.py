@@ -107,6 +107,7 @@ def test_every_benchmark_script_has_a_smoke_run():
         assert callable(globals().get(name)), name
 
 
+@pytest.mark.slow
 def test_bench_smoke_prints_the_summary(smoke):
     out = smoke("bench").stdout
     _lines(out, r"^overparam \s+2 \s+[\d,]+ ", r"^overparam-warm ", r"^flax-mlp \s+2 ",
@@ -123,6 +124,7 @@ def test_bench_smoke_prints_the_summary(smoke):
         _lines(out, r"torch not installed: torch-seq and torch-func skipped")
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_through_its_shell_wrapper(smoke):
     proc = smoke("gpu_check")
     gpu = smoke.out / "gpu"
@@ -149,25 +151,30 @@ def test_gpu_check_smoke_through_its_shell_wrapper(smoke):
     assert "no wheels in" in proc.stderr  # the wrapper said why it installed none
 
 
+@pytest.mark.slow
 def test_sharpness_cost_smoke(smoke):
     _lines(smoke("sharpness_cost").stdout, r"^ntk m=8 L=1 n=8 x2 +[\d.]+ +[\d.]+ +[\d.]+ \[")
 
 
+@pytest.mark.slow
 def test_cache_groups_smoke(smoke):
     _lines(smoke("cache_groups").stdout,
            r"^m=16 L=1 n=16 x8: g=all\*?: [\d.]+ ms +g=4\*?: [\d.]+ ms$")
 
 
+@pytest.mark.slow
 def test_gram_cost_smoke(smoke):
     _lines(smoke("gram_cost").stdout, r"^du m=16 L=1 n=8 x2 +[\d.]+ +[\d.]+ +[\d.]+$")
 
 
+@pytest.mark.slow
 def test_host_cost_smoke(smoke):
     _lines(smoke("host_cost").stdout, r"^  kernels: [\d.]+ s per training set \(n = d = 32",
            r"^  records: [\d.]+ s per chunk of a batch of 2$", r"^  checkpoint: [\d,]+ MiB/s",
            r"^  device \(estimated at 60 TFLOP/s\)")
 
 
+@pytest.mark.slow
 def test_bench_raises_a_failed_child_s_command_and_stderr_for_its_caller():
     """bench.py's children fail as ChildFailed (bench's main: one message, exit 1), not
     as sys.exit deep inside, which the GPU check's R step could not catch."""
@@ -190,6 +197,7 @@ def _step(name, code, rows=None):
     return gpu_check.Step(name, lambda opts: [[PY, "-c", textwrap.dedent(code)]], rows)
 
 
+@pytest.mark.slow
 def test_gpu_check_records_each_failure_as_a_row_and_runs_the_rest(tmp_path):
     steps = [
         _step("raises", "raise ValueError('boom at step 1')"),
@@ -218,6 +226,7 @@ def test_gpu_check_records_each_failure_as_a_row_and_runs_the_rest(tmp_path):
     assert "ValueError: boom at step 1" in (tmp_path / "steps.log").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_check_gives_the_last_step_what_is_left_and_skips_steps_past_the_budget(tmp_path):
     steps = [_step("last", "import time; time.sleep(600)"), _step("after", "print(1)")]
     report = gpu_check.Report(tmp_path, dict(versions={}, date="today"))
@@ -229,6 +238,7 @@ def test_gpu_check_gives_the_last_step_what_is_left_and_skips_steps_past_the_bud
     assert "| after: FAILED | not run: " in (tmp_path / "gpu.md").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_a_step_s_commands_at_once_and_kills_each_group_at_the_cap():
     code = ("import subprocess, sys, time\n"
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
@@ -247,6 +257,7 @@ def test_gpu_check_runs_a_step_s_commands_at_once_and_kills_each_group_at_the_ca
         pytest.fail(f"process {grandchild} of the step still runs")
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_an_unknown_step_in_one_line(tmp_path):
     proc = subprocess.run([PY, str(BENCH / "gpu_check.py"), "--smoke", "--only=tests,nope",
                            f"--out={tmp_path}"], capture_output=True, text=True, env=ENV)
@@ -257,6 +268,7 @@ def test_gpu_check_refuses_an_unknown_step_in_one_line(tmp_path):
 # ---------------------------------------------------------------- the cpu_only marker
 
 
+@pytest.mark.slow
 def test_cpu_only_tests_are_skipped_on_another_backend(tmp_path):
     """conftest skips the tests marked cpu_only where JAX's backend is not the CPU (here
     faked by a plugin loaded before it), so that the GPU check's -x cannot stop on them."""

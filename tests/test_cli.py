@@ -62,6 +62,7 @@ def du_results(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_du_sweep_runs_table(du_results):
     out, _ = du_results
     runs = pd.read_parquet(out / "runs.parquet")
@@ -78,6 +79,7 @@ def test_du_sweep_runs_table(du_results):
     assert np.isfinite(runs["final_loss"]).all() and (runs["final_loss"] >= 0).all()
 
 
+@pytest.mark.slow
 def test_du_sweep_steps_table(du_results):
     out, _ = du_results
     runs = pd.read_parquet(out / "runs.parquet")
@@ -97,6 +99,7 @@ def test_du_sweep_steps_table(du_results):
     assert (last[first.index] < first).all()
 
 
+@pytest.mark.slow
 def test_du_sweep_layers_table(du_results):
     out, _ = du_results
     runs = pd.read_parquet(out / "runs.parquet")
@@ -117,6 +120,7 @@ def test_du_sweep_layers_table(du_results):
     assert (layers["radius_rowmax"] <= layers["radius_spectral"] + tol).all()
 
 
+@pytest.mark.slow
 def test_du_sweep_load_matches_direct_reads(du_results):
     out, _ = du_results
     r = overparam.load(out)
@@ -131,6 +135,7 @@ def test_du_sweep_load_matches_direct_reads(du_results):
     assert keys == sorted(keys)
 
 
+@pytest.mark.slow
 def test_du_sweep_datasets(du_results):
     out, _ = du_results
     r = overparam.load(out)
@@ -143,6 +148,7 @@ def test_du_sweep_datasets(du_results):
         np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_du_sweep_manifest(du_results):
     out, _ = du_results
     manifest = json.loads((out / "manifest.json").read_text())
@@ -166,6 +172,7 @@ def test_du_sweep_manifest(du_results):
         assert manifest["versions"][name], name
 
 
+@pytest.mark.slow
 def test_du_sweep_leaves_no_temp_files(du_results):
     out, proc = du_results
     hidden = [p for p in out.rglob("*") if p.name.startswith((".", "_"))]
@@ -173,6 +180,7 @@ def test_du_sweep_leaves_no_temp_files(du_results):
     assert str(out) in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("results", ["du_results", "zou_results"])
 def test_a_sweep_writes_the_rows_its_footprint_counts_within_its_bytes(request, results):
     """plan.footprint, the bound check_resources holds a sweep to: exactly the rows of
@@ -215,6 +223,7 @@ def zou_results(tmp_path_factory):
     return overparam.load(out)
 
 
+@pytest.mark.slow
 def test_zou_sweep_string_tuples_parsed(zou_results):
     runs = zou_results.runs
     assert sorted(runs["optimizer"]) == ["gd", "sgd"]
@@ -225,6 +234,7 @@ def test_zou_sweep_string_tuples_parsed(zou_results):
     assert zou_results.manifest["config"]["dataset"] == "zou"
 
 
+@pytest.mark.slow
 def test_zou_sweep_classification_metrics(zou_results):
     steps = zou_results.steps
     assert len(steps) == 2 * (ZOU_STEPS + 1)
@@ -236,6 +246,7 @@ def test_zou_sweep_classification_metrics(zou_results):
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_zou_sweep_two_layers_per_step(zou_results):
     layers = zou_results.layers
     assert len(layers) == 2 * (ZOU_STEPS + 1) * 2
@@ -246,6 +257,7 @@ def test_zou_sweep_two_layers_per_step(zou_results):
     assert layers["flip_frac"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_zou_sweep_datasets_have_mu_coordinate(zou_results):
     (did,) = set(zou_results.runs["dataset_id"])
     X, y = zou_results.dataset(did)
@@ -311,6 +323,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, names, out_is_file", BAD)
 def test_bad_command_line(tmp_path, args, names, out_is_file):
     if out_is_file:
@@ -343,6 +356,7 @@ SWEEP_FILES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SWEEP_FILES))
 def test_a_broken_sweep_file_is_one_line_with_its_reason(tmp_path_factory, case):
     text, words = SWEEP_FILES[case]
@@ -356,6 +370,7 @@ def test_a_broken_sweep_file_is_one_line_with_its_reason(tmp_path_factory, case)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_out_under_a_regular_file_is_one_line_and_nothing_is_written(tmp_path):
     (tmp_path / "taken").write_text("precious")
     proc = sweep_cli(*SMALL, f"--out={tmp_path / 'taken' / 'r'}", "--progress=false",
@@ -366,6 +381,7 @@ def test_out_under_a_regular_file_is_one_line_and_nothing_is_written(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
 
 
+@pytest.mark.slow
 def test_an_empty_out_is_refused_not_replaced_by_the_default(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "overparam.sweep",
                            f"--config={ROOT / 'sweeps' / 'default.py'}", *SMALL, "--out="],
@@ -381,6 +397,7 @@ def test_an_empty_out_is_refused_not_replaced_by_the_default(tmp_path):
     ("overparam.sweep", [*SMALL, "--dry_run"]),
     ("overparam.analyze", ["--results=results/default"]),
 ])
+@pytest.mark.slow
 def test_a_positional_argument_is_refused_by_both_command_lines(tmp_path, module, args):
     proc = subprocess.run([sys.executable, "-m", module, *args, "results/other"], cwd=ROOT,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
@@ -408,6 +425,7 @@ def _peak_rss_of(command: list[str]) -> tuple[int, str, int]:
     pytest.param(["--config.widths=(8,)", "--config.steps=1000000"], "steps",
                  id="rows-beyond-the-disk"),
 ])
+@pytest.mark.slow
 def test_huge_sizes_are_refused_before_anything_is_allocated(tmp_path, args, field):
     """One line naming the field, exit 2, nothing written, and no more memory than the
     interpreter and JAX take (the sizes were allocated before, or written part by part).
@@ -436,6 +454,7 @@ sweep.run()
 """
 
 
+@pytest.mark.slow
 def test_lr_may_mix_numbers_and_theory(tmp_path):
     proc = sweep_cli(*SMALL, "--config.lr=(0.1,theory)", "--dry_run",
                      f"--out={tmp_path / 'r'}", timeout=120)
@@ -443,6 +462,7 @@ def test_lr_may_mix_numbers_and_theory(tmp_path):
     assert "2 networks" in proc.stdout and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_device_error_names_backend(tmp_path):
     proc = sweep_cli(*SMALL, "--device=gpu", f"--out={tmp_path / 'out'}", "--progress=false",
                      timeout=120)
@@ -452,6 +472,7 @@ def test_device_error_names_backend(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("platform, device", [("cuda", "gpu"), ("tpu", "tpu")])
 def test_a_sweep_on_a_machine_without_the_device_is_one_line_and_exit_2(tmp_path, platform,
                                                                         device):
@@ -471,6 +492,7 @@ def test_a_sweep_on_a_machine_without_the_device_is_one_line_and_exit_2(tmp_path
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_plain_run_prints_no_backend_search(tmp_path):
     """Without JAX_PLATFORMS, JAX looks for backends that are not there; that INFO line
     ("Unable to initialize backend 'tpu'") is not the user's business."""

@@ -235,6 +235,7 @@ def digits_sweep(tmp_path_factory):
     return overparam.load(out)
 
 
+@pytest.mark.slow
 def test_a_digits_sweep_records_test_metrics_and_writes_both_splits(digits_sweep):
     r = digits_sweep
     assert set(r.runs.digits_task) == {"0v1", "even_odd"} and (r.runs.n_test == 100).all()
@@ -261,6 +262,7 @@ def test_a_digits_sweep_records_test_metrics_and_writes_both_splits(digits_sweep
         assert abs(row.test_error - error) <= edge + 1e-6
 
 
+@pytest.mark.slow
 def test_arora_bound_is_the_measure_of_each_runs_training_set(digits_sweep):
     r = digits_sweep
     for _, run in r.runs.iterrows():
@@ -297,6 +299,7 @@ def test_bad_digits_settings_are_one_line_naming_the_field(fields, field):
     assert info.value.field == field and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_sweep_without_test_points_records_nan_test_metrics(tmp_path):
     sweep = config_lib.validate(dict(name="s", widths=(8,), num_seeds=2, n=(6,), d=4,
                                      steps=3, n_test=0))
@@ -307,6 +310,7 @@ def test_a_sweep_without_test_points_records_nan_test_metrics(tmp_path):
         == (0, 4)
 
 
+@pytest.mark.slow
 def test_the_bound_fit_is_a_least_squares_line_through_each_groups_runs(digits_sweep,
                                                                        tmp_path):
     from scipy import stats

@@ -225,6 +225,7 @@ def report(tmp_path_factory) -> Path:
     return out / "analysis" / "report.md"
 
 
+@pytest.mark.slow
 def test_every_reference_in_a_generated_report_resolves(report):
     refs = find_references(report.read_text(), "report.md")
     assert any(r.cites_a_section for r in refs), report.read_text()

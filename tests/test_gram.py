@@ -49,6 +49,7 @@ def test_init_spectral_is_the_norm_of_the_initial_weights():
         assert abs(got - ref) <= 1e-5 * ref
 
 
+@pytest.mark.slow
 def test_sweep_records_gram_statistics_every_gram_step(tmp_path):
     sweep = config_lib.validate(dict(name="g", widths=(32, 128), num_seeds=2, n=(10,), d=6,
                                      steps=12, chunk_steps=5, gram_every=4, lr=(0.1,)))
@@ -90,6 +91,7 @@ def test_gram_every_must_be_a_multiple_of_record_every():
         config_lib.validate(dict(steps=12, record_every=3, gram_every=4))
 
 
+@pytest.mark.slow
 def test_theory_lr_and_lambda0_come_from_the_analytic_kernel(tmp_path):
     sweep = config_lib.validate(dict(name="t", widths=(16,), num_seeds=2, n=(12,), d=5,
                                      steps=4, lr=("theory", 0.05)))
@@ -112,6 +114,7 @@ def test_theory_lr_needs_the_squared_loss():
         config_lib.validate(dict(lr=("theory",), loss=("hinge",), labels="random_sign"))
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only  # XLA:CPU's fault, run on the CPU: nothing to learn on a GPU
 def test_long_chunks_with_gram_tracking_do_not_deadlock():
     """jaxlib 0.10.2's XLA:CPU deadlocked here (see overparam._xla_cpu_workaround)."""

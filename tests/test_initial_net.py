@@ -24,6 +24,7 @@ def _sweep(**fields):
     dict(param=("du", "zou", "ntk")),                                  # the three output laws
     dict(param=("standard",), depths=(1,), dtype="float64", train_output=True),
 ], ids=["float32", "float64"])
+@pytest.mark.slow
 def test_initial_net_is_the_engines_initial_weights(tmp_path, fields):
     sweep = _sweep(**fields)
     engine.run_sweep(sweep, tmp_path, show_progress=False, log_fn=lambda *a: None)
@@ -52,6 +53,7 @@ def test_initial_net_is_the_engines_initial_weights(tmp_path, fields):
         assert row.init_spectral == pytest.approx(np.linalg.norm(W, 2), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_initial_net_of_an_unknown_run_is_a_results_error(tmp_path):
     engine.run_sweep(_sweep(num_seeds=1), tmp_path, show_progress=False, log_fn=lambda *a: None)
     with pytest.raises(overparam.ResultsError, match="'nope' is not in"):

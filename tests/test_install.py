@@ -64,6 +64,7 @@ def _make(*args: str, venv: Path) -> subprocess.CompletedProcess:
     (["DEVICE=tpu"], "test,tpu", "tpu", None),
     ([], "test", "cpu", None),
 ])
+@pytest.mark.slow
 def test_make_sweep_installs_the_devices_jax_and_runs_on_it(tmp_path, args, extras, platform,
                                                            other):
     proc = _make("sweep", *args, venv=tmp_path / "venv")
@@ -77,6 +78,7 @@ def test_make_sweep_installs_the_devices_jax_and_runs_on_it(tmp_path, args, extr
     assert (f"pip uninstall -q -y jax-{other}-plugin" in out) == (other is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_make_refuses_a_cuda_it_has_no_jax_for(tmp_path):
     proc = _make("sweep", "DEVICE=gpu", "CUDA=11", venv=tmp_path / "venv")
@@ -101,6 +103,7 @@ def _started(env: dict[str, str | None], pythonpath: list[Path] = ()) -> dict[st
 @pytest.mark.parametrize("platforms, cpu_flag", [
     ("cpu", True), ("cuda", False), ("tpu", False), ("cuda,cpu", False), (" cpu ,cpu", True),
 ])
+@pytest.mark.slow
 def test_the_cpu_only_xla_flag_is_set_only_where_jax_platforms_says_cpu(platforms, cpu_flag):
     """XLA_FLAGS reaches every XLA of the process and of its children: a GPU or TPU child
     never gets a flag of XLA:CPU's."""
@@ -109,6 +112,7 @@ def test_the_cpu_only_xla_flag_is_set_only_where_jax_platforms_says_cpu(platform
     assert (CPU_FLAG in env["XLA_FLAGS"]) == cpu_flag
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plugin", ["jax_plugins/xla_cuda13/__init__.py", "libtpu/__init__.py"])
 def test_without_jax_platforms_an_installed_accelerator_plugin_means_no_cpu_flag(tmp_path,
                                                                                 plugin):
@@ -127,6 +131,7 @@ def test_without_jax_platforms_or_a_plugin_the_cpu_is_the_backend(monkeypatch):
     assert overparam._cpu_is_the_backend({"JAX_PLATFORMS": "cpu"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("given, kept", [(None, "false"), ("true", "true"), ("false", "false")])
 def test_gpu_memory_is_taken_as_needed_unless_the_user_says_otherwise(given, kept):
     assert _started({"XLA_PYTHON_CLIENT_PREALLOCATE": given})["XLA_PYTHON_CLIENT_PREALLOCATE"] \

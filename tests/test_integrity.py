@@ -49,6 +49,7 @@ def _error_line(proc):
 # ------------------------------------------------------------------ one writer
 
 
+@pytest.mark.slow
 def test_a_second_sweep_on_a_running_directory_stops_at_once_and_writes_nothing(tmp_path):
     out = tmp_path / "r"
     first = subprocess.Popen(_cmd(out, LONG), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
@@ -69,6 +70,7 @@ def test_a_second_sweep_on_a_running_directory_stops_at_once_and_writes_nothing(
     assert first.returncode == 128 + signal.SIGTERM, stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_on_a_new_directory_leave_one_sweep(reference, tmp_path):
     out = tmp_path / "r"
     procs = [subprocess.Popen(_cmd(out, args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
@@ -136,6 +138,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_load_refuses_a_damaged_directory_in_one_line_naming_the_file(reference, tmp_path,
                                                                       case):
@@ -147,6 +150,7 @@ def test_load_refuses_a_damaged_directory_in_one_line_naming_the_file(reference,
     assert words in message and str(bad) in message and "\n" not in message, message
 
 
+@pytest.mark.slow
 def test_the_already_complete_check_refuses_a_damaged_directory(reference, tmp_path):
     bad = _damaged(reference, tmp_path, DAMAGE["altered part"][0])
     before = {p: p.read_bytes() for p in bad.rglob("*") if p.is_file()}
@@ -155,6 +159,7 @@ def test_the_already_complete_check_refuses_a_damaged_directory(reference, tmp_p
     assert {p: p.read_bytes() for p in bad.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_the_manifest_lists_every_file_with_rows_and_hash(reference):
     manifest = json.loads((reference / "manifest.json").read_text())
     files = manifest["files"]

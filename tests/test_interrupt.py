@@ -164,6 +164,7 @@ def _in_process(out):
     engine.run_sweep(config_lib.validate(c), out, show_progress=False, log_fn=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_two_ctrl_c_stop_a_stuck_sweep_now_and_it_resumes_to_the_same_tables(tmp_path):
     """At the second chunk's boundary the writer thread sends the first SIGINT and then
     never returns (OVERPARAM_HANG_AT): only the second Ctrl-C can stop the sweep."""

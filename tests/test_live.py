@@ -39,11 +39,13 @@ def stopped(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_an_unfinished_sweep_needs_partial(stopped):
     with pytest.raises(overparam.ResultsError, match="partial=True"):
         overparam.load(stopped)
 
 
+@pytest.mark.slow
 def test_partial_load_holds_every_chunk_written_and_the_runs_status(stopped):
     r = overparam.load(stopped, partial=True)
     assert r.partial
@@ -67,6 +69,7 @@ def test_partial_load_holds_every_chunk_written_and_the_runs_status(stopped):
     assert (tidy.width.to_numpy() == r.runs.set_index("run_id").width[tidy.run_id]).all()
 
 
+@pytest.mark.slow
 def test_the_resumed_sweep_loads_whole(stopped, tmp_path):
     out = tmp_path / "r"
     shutil.copytree(stopped, out)
@@ -76,6 +79,7 @@ def test_the_resumed_sweep_loads_whole(stopped, tmp_path):
     assert overparam.load(out, partial=True).steps.equals(r.steps)
 
 
+@pytest.mark.slow
 def test_analyze_on_an_unfinished_sweep_says_it_is_partial(stopped, tmp_path):
     out = tmp_path / "analysis"
     proc = subprocess.run([sys.executable, "-m", "overparam.analyze", f"--results={stopped}",

@@ -33,6 +33,7 @@ def test_measured_memory_is_nearly_linear_in_the_batch_and_above_the_arrays():
     assert programs.num_compiled == 3 and programs.compile_seconds > 0
 
 
+@pytest.mark.slow
 def test_engine_plan_fits_the_budget_by_measurement_and_trains_what_it_measured(tmp_path):
     static = _static(_sweep())
     per_net = programs_lib.Programs().memory(static, 1)

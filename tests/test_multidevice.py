@@ -32,6 +32,7 @@ def _sweep(out, devices, features):
     return overparam.load(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("features", FEATURES.values(), ids=FEATURES.keys())
 def test_four_devices_match_one(tmp_path, features):
     one, four = _sweep(tmp_path / "one", 1, features), _sweep(tmp_path / "four", 4, features)

@@ -56,6 +56,7 @@ def _one_process(out, args=ARGS):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_tables_of_one(tmp_path):
     _one_process(tmp_path / "one")
     results = _wait(_start(tmp_path / "two", 2))
@@ -70,6 +71,7 @@ def test_two_processes_write_the_tables_of_one(tmp_path):
     assert not (tmp_path / "two" / ".state").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_multiprocess_sweep_resumes_in_one_process(tmp_path):
     args = [*ARGS[:3], "--config.steps=400", "--config.chunk_steps=4", "--config.gram_every=0",
             *ARGS[6:]]
@@ -98,6 +100,7 @@ def test_interrupted_multiprocess_sweep_resumes_in_one_process(tmp_path):
     (["--multihost", "--num_processes=2", "--process_id=2",
       "--coordinator_address=localhost:1"], "--process_id"),
 ])
+@pytest.mark.slow
 def test_bad_multihost_flags_fail_in_one_line(tmp_path, flags, field):
     proc = subprocess.run([sys.executable, "-m", "overparam.sweep", *ARGS,
                            f"--out={tmp_path / 'r'}", *flags], cwd=ROOT, env=ENV,
@@ -156,6 +159,7 @@ def test_a_slurm_task_drives_its_share_of_the_gpus_it_sees(gpus, tasks_per_node,
                                              if k != "SLURM_JOB_ID"}) is None
 
 
+@pytest.mark.slow
 def test_under_slurm_each_process_joins_and_gets_its_share_of_the_gpus():
     """Two tasks on a node with 4 GPUs: JAX alone would give them GPU 0 and GPU 1."""
     code = ("from overparam import multihost; multihost.initialize(); import jax; "
@@ -171,6 +175,7 @@ def test_under_slurm_each_process_joins_and_gets_its_share_of_the_gpus():
     assert [out.split() for _, out, _ in results] == [["0", "2", "0,1"], ["1", "2", "2,3"]]
 
 
+@pytest.mark.slow
 def test_a_slurm_job_with_two_devices_per_task_writes_the_tables_of_one_process(tmp_path):
     """srun of `--multihost` alone, 2 tasks each driving 2 (CPU) devices: the tables of one
     process on 2 devices, bit for bit, and each task trained on both of its devices."""

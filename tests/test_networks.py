@@ -54,6 +54,7 @@ def _tables(out):
          momentum=0.5, train_output=True, center_output=True, output_scale=(2.0,),
          sharpness_every=3),
 ], ids=["every-param", "sgd-momentum-output-centered-sharpness"])
+@pytest.mark.slow
 def test_the_flax_mlp_trains_to_the_hand_written_mlps_tables_bit_for_bit(tmp_path, extra):
     base = dict(name="t", widths=(8,), n=(10,), d=6, num_seeds=2, steps=6, chunk_steps=4,
                 lr=(0.05,), **extra)
@@ -64,6 +65,7 @@ def test_the_flax_mlp_trains_to_the_hand_written_mlps_tables_bit_for_bit(tmp_pat
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
+@pytest.mark.slow
 def test_the_flax_mlps_gram_statistics_are_the_mlps_to_rounding(tmp_path):
     base = dict(name="t", widths=(16,), depths=(2,), n=(8,), d=5, num_seeds=2, steps=6,
                 gram_every=3, param=("ntk",), lr=(0.1,))
