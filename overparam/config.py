@@ -352,7 +352,7 @@ def _sign_labels(labels: str, tasks: tuple[str, ...]) -> bool:
 
 
 def markdown() -> str:
-    """The README's table of fields: name, default and doc, a row each (a test keeps the
+    """docs/sweeps.md's table of fields: name, default and doc, a row each (a test keeps the
     two equal)."""
     rows = ["| field | default | meaning |", "|---|---|---|"]
     for f in FIELDS:
@@ -644,5 +644,5 @@ def _default_value(field: str) -> Any:
     return default[0] if field in SWEPT else default
 
 
-if __name__ == "__main__":  # the README's table of fields: python -m overparam.config
+if __name__ == "__main__":  # docs/sweeps.md's table of fields: python -m overparam.config
     print(markdown(), end="")

@@ -4,7 +4,7 @@ Owns the names and types of the columns of runs.parquet, steps/, layers/ and
 datasets/ (docs/DESIGN.md section 3). The engine's writers build their tables
 through `table`, so a file holds exactly these types; `overparam.load` checks
 every file against them (`check`); the manifest records `VERSION`; the
-README's Results table is `markdown()` (a test keeps the two equal). It never
+columns of docs/results.md are `markdown()` (a test keeps the two equal). It never
 computes a value.
 
 Measurements (FLOAT columns) are stored in the sweep's dtype (float32 unless
@@ -194,7 +194,7 @@ def check(name: str, found: pa.Schema, dtype: str, *, d: int | None = None) -> s
 
 
 def markdown() -> str:
-    """The README's Results columns: one table per file, a row per column with its doc."""
+    """docs/results.md's columns: one table per file, a row per column with its doc."""
     lines = []
     for name, sch in TABLES.items():
         lines += [f"`{name}`:", "", "| column | type | meaning |", "|---|---|---|"]
@@ -207,5 +207,5 @@ def markdown() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-if __name__ == "__main__":  # the README's Results block: python -m overparam.schema
+if __name__ == "__main__":  # docs/results.md's columns: python -m overparam.schema
     print(markdown(), end="")

@@ -1,4 +1,5 @@
-"""Every reference to a section of docs/THEORY.md or docs/DESIGN.md resolves.
+"""Every reference to a section of docs/THEORY.md or docs/DESIGN.md resolves; so does every
+relative link of README.md and docs/*.md, and every test the guarantees table names.
 
 The code, the README, BENCHMARKS.md, the docs themselves and every generated
 report.md cite the docs by section ("THEORY.md section 3"). The accepted
@@ -293,12 +294,157 @@ def test_python_sources_are_read_through_their_strings_and_comments(tmp_path):
     assert len(problems(refs)) == 3
 
 
-def test_the_readmes_results_columns_are_the_schemas():
+SCHEMA_PAGE = "docs/results.md"  # the page holding the columns (`python -m overparam.schema`)
+
+
+def test_the_results_pages_columns_are_the_schemas():
     from overparam import schema
 
-    text = (ROOT / "README.md").read_text()
+    holding = [str(p.relative_to(ROOT)) for p in _pages()
+               if "<!-- schema:begin" in p.read_text()]
+    assert holding == [SCHEMA_PAGE], f"the schema block is in {holding}, not [{SCHEMA_PAGE!r}]"
+    text = (ROOT / SCHEMA_PAGE).read_text()
     block = re.search(r"<!-- schema:begin[^>]*-->\n(.*?)<!-- schema:end -->", text, re.S)
-    assert block, "README.md lacks its <!-- schema:begin --> ... <!-- schema:end --> block"
+    assert block, f"{SCHEMA_PAGE} lacks its <!-- schema:begin --> ... <!-- schema:end --> block"
     assert block.group(1) == schema.markdown(), (
-        "README.md's Results columns differ from overparam/schema.py: replace the block "
+        f"{SCHEMA_PAGE}'s columns differ from overparam/schema.py: replace the block "
         "with the output of `python -m overparam.schema`")
+
+
+# ------------------------------------------------------------------ links and the guarantees
+
+_FENCED = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
+_LINK_RE = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
+_MD_HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def _pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _prose(text: str) -> str:
+    """text without its fenced code blocks and inline code spans (lines kept)."""
+    text = _FENCED.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    return re.sub(r"`[^`\n]*`", "``", text)
+
+
+def slug(title: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation but '-' and '_' dropped, spaces
+    as '-'."""
+    return re.sub(r"[^\w\- ]", "", title.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a markdown text's headings (a repeated one as GitHub numbers it)."""
+    seen: dict[str, int] = {}
+    out = set()
+    for m in _MD_HEADING.finditer(_FENCED.sub("", text)):
+        base = slug(m.group(1))
+        out.add(base if base not in seen else f"{base}-{seen[base]}")
+        seen[base] = seen.get(base, 0) + 1
+    return out
+
+
+def broken_links(path: Path, text: str | None = None) -> list[str]:
+    """'page:line: target: why' for each relative link of a markdown file (or of `text` read
+    as if it were that file) that does not resolve: its file must exist, and its #anchor be
+    a heading of the markdown file it names."""
+    text = path.read_text() if text is None else text
+    prose = _prose(text)
+    out = []
+    for m in _LINK_RE.finditer(prose):
+        target = m.group(1)
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto:
+            continue
+        where = f"{path.relative_to(ROOT)}:{prose.count(chr(10), 0, m.start()) + 1}"
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            out.append(f"{where}: {target}: no such file")
+        elif anchor and (dest.suffix != ".md" or anchor not in anchors(
+                text if dest == path else dest.read_text())):
+            out.append(f"{where}: {target}: no heading #{anchor} in {dest.name}")
+    return out
+
+
+def test_every_relative_link_of_the_pages_resolves():
+    pages = _pages()
+    assert len(pages) >= 8, pages
+    links = sum(len(_LINK_RE.findall(_prose(p.read_text()))) for p in pages)
+    assert links >= 20, links  # the scan found them
+    bad = [b for p in pages for b in broken_links(p)]
+    assert not bad, "links that do not resolve:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("[a](docs/results.md)", True),
+    ("[a](docs/operations.md#what-is-guaranteed)", True),
+    ("see [How it works](docs/operations.md#how-it-works).", True),
+    ("[a](#a-heading-here)", True),
+    ("![f](docs/figures/eos_quick/curves_loss.png)", True),
+    ("[a](https://example.org/nowhere.md)", True),
+    ("`[a](docs/nowhere.md)` in code", True),
+    ("```\n[a](docs/nowhere.md)\n```", True),
+    ("[a](docs/nowhere.md)", False),
+    ("[a](docs/results.md#no-such-heading)", False),
+    ("[a](#no-such-heading)", False),
+    ("![f](docs/figures/none.png)", False),
+    ("[a](BENCHMARKS.md#nothing)", False),
+])
+def test_the_link_checker_catches_a_broken_link(text, ok):
+    """`text` read as a page at the repository's root (README.md's place)."""
+    bad = broken_links(ROOT / "README.md", f"# A heading, here\n\n{text}\n")
+    assert (not bad) == ok, bad
+
+
+def test_slugs_are_githubs():
+    assert slug("Interruptions, resuming and reproducibility") == (
+        "interruptions-resuming-and-reproducibility")
+    assert slug("Analytic kernels (`overparam/theory.py`)") == "analytic-kernels-overparamtheorypy"
+    assert slug("7. Sharpness and the edge of stability") == "7-sharpness-and-the-edge-of-stability"
+    assert anchors("# A\n## A\n```\n# not a heading\n```\n## B\n") == {"a", "a-1", "b"}
+
+
+GUARANTEES_PAGE = "docs/operations.md"  # its section "What is guaranteed"
+
+
+def _defined_tests(path: Path) -> set[str]:
+    """Names of the functions of a test file (module level and in classes)."""
+    tree = ast.parse(path.read_text())
+    return {node.name for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+def guaranteed_tests() -> list[tuple[str, str | None]]:
+    """(test file, test name or None for the whole file) of every test the guarantees table
+    names: `tests/x.py::name`, `tests/x.py`, and `::name` (in the file named before it in
+    the same cell)."""
+    text = (ROOT / GUARANTEES_PAGE).read_text()
+    section = re.search(r"^## What is guaranteed\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert section, f"{GUARANTEES_PAGE} has no section '## What is guaranteed'"
+    found = []
+    for row in re.findall(r"^\|.*\|\s*$", section.group(1), re.M):
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) < 2 or cells[-1] in ("test", "---"):
+            continue
+        current = None
+        for code in re.findall(r"`([^`]+)`", cells[-1]):
+            file, _, name = code.partition("::")
+            current = file or current
+            assert current, f"{GUARANTEES_PAGE}: `{code}` names no file: {row}"
+            found.append((current, name.split("[")[0] or None))
+    return found
+
+
+def test_every_test_the_guarantees_table_names_exists():
+    named = guaranteed_tests()
+    assert len(named) >= 40, named  # the scan found them
+    missing = []
+    for file, name in named:
+        path = ROOT / file
+        if not path.is_file():
+            missing.append(f"{file}: no such file")
+        elif name and name not in _defined_tests(path):
+            missing.append(f"{file}::{name}: no such test")
+    assert not missing, (f"{GUARANTEES_PAGE}'s \"What is guaranteed\" names tests that do "
+                         "not exist:\n" + "\n".join(missing))

@@ -1,7 +1,8 @@
-"""The README is true: its tables are generated from the code, its examples run as
-written and print what it says they print.
+"""The README and the docs pages are true: their tables are generated from the code, their
+examples run as written and print what they say they print.
 
-Conventions of README.md that this file relies on:
+The pages are README.md (the first page, at most 200 lines) and docs/*.md. Conventions of
+the pages that this file relies on:
 
 - a ```python block is run (in a directory whose results/default is the default
   sweep, run here once); if the next paragraph is "prints" and a ``` block, that
@@ -17,7 +18,6 @@ Conventions of README.md that this file relies on:
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -32,6 +32,11 @@ from overparam import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+# Every page a reader is shown: {path relative to the repository: text}.
+PAGES = {str(p.relative_to(ROOT)): p.read_text()
+         for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+# The page that holds the table of config fields (`python -m overparam.config`).
+FIELDS_PAGE = "docs/sweeps.md"
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 # The command `make sweep` runs (Makefile), its progress bar aside.
 MAKE_SWEEP = ["-m", "overparam.sweep", "--config=sweeps/default.py", "--device=cpu", "--analyze",
@@ -40,14 +45,16 @@ _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:e[-+]?\d+)?", re.I)
 _TIMING = re.compile(r"\d s\b|network-steps/s|\bs \(compile|seconds")
 
 
-def _blocks(kind: str) -> list[tuple[int, str, str | None]]:
-    """(line, code, the output shown after it or None) of every ```kind block."""
+def _blocks(kind: str) -> list[tuple[str, str, str | None]]:
+    """("page:line", code, the output shown after it or None) of every ```kind block of
+    every page."""
     found = []
-    for m in re.finditer(rf"^```{kind}\n(.*?)^```\n", README, re.M | re.S):
-        after = README[m.end():]
-        shown = re.match(r"\s*prints\s*\n\s*```[a-z]*\n(.*?)^```\n", after, re.M | re.S)
-        found.append((README[:m.start()].count("\n") + 1, m.group(1),
-                      shown.group(1) if shown else None))
+    for page, text in PAGES.items():
+        for m in re.finditer(rf"^```{kind}\n(.*?)^```\n", text, re.M | re.S):
+            after = text[m.end():]
+            shown = re.match(r"\s*prints\s*\n\s*```[a-z]*\n(.*?)^```\n", after, re.M | re.S)
+            line = text[:m.start()].count("\n") + 1
+            found.append((f"{page}:{line}", m.group(1), shown.group(1) if shown else None))
     return found
 
 
@@ -62,7 +69,7 @@ def _same_output(got: str, want: str) -> str | None:
                                              if tail else [])
         want_lines = head + tail
     if len(got_lines) != len(want_lines):
-        return f"{len(got_lines)} lines where the README shows {len(want_lines)}:\n{got}"
+        return f"{len(got_lines)} lines where the page shows {len(want_lines)}:\n{got}"
     for g, w in zip(got_lines, want_lines):
         if _NUMBER.sub("#", g).split() != _NUMBER.sub("#", w).split():
             return f"line\n  {g}\nis not\n  {w}"
@@ -71,7 +78,7 @@ def _same_output(got: str, want: str) -> str | None:
         for a, b in zip(_NUMBER.findall(g), _NUMBER.findall(w)):
             x, y = float(a.replace(",", "")), float(b.replace(",", ""))
             if abs(x - y) > 1e-3 * max(abs(x), abs(y)) + 2e-3 * (("." in b) or 0):
-                return f"{a} where the README shows {b} in\n  {w}"
+                return f"{a} where the page shows {b} in\n  {w}"
     return None
 
 
@@ -90,16 +97,28 @@ def default_sweep(tmp_path_factory):
 # ------------------------------------------------------------------ generated tables
 
 
-def _generated(name: str) -> str:
-    block = re.search(rf"<!-- {name}:begin[^>]*-->\n(.*?)<!-- {name}:end -->", README, re.S)
-    assert block, f"README.md lacks its <!-- {name}:begin --> ... <!-- {name}:end --> block"
+def _generated(name: str, page: str) -> str:
+    """The <!-- name:begin --> ... <!-- name:end --> block of `page`, the only page with one."""
+    holding = [p for p, text in PAGES.items() if f"<!-- {name}:begin" in text]
+    assert holding == [page], f"the <!-- {name}:begin --> block is in {holding}, not [{page!r}]"
+    block = re.search(rf"<!-- {name}:begin[^>]*-->\n(.*?)<!-- {name}:end -->", PAGES[page],
+                      re.S)
+    assert block, f"{page} lacks its <!-- {name}:begin --> ... <!-- {name}:end --> block"
     return block.group(1)
 
 
 def test_the_fields_table_is_the_configs():
-    assert _generated("config") == config_lib.markdown(), (
-        "README.md's table of fields differs from overparam/config.py: replace the block "
+    assert _generated("config", FIELDS_PAGE) == config_lib.markdown(), (
+        f"{FIELDS_PAGE}'s table of fields differs from overparam/config.py: replace the block "
         "with the output of `python -m overparam.config`")
+
+
+def test_the_readme_is_a_first_page():
+    lines = len(README.splitlines())
+    assert lines <= 200, f"README.md has {lines} lines: move the reference into docs/"
+    for page in PAGES:
+        if page != "README.md":
+            assert f"]({page})" in README, f"README.md's map of the docs does not link {page}"
 
 
 def _flags(module: str) -> set[str]:
@@ -112,19 +131,20 @@ def _flags(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["overparam.sweep", "overparam.analyze"])
-def test_every_flag_of_the_command_lines_is_in_the_readme(module):
+def test_every_flag_of_the_command_lines_is_in_the_docs(module):
     names = _flags(module)
     assert names, module
-    missing = sorted(n for n in names if f"--{n}" not in README)
-    assert not missing, f"README.md does not mention {module}'s flags {missing}"
+    text = "\n".join(PAGES.values())
+    missing = sorted(n for n in names if f"--{n}" not in text)
+    assert not missing, f"neither README.md nor docs/ mention {module}'s flags {missing}"
 
 
 # ------------------------------------------------------------------ commands
 
 
 def _commands() -> list[str]:
-    """Every command line the README shows (console, indented and shell blocks)."""
-    text = re.sub(r"\\\n\s*", " ", README)
+    """Every command line the pages show (console, indented and shell blocks)."""
+    text = re.sub(r"\\\n\s*", " ", "\n".join(PAGES.values()))
     lines = re.findall(r"^(?: {4}|\$ )\s*(?:\$ )?((?:make|python -m overparam\.)\S*.*)$", text,
                        re.M)
     lines += re.findall(r"^\$ (.*)$", text, re.M)
@@ -133,7 +153,7 @@ def _commands() -> list[str]:
 
 def test_every_command_names_what_exists():
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-z]+):", makefile, re.M))
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
     sweep_flags, analyze_flags = _flags("overparam.sweep"), _flags("overparam.analyze")
     commands = _commands()
     assert any(c.startswith("make sweep") for c in commands), commands
@@ -169,11 +189,12 @@ def test_every_command_names_what_exists():
             subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, check=True)
 
 
-def test_console_examples_print_what_the_readme_shows(default_sweep):
+def test_console_examples_print_what_the_pages_show(default_sweep):
     here, make_sweep_stdout = default_sweep
-    blocks = re.findall(r"^```console\n(.*?)^```\n", README, re.M | re.S)
-    assert blocks
-    for block in blocks:
+    blocks = [(page, block) for page, text in PAGES.items()
+              for block in re.findall(r"^```console\n(.*?)^```\n", text, re.M | re.S)]
+    assert any(page == "README.md" for page, _ in blocks), "README.md shows no console block"
+    for page, block in blocks:
         for command, shown in re.findall(r"^\$ (.*)\n((?:(?!\$ ).*\n)*)", block, re.M):
             if command == "make sweep":
                 got = make_sweep_stdout
@@ -182,24 +203,24 @@ def test_console_examples_print_what_the_readme_shows(default_sweep):
                                       env=ENV, capture_output=True, text=True, timeout=600)
                 got = proc.stdout + proc.stderr
             else:
-                pytest.fail(f"README.md shows `{command}`, which no test runs")
+                pytest.fail(f"{page} shows `{command}`, which no test runs")
             why = _same_output(got, shown)
-            assert why is None, f"`{command}`: {why}"
+            assert why is None, f"{page}: `{command}`: {why}"
 
 
 # ------------------------------------------------------------------ Python
 
 
-@pytest.mark.parametrize("line, code, shown", _blocks("python"),
-                         ids=[f"README.md:{b[0]}" for b in _blocks("python")])
-def test_python_examples_run_and_print_what_the_readme_shows(default_sweep, line, code, shown):
+@pytest.mark.parametrize("where, code, shown", _blocks("python"),
+                         ids=[b[0] for b in _blocks("python")])
+def test_python_examples_run_and_print_what_the_pages_show(default_sweep, where, code, shown):
     here, _ = default_sweep
     proc = subprocess.run([sys.executable, "-c", code], cwd=here, env=ENV,
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"README.md:{line}:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{where}:\n{proc.stderr[-3000:]}"
     if shown is not None:
         why = _same_output(proc.stdout, shown)
-        assert why is None, f"README.md:{line}: {why}"
+        assert why is None, f"{where}: {why}"
 
 
 def test_running_it_again_does_nothing(default_sweep):
@@ -233,14 +254,17 @@ def test_make_analyze_prints_the_table_make_sweep_printed(default_sweep, tmp_pat
     assert pngs and pngs == sorted(p.stem for p in figures.glob("*.pdf"))
 
 
-def test_the_readme_says_nothing_of_issues_or_sessions():
+def test_the_pages_say_nothing_of_issues_or_sessions():
     for word in ("issue", "session"):
-        hits = [x for x in README.splitlines() if re.search(rf"\b{word}s?\b", x, re.I)]
+        hits = [f"{page}: {x}" for page, text in PAGES.items() for x in text.splitlines()
+                if re.search(rf"\b{word}s?\b", x, re.I)]
         assert not hits, hits
 
 
 def test_the_manifest_named_in_the_readme_holds_what_it_says(default_sweep):
     here, _ = default_sweep
     manifest = json.loads((here / "results/default/manifest.json").read_text())
-    for key in itertools.chain(re.findall(r"`manifest\[\"(\w+)\"\]`", README)):
+    keys = re.findall(r"`manifest\[\"(\w+)\"\]`", "\n".join(PAGES.values()))
+    assert keys, "no page names a manifest key"  # the scan found the one in docs/results.md
+    for key in keys:
         assert key in manifest, key
