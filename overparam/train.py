@@ -57,7 +57,6 @@ import optax
 
 from overparam import config, losses, metrics, model, networks, schema, theory
 
-
 # The fields of `Static` that are not a declared field's (config's `program` flag gives
 # those): resolved per run or chosen by the plan. (name, type, default, what the init
 # program reads of it: config.INIT or CHUNK; `init_static`.)
