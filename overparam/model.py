@@ -52,9 +52,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# config's `precision` values as XLA's matmul precisions (every module that multiplies)
-PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-              "default": jax.lax.Precision.DEFAULT}
+from overparam import config
+
+# config's `precision` values (config.PRECISIONS: XLA's names in lower case) as XLA's matmul
+# precisions (every module that multiplies)
+PRECISIONS = {name: jax.lax.Precision[name.upper()] for name in config.PRECISIONS}
 
 
 class Net(NamedTuple):

@@ -39,8 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from overparam import model
-
-CONV_PARAMS = ("ntk", "standard", "mup")
+from overparam.config import CONV_PARAMS
 
 
 def _law(param: str, fan_in: int) -> tuple[float, float]:

@@ -15,8 +15,12 @@ column's doc is in its field metadata (b'doc'), also inside every file:
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pyarrow as pa
+
+from overparam import config
 
 VERSION = 6  # 1: before the schema was versioned (no key tags); 2: before mup, output
 # scaling and sharpness; 3: before the test split; 4: before the architectures; 5: before
@@ -30,7 +34,9 @@ def _schema(*columns: tuple[str, pa.DataType, str]) -> pa.Schema:
     return pa.schema([pa.field(name, kind, metadata={"doc": doc}) for name, kind, doc in columns])
 
 
-RUNS = _schema(
+# The types and meanings of runs.parquet's first columns: the fields of config.Run, a
+# run's grid point and identity (`run_columns`).
+_RUN = {name: (kind, doc) for name, kind, doc in (
     ("run_id", ID, "the run's identity: a hash of every setting that changes what is trained"),
     ("seed", pa.int64(), "the seed its training set and random draws derive from"),
     ("width", pa.int64(), "hidden width m"),
@@ -57,6 +63,29 @@ RUNS = _schema(
      "split(fold_in(PRNGKey(seed), init_tag))[0]"),
     ("batch_tag", pa.int64(), "uint32 tag of the SGD batches: step t's key is "
      "fold_in(fold_in(PRNGKey(seed), batch_tag), t)"),
+)}
+_KINDS = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: ID}
+
+
+def run_columns(run_class: type = config.Run,
+                fields: tuple = config.FIELDS) -> tuple[tuple[str, pa.DataType, str], ...]:
+    """runs.parquet's columns of a run's grid point and identity: one per field of
+    `run_class` (config.run_class of the declarations `fields`), in its order; a swept
+    field's that _RUN does not know is typed by its declared default and documented by
+    its declaration."""
+    declared = {config.run_name(f): f for f in fields if f.metadata["swept"]}
+    out = []
+    for f in dataclasses.fields(run_class):
+        if f.name in _RUN:
+            out.append((f.name, *_RUN[f.name]))
+        else:
+            field = declared[f.name]
+            out.append((f.name, _KINDS[type(field.default[0])], field.metadata["doc"]))
+    return tuple(out)
+
+
+RUNS = _schema(
+    *run_columns(),
     ("status", ID, "ok; diverged (a non-finite loss or gradient); running (its batch is "
      "not finished: runs.parquet is rewritten as batches finish)"),
     ("diverged_step", pa.int64(), "first recorded step with a non-finite loss or gradient "

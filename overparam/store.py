@@ -72,10 +72,18 @@ from overparam import schema
 RUNS, STEPS, LAYERS, DATASETS, MANIFEST = (
     "runs.parquet", "steps", "layers", "datasets", "manifest.json")
 TABLE_DIRS = (STEPS, LAYERS, DATASETS)  # folders of Parquet files listed in the manifest
-# The runs' settings `Results.with_settings` joins to the steps and layers tables.
-SETTINGS = ("width", "depth", "seed", "n", "d", "loss", "optimizer", "lr", "lr_spec",
-            "batch_size", "arch", "param", "output_scale", "digits_task", "reduction", "momentum",
+
+
+def settings(grid_point: tuple[str, ...] = config_lib.GRID_POINT) -> tuple[str, ...]:
+    """The runs' settings `Results.with_settings` joins to the steps and layers tables: a
+    run's grid point (config.GRID_POINT: every swept field) with seed, d and lr_spec beside
+    depth, n and lr, then the sweep's settings that tell runs apart, and their status."""
+    beside = {"depth": ("seed",), "n": ("d",), "lr": ("lr_spec",)}
+    return (*(c for k in grid_point for c in (k, *beside.get(k, ()))), "reduction", "momentum",
             "lr_scaling", "train_output", "center_output", "dataset_id", "status")
+
+
+SETTINGS = settings()
 _JOINED_AS = {"loss": "loss_fn"}  # settings joined under another name (steps has a loss)
 TEMP_SUFFIX = ".overparam.tmp"
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + "$")

@@ -26,15 +26,15 @@ sigma_w^2 = 2, written in the normalization of `du` (S_1 = X X^T):
 L = 1, T_1 = H^inf and T_out = G^inf of Du et al. 2018 (THEORY.md section 1).
 
 This module owns the theory's formulas (kernels, step sizes, rates, bounds)
-and imports nothing else of overparam: the engine, the analysis and the tests
-call it, never the other way round.
+and imports nothing else of overparam but config's vocabulary (PARAMS): the
+engine, the analysis and the tests call it, never the other way round.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PARAMS = ("du", "zou", "ntk", "standard", "mup")
+from overparam.config import PARAMS
 
 
 def extreme_eigenvalues(H) -> np.ndarray:

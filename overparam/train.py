@@ -55,42 +55,38 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from overparam import losses, metrics, model, networks, schema, theory
+from overparam import config, losses, metrics, model, networks, schema, theory
+
+# The fields of `Static` that are not a declared field's (config's `program` flag gives
+# those): resolved per run or chosen by the plan. (name, type, default, what the init
+# program reads of it: config.INIT or CHUNK; `init_static`.)
+_OWN_FIELDS = (
+    ("batch_size", int, dataclasses.MISSING, config.CHUNK),  # examples per step (GD: n)
+    ("sign_labels", bool, False, config.CHUNK),  # +-1 labels (config.Sweep.sign_labels)
+    ("n_test", int, 0, config.INIT),         # held-out test points measured at every record
+    ("chunk_records", int, 50, config.CHUNK),  # records per chunk
+    ("cache_group", int, 0, config.CHUNK),   # networks trained together through a chunk (0: all)
+    ("fixed_loops", bool, False, config.CHUNK),  # no data-dependent control flow (accelerators)
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class Static:
-    """Everything that selects a compiled program (hashable)."""
+def static_class(fields: tuple[dataclasses.Field, ...] = config.FIELDS) -> type:
+    """The class of `Static` for the field declarations `fields`: a frozen (hashable,
+    keyword-only) dataclass with a field for each declared field that a compiled program
+    reads (`config.program_fields`: one run's value, by its run name, with the default
+    sweep's default) and `_OWN_FIELDS`; each field's metadata["program"] says what the
+    init program reads of it (`init_static`)."""
+    specs = [(name, kind, dataclasses.field(default=default, metadata={"program": program}))
+             for name, kind, default, program in (*config.program_fields(fields), *_OWN_FIELDS)]
+    cls = dataclasses.make_dataclass("Static", specs, frozen=True, kw_only=True)
+    cls.__module__ = __name__
+    cls.__doc__ = ("Everything that selects a compiled program (hashable): the declared fields "
+                   "a program reads (config's `program` flag) and " +
+                   ", ".join(name for name, *_ in _OWN_FIELDS) + ".")
+    return cls
 
-    width: int
-    depth: int
-    n: int
-    d: int
-    batch_size: int
-    loss: str
-    optimizer: str
-    param: str
-    arch: str = "mlp"            # the network (overparam.networks.network_of)
-    reduction: str = "sum"
-    momentum: float = 0.0
-    train_output: bool = False
-    sign_labels: bool = False
-    record_every: int = 1
-    chunk_records: int = 50
-    precision: str = "highest"
-    dtype: str = "float32"
-    power_tol: float = 1e-6
-    power_max_iters: int = 100
-    regression_tol: float = 1e-2
-    gram_every: int = 0   # record NTK Gram statistics every this many steps (0: never)
-    cache_group: int = 0  # networks trained together through a chunk (0: the whole batch)
-    center_output: bool = False  # the model is alpha (f - f(0)) rather than alpha f
-    n_test: int = 0              # held-out test points measured at every record (0: none)
-    sharpness_every: int = 0     # record the loss Hessian's top eigenvalue every k steps
-    sharpness_iters: int = 20    # Lanczos iterations of each sharpness
-    measure_precision: str = "highest"  # matmuls of the measurements (`precision`: training's)
-    fixed_loops: bool = False    # no data-dependent control flow in the chunk (accelerators)
-    power_iters: int = 16        # with fixed_loops: power iterations per record, warm-started
+
+Static = static_class()
 
 
 class Hyper(NamedTuple):
@@ -730,14 +726,17 @@ class Program(NamedTuple):
 def init_static(static: Static) -> Static:
     """`static` with every field that the init program does not read set to one value:
     shapes that differ only in those (GD and SGD, losses, schedules) share one init
-    program. tests/test_train.py checks that init does not read them."""
-    return dataclasses.replace(static, batch_size=static.n, loss="squared", optimizer="gd",
-                               reduction="sum", sign_labels=False, record_every=1,
-                               chunk_records=1, power_tol=1.0, power_max_iters=1,
-                               regression_tol=1.0, momentum=float(bool(static.momentum)),
-                               gram_every=int(bool(static.gram_every)), cache_group=0,
-                               sharpness_every=int(bool(static.sharpness_every)),
-                               sharpness_iters=1, fixed_loops=False, power_iters=1)
+    program. What init reads of a field is its metadata["program"] (`static_class`):
+    a CHUNK field is set to its default (batch_size, which has none, to n), a NONZERO
+    one to 0 or 1. tests/test_train.py varies every such field and checks that init
+    gives the same state."""
+    def one_value(f: dataclasses.Field) -> Any:
+        if f.metadata["program"] == config.NONZERO:
+            return type(getattr(static, f.name))(bool(getattr(static, f.name)))
+        return static.n if f.default is dataclasses.MISSING else f.default
+
+    return dataclasses.replace(static, **{f.name: one_value(f) for f in dataclasses.fields(static)
+                                          if f.metadata["program"] != config.INIT})
 
 
 @functools.cache

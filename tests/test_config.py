@@ -204,6 +204,8 @@ def valid_sweeps(draw):
         loss=draw(st.sampled_from([("hinge",), ("logistic",), ("hinge", "exponential")])),
         labels="random_sign",
         param=draw(st.sampled_from([("du",), ("zou",), ("ntk", "standard")])),
+        output_scale=draw(st.lists(st.floats(0.25, 4.0), min_size=1, max_size=2,
+                                   unique=True).map(tuple)),
         optimizer=optimizer,
         batch_size=batch_size,
         steps=steps,
@@ -219,8 +221,9 @@ def test_expand_counts_unique_deterministic(cfg):
     runs = expand(sweep)
     per_point = sum(len(cfg["batch_size"]) if o == "sgd" else 1 for o in cfg["optimizer"])
     expected = (cfg["num_seeds"] * len(cfg["n"]) * len(cfg["widths"]) * len(cfg["depths"])
-                * len(cfg["lr"]) * len(cfg["loss"]) * len(cfg["param"]) * per_point)
-    assert len(runs) == expected
+                * len(cfg["lr"]) * len(cfg["loss"]) * len(cfg["param"]) * per_point
+                * len(cfg["output_scale"]) * len(sweep.arch) * len(config_lib.tasks(sweep)))
+    assert len(runs) == expected == config_lib.num_networks(sweep)
     assert len({r.run_id for r in runs}) == len(runs)
     assert expand(sweep) == runs
     assert expand(validate(cfg)) == runs
@@ -333,3 +336,22 @@ def test_stable_hash_is_stable():
     assert h == 2962790699780669242
     assert h != config_lib.stable_hash("init", 8, 2, "du")
     assert 0 <= config_lib.stable_hash("x", nbytes=4) < 2**32
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(),
+    dict(optimizer=("gd", "sgd"), batch_size=(2, 4, 8), n=(8, 16), lr=(0.1, "theory")),
+    dict(dataset="digits", digits_task=("0v1", "3v8", "even_odd"), n=(20, 30), num_seeds=2,
+         arch=("mlp", "cnn"), param=("ntk", "mup"), output_scale=(0.5, 1.0, 2.0)),
+])
+def test_num_networks_counts_the_runs_expand_gives(cfg):
+    """num_networks, the count the resource checks use without expanding, against the
+    runs themselves, and the count by hand: every swept field and its own factor."""
+    sweep = validate(cfg)
+    runs = expand(sweep)
+    by_hand = (sweep.num_seeds * len(sweep.n) * len(config_lib.tasks(sweep)) * len(sweep.arch)
+               * len(sweep.widths) * len(sweep.depths) * len(sweep.param) * len(sweep.loss)
+               * len(sweep.lr) * len(sweep.output_scale)
+               * sum(len(sweep.batch_size) if o == "sgd" else 1 for o in sweep.optimizer))
+    assert config_lib.num_networks(sweep) == len(runs) == by_hand
+    assert len({r.run_id for r in runs}) == len(runs)

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from overparam import losses, model
+from overparam import config, losses, model
 
-PARAMS = ("du", "zou", "ntk", "standard", "mup")
+PARAMS = config.PARAMS
 
 
 def _doc_scales(param, d, m, depth):

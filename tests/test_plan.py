@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from overparam import config as config_lib
 from overparam import plan as plan_lib
+from overparam.plan import memory as plan_memory
 
 SHAPE = ("width", "depth", "n", "batch_size", "loss", "optimizer", "param")
 
@@ -365,8 +366,8 @@ class _Device:
 def _on(monkeypatch, *devices):
     """The budget's view of the machine: these local devices, each GPU's driver telling
     its `free` memory."""
-    monkeypatch.setattr(plan_lib.jax, "local_devices", lambda: list(devices))
-    monkeypatch.setattr(plan_lib, "gpu_free_bytes", lambda d: d.free)
+    monkeypatch.setattr(plan_memory.jax, "local_devices", lambda: list(devices))
+    monkeypatch.setattr(plan_memory, "gpu_free_bytes", lambda d: d.free)
 
 
 def _fewest_equal_batches(count, fit):
@@ -482,7 +483,7 @@ def test_without_a_cuda_driver_the_gpu_free_memory_is_unknown(monkeypatch):
     def no_driver(name):
         raise OSError(f"{name}: cannot open shared object file")
 
-    monkeypatch.setattr(plan_lib.ctypes, "CDLL", no_driver)
+    monkeypatch.setattr(plan_memory.ctypes, "CDLL", no_driver)
     assert plan_lib.gpu_free_bytes(_Device("gpu", {})) is None
 
 

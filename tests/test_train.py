@@ -350,23 +350,44 @@ def test_float64_sweep_runs_in_float64(tmp_path):
     assert jnp.zeros(1).dtype == jnp.float32  # the global flag is untouched
 
 
+# A value other than _static's (below: base) for each field that init_static resets.
+INIT_IGNORES = dict(batch_size=4, loss="logistic", optimizer="sgd", reduction="mean",
+                    sign_labels=True, record_every=7, chunk_records=5, power_tol=1e-3,
+                    power_max_iters=5, regression_tol=0.5, momentum=0.5, gram_every=7,
+                    sharpness_every=7, sharpness_iters=5, cache_group=2, fixed_loops=True,
+                    power_iters=3)
+
+
 def test_init_reads_none_of_the_fields_init_static_resets():
     """Shapes with one init_static share an init program, so init must give the same
-    state for every value of the fields init_static sets to one value."""
+    state for every value of the fields init_static sets to one value: every one of them
+    (those whose program flag is not INIT) is varied here."""
     X, _ = _data()
     keys = train.batch_keys(_hyper([0, 1], [0.1, 0.2]))
     Xs = jnp.stack([X, X])
-    base = _static(momentum=0.9, gram_every=2)
-    other = dataclasses.replace(base, batch_size=4, loss="logistic", optimizer="sgd",
-                                reduction="mean", sign_labels=True, record_every=7,
-                                chunk_records=3, power_tol=1e-3, power_max_iters=5,
-                                regression_tol=0.5, momentum=0.5, gram_every=7,
-                                fixed_loops=True, power_iters=3)
+    base = _static(momentum=0.9, gram_every=2, sharpness_every=2)
+    resets = {f.name for f in dataclasses.fields(base)
+              if f.metadata["program"] != config_lib.INIT}
+    assert set(INIT_IGNORES) == resets
+    other = dataclasses.replace(base, **INIT_IGNORES)
+    assert [k for k in resets if getattr(other, k) == getattr(base, k)] == []
     assert train.init_static(base) == train.init_static(other)
     a = jax.vmap(functools.partial(train.init_from_keys, base))(keys, Xs)
     b = jax.vmap(functools.partial(train.init_from_keys, other))(keys, Xs)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_init_static_keeps_what_init_reads():
+    """init_static changes no field that init reads (INIT), and keeps whether a NONZERO
+    field is zero."""
+    base = _static(momentum=0.9, gram_every=2)
+    reset = train.init_static(base)
+    for f in dataclasses.fields(base):
+        if f.metadata["program"] == config_lib.INIT:
+            assert getattr(reset, f.name) == getattr(base, f.name), f.name
+        if f.metadata["program"] == config_lib.NONZERO:
+            assert bool(getattr(reset, f.name)) == bool(getattr(base, f.name)), f.name
 
 
 def test_batch_keys_are_each_networks_own_keys():
