@@ -58,7 +58,6 @@ def group_label(keys: dict, shown: Sequence[str]) -> str:
     return ", ".join(parts) or "all"
 
 
-
 def varying_within(frame: pd.DataFrame, cols: Sequence[str]) -> list[str]:
     """The columns of `cols` that take two or more values within one sweep of `frame` (all
     of it without a SWEEP column): what panels and groups are made of."""

@@ -104,7 +104,6 @@ def per_run_quantities(results: store.Results | str | os.PathLike, *,
     return out.drop(columns="_q").reset_index(drop=True)
 
 
-
 def value_kind(per_run: pd.DataFrame) -> pd.Series:
     """What each row of `per_run_quantities` is in a log-log figure, aligned with it:
 

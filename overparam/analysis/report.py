@@ -21,7 +21,6 @@ from overparam.analysis.quantities import QUANTITIES, QuantityOptions
 from overparam.analysis.style import COLUMN_WIDTH_IN, FONT_PT, PAGE_WIDTH_IN, PNG_DPI
 from overparam.analysis.tables import format_table, markdown_frame, markdown_table
 
-# ----------------------------------------------------------------------------- report.md
 
 def _summary(results: store.Results) -> str:
     runs, c = results.runs, results.manifest["config"]

@@ -6,7 +6,7 @@ medians with their seed-bootstrap intervals, the fit with the interval of its ex
 a band, the theory's slopes, Du et al.'s absolute bound, the censored and off-axis runs as
 counted triangles) and the figure legend that says so. Titles, axis labels and theory
 slopes come from the registries (`quantities`, `variables`) and the fit table (`fits`);
-the medians are `fits.median_interval`; the bounds are `bounds.radius_bounds`'. Style and
+the medians are `fits.median_interval`; the bounds are `bounds.radius_bounds`. Style and
 layout: `style`. Returns matplotlib Figures (no pyplot); writes no file.
 """
 
@@ -165,7 +165,6 @@ _KIND_TEXT = {  # kind -> what the legend and notes call it (q: the Quantity)
     "censored": lambda q: q.censored or "censored",
     "off_axis": lambda q: "\N{LESS-THAN OR EQUAL TO} 0 or undefined",
 }
-
 
 
 def _bounds_of(bounds, g: pd.DataFrame, style: Style) -> pd.DataFrame | None:

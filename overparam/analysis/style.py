@@ -61,6 +61,7 @@ BOUND_COLOR = "black"  # absolute bounds
 # ----------------------------------------------------------------------------- layout
 
 def paper_rc():
+    """matplotlib.rc_context(RC): the paper style around one figure's drawing or saving."""
     import matplotlib
 
     return matplotlib.rc_context(RC)
@@ -276,8 +277,9 @@ def rows_of(frame: pd.DataFrame, style: Style) -> pd.DataFrame:
     return frame
 
 
-
 def log_limits(values: list[float]) -> tuple[float, float]:
+    """(low, high) of a log axis around the finite values > 0, padded by 6% of its decades
+    on each side (a span of one value: a factor 2 each way; none: 0.1 to 10)."""
     v = np.asarray([u for u in values if np.isfinite(u) and u > 0], float)
     if not len(v):
         return 0.1, 10.0

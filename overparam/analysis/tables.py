@@ -12,7 +12,6 @@ import pandas as pd
 
 from overparam.analysis.groups import SWEEP
 
-# ----------------------------------------------------------------------------- fit table text
 
 def _exponent_text(row) -> str:
     if not np.isfinite(row.exponent):
