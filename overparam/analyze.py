@@ -42,10 +42,11 @@ it was swapped in). From a notebook (this module re-exports the analysis's funct
     fits = analyze.fit_table(q)                  # DataFrame, one fit per row
     print(analyze.format_table(fits))
     analyze.power_law_fit(x, y, groups=seeds)    # -> Fit(exponent, prefactor, ci_low, ...)
-    analyze.analyze(["results/gd", "results/sgd"])  # several sweeps, as the command line
+    analyze.run_analysis(["results/gd", "results/sgd"])  # several sweeps, as the command line
 
 The quantities, their definitions and predictions: overparam.analysis.quantities.QUANTITIES
-(and the Definitions section of report.md); the fits: overparam.analysis.fits.
+(and the Definitions section of report.md); the fits: overparam.analysis.fits; the whole
+pipeline: overparam.analysis.pipeline.run_analysis; the modules: overparam/analysis/.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ from overparam import store
 if __name__ == "__main__":
     store.crash_point("import")  # test hook: while the analysis's modules are imported
 
-from overparam.analysis.figures import CURVES, plot_bound, plot_curves, plot_fit, write_figures
+from overparam.analysis.bounds import radius_bounds
+from overparam.analysis.curves import CURVES, plot_curves
+from overparam.analysis.figures import write_figures
 from overparam.analysis.fits import (
     CI_METHODS,
     FIT_COLUMNS,
@@ -77,47 +80,33 @@ from overparam.analysis.fits import (
     power_law_fit,
     sweeps_fit_table,
 )
+from overparam.analysis.generalization import plot_bound
+from overparam.analysis.groups import SWEEP, SWEPT_COLUMNS, group_label, sweep_labels
 from overparam.analysis.outdir import OutputError
+from overparam.analysis.per_run import per_run_quantities, run_settings
+from overparam.analysis.pipeline import check_distinct, output_dir, run_analysis
 from overparam.analysis.quantities import (
     QUANTITIES,
-    QUANTITY,
-    SETTINGS,
-    SWEEP,
-    X_VARIABLE,
-    X_VARIABLES,
+    QUANTITY_BY_NAME,
     Quantity,
     QuantityOptions,
-    XVariable,
-    group_label,
-    per_run_quantities,
     predicted_exponent,
-    radius_bounds,
-    run_settings,
-    sweep_labels,
 )
-from overparam.analysis.report import (
-    analyze,
-    censored_counts,
-    check_distinct,
-    format_table,
-    markdown_table,
-    output_dir,
-    rate_vs_theory,
-    write_report,
-)
+from overparam.analysis.rates import censored_counts, rate_vs_theory
+from overparam.analysis.report import write_report
+from overparam.analysis.scaling import plot_fit
+from overparam.analysis.tables import format_table, markdown_table
+from overparam.analysis.variables import X_VARIABLE_BY_NAME, X_VARIABLES, XVariable
 from overparam.cli import analysis_interrupted, fail, one_line
 
-__all__ = ["CI_METHODS", "CURVES", "FIT_COLUMNS", "QUANTITIES", "QUANTITY", "SETTINGS",
-           "SWEEP", "X_VARIABLE", "X_VARIABLES", "Fit", "OutputError", "Quantity",
-           "QuantityOptions",
-           "XVariable", "analyze", "bound_fit_table", "censored_counts", "check_distinct",
-           "fit_table",
-           "format_prediction", "format_table", "group_label", "markdown_table",
-           "median_interval", "output_dir", "per_run_quantities", "plot_bound", "plot_curves",
-           "plot_fit",
-           "power_law_fit", "predicted_exponent", "radius_bounds", "rate_vs_theory", "run",
-           "run_settings", "sweep_labels", "sweeps_fit_table", "write_figures",
-           "write_report"]
+__all__ = ["CI_METHODS", "CURVES", "FIT_COLUMNS", "QUANTITIES", "QUANTITY_BY_NAME", "SWEEP",
+           "SWEPT_COLUMNS", "X_VARIABLES", "X_VARIABLE_BY_NAME", "Fit", "OutputError",
+           "Quantity", "QuantityOptions", "XVariable", "bound_fit_table", "censored_counts",
+           "check_distinct", "fit_table", "format_prediction", "format_table", "group_label",
+           "markdown_table", "median_interval", "output_dir", "per_run_quantities",
+           "plot_bound", "plot_curves", "plot_fit", "power_law_fit", "predicted_exponent",
+           "radius_bounds", "rate_vs_theory", "run", "run_analysis", "run_settings",
+           "sweep_labels", "sweeps_fit_table", "write_figures", "write_report"]
 
 PRINTED_ROWS = 80  # rows of the table the command line prints
 
@@ -200,11 +189,12 @@ def run(argv: list[str] | None = None) -> None:
         v = {k: h.value for k, h in holders.items()}
         _check_flags(v)
         try:
-            fits = analyze(v["results"], out=v["out"],
-                           loss_threshold=v["loss_threshold"],
-                           tail_fraction=v["tail_fraction"],
-                           eos_fraction=v["eos_fraction"], n_boot=v["n_boot"],
-                           level=v["level"], ci=v["ci"], seed=v["seed"], plots=v["plots"])
+            fits = run_analysis(v["results"], out=v["out"],
+                                loss_threshold=v["loss_threshold"],
+                                tail_fraction=v["tail_fraction"],
+                                eos_fraction=v["eos_fraction"], n_boot=v["n_boot"],
+                                level=v["level"], ci=v["ci"], seed=v["seed"],
+                                plots=v["plots"])
         except (store.ResultsError, OutputError) as e:
             fail(one_line(e))
         except OSError as e:

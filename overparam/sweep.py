@@ -223,7 +223,7 @@ def main(argv: list[str]) -> None:
                   "redoes it)")
             return
         try:  # a signal: the analysis directory is left as it was (overparam.analyze)
-            fits = analyze.analyze(out)
+            fits = analyze.run_analysis(out)
         except (store.ResultsError, analyze.OutputError, OSError) as e:
             fail(f"the analysis: {one_line(e)}")
         print(f"\nfitted exponents ({out}/analysis/report.md):")

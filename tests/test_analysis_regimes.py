@@ -16,7 +16,7 @@ import pytest
 import overparam
 from overparam import analyze, engine
 from overparam import config as config_lib
-from overparam.analysis import quantities
+from overparam.analysis import per_run as per_run_table
 
 WIDTHS, SEEDS, STEPS = (16, 64), 3, 24
 
@@ -65,7 +65,7 @@ def test_a_run_that_never_reaches_the_edge_is_null_not_dropped(regimes):
     per_run = analyze.per_run_quantities(regimes, eos_fraction=100.0)  # out of reach
     eos = per_run[per_run.quantity == "steps_to_eos"]
     assert len(eos) == len(regimes.runs) and eos.value.isna().all()
-    kinds = quantities.value_kind(eos)
+    kinds = per_run_table.value_kind(eos)
     assert (kinds[eos.status == "ok"] == "censored").all()
 
 
@@ -128,7 +128,7 @@ def test_sharpness_curves_draw_two_over_eta(regimes):
 @pytest.mark.slow
 def test_the_analysis_reports_the_new_quantities_and_draws_against_the_output_scale(regimes,
                                                                                    tmp_path):
-    fits = analyze.analyze(regimes.path, out=tmp_path / "a", n_boot=50, plots=False)
+    fits = analyze.run_analysis(regimes.path, out=tmp_path / "a", n_boot=50, plots=False)
     report = (tmp_path / "a" / "report.md").read_text()
     for name in ("steps_to_eos", "max_sharpness_ratio", "gram_change_rel_norm"):
         assert f"- `{name}`:" in report, name

@@ -59,8 +59,8 @@ def template(tmp_path_factory):
     engine.run_sweep(config_lib.validate(c), base / "r", show_progress=False,
                      log_fn=lambda *a: None)
     shutil.copytree(base / "r", base / "twin")
-    analyze.analyze([base / "r", base / "twin"], n_boot=OLD_BOOT, plots=False)
-    analyze.analyze(base / "r", n_boot=OLD_BOOT, plots=False)
+    analyze.run_analysis([base / "r", base / "twin"], n_boot=OLD_BOOT, plots=False)
+    analyze.run_analysis(base / "r", n_boot=OLD_BOOT, plots=False)
     assert sorted(p.name for p in (base / "r" / "analysis").iterdir()) == [
         "compare_r_twin", "fits.csv", "generalization.csv", "per_run.parquet", "report.md"]
     return base / "r"
@@ -179,7 +179,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_analysis(result
     outdir.recover(r / "analysis")  # what the next analysis does first: the newest is kept
     _assert_complete_and_new(r, old)
     assert _temporaries(r) == []
-    analyze.analyze(r, n_boot=NEW_BOOT, plots=False)
+    analyze.run_analysis(r, n_boot=NEW_BOOT, plots=False)
     _assert_complete_and_new(r, old)
     assert _temporaries(r) == []
 
@@ -191,7 +191,7 @@ def test_a_kill_while_drawing_leaves_temporaries_that_the_next_analysis_removes(
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert _snapshot(r / "analysis") == old
     assert any(p.parent.name == "figures" for p in _temporaries(r))
-    analyze.analyze(r, n_boot=NEW_BOOT, plots=False)
+    analyze.run_analysis(r, n_boot=NEW_BOOT, plots=False)
     _assert_complete_and_new(r, old)
     assert _temporaries(r) == []
 

@@ -27,7 +27,10 @@ import pytest
 import overparam
 from overparam import analyze, engine, schema, theory
 from overparam import config as config_lib
-from overparam.analysis import figures, outdir, quantities
+from overparam.analysis import fits as fits_lib
+from overparam.analysis import groups, outdir, quantities, style
+from overparam.analysis.bounds import loss_bounds
+from overparam.analysis.per_run import RUN_COLUMNS
 from overparam.analysis.quantities import QuantityOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +145,7 @@ def deep(tmp_path_factory):
 @pytest.fixture(scope="module")
 def du_analysis(du, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis")
-    fits = analyze.analyze(du.path, out=out, loss_threshold=0.5)
+    fits = analyze.run_analysis(du.path, out=out, loss_threshold=0.5)
     return out, fits
 
 
@@ -310,14 +313,14 @@ def test_fit_figure_has_one_panel_per_group(du_analysis, du):
     x, y = fitted[0].get_xydata().T
     assert np.polyfit(np.log(x), np.log(y), 1)[0] == pytest.approx(
         _fit(fits, "max_radius_rowmax", lr_config="0.1").exponent, abs=1e-9)
-    assert panels[0].get_xlabel() == analyze.X_VARIABLE["width"].axis
-    assert panels[0].get_ylabel() == analyze.QUANTITY["max_radius_rowmax"].label
+    assert panels[0].get_xlabel() == analyze.X_VARIABLE_BY_NAME["width"].axis
+    assert panels[0].get_ylabel() == analyze.QUANTITY_BY_NAME["max_radius_rowmax"].label
 
 
 # ------------------------------------------------------------------ registries
 
 def test_every_column_the_analysis_reads_is_in_the_results_schema():
-    assert set(quantities.RUN_COLUMNS) - {"lr_config"} <= set(schema.RUNS.names)
+    assert set(RUN_COLUMNS) - {"lr_config"} <= set(schema.RUNS.names)
     assert "lr_spec" in schema.RUNS.names  # what lr_config is written from
     for column, (table, _, _) in analyze.CURVES.items():
         assert column in quantities.SCHEMAS[table].names, column
@@ -325,10 +328,33 @@ def test_every_column_the_analysis_reads_is_in_the_results_schema():
         analyze.Quantity("typo", False, "", "", "", ("steps.los",), lambda t, o: None)
 
 
+def test_the_swept_settings_the_analysis_groups_and_sorts_by_are_config_SWEPT():
+    # The analysis's column of each swept config field (lr_config: the config's lr as
+    # written); every other field keeps its name.
+    column = {"widths": "width", "depths": "depth", "lr": "lr_config"}
+    swept = [column.get(f, f) for f in config_lib.SWEPT]
+    assert sorted(groups.SWEPT_COLUMNS) == sorted(swept)
+    assert len(set(groups.SWEPT_COLUMNS)) == len(swept)
+    assert set(groups.COLUMN_ORDER) <= set(swept)  # the presentation order names no stale one
+    # Each reaches the per-run table, the fit table's columns, its groups and its sort.
+    for table in (RUN_COLUMNS, fits_lib.FIT_COLUMNS):
+        assert [c for c in table if c in swept] == list(groups.SWEPT_COLUMNS)
+    assert [c for c in fits_lib._setting_order() if c != "_lr"] == list(groups.SWEPT_COLUMNS)
+    assert fits_lib._group_keys("convergence_rate", "width") == [
+        c for c in groups.SWEPT_COLUMNS if c != "width"]
+    assert fits_lib._group_keys("max_radius_spectral", "n") == [
+        *[c for c in groups.SWEPT_COLUMNS if c != "n"], "layer"]
+    # A field newly declared swept comes in, after the others; one no longer swept goes.
+    assert groups.swept_columns((*config_lib.SWEPT, "new_field")) == (
+        *groups.SWEPT_COLUMNS, "new_field")
+    assert "arch" not in groups.swept_columns(
+        [f for f in config_lib.SWEPT if f != "arch"])
+
+
 @pytest.mark.slow
 def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(du):
     options = QuantityOptions()
-    assert [q.name for q in analyze.QUANTITIES] == list(analyze.QUANTITY)
+    assert [q.name for q in analyze.QUANTITIES] == list(analyze.QUANTITY_BY_NAME)
     for q in analyze.QUANTITIES:
         assert q.title and q.text("label", options) and q.text("definition", options), q.name
         for table, column in (c.split(".") for c in q.columns):
@@ -343,12 +369,12 @@ def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(
         assert analyze.predicted_exponent(q.name, "output_scale", param="mup",
                                           center_output=True) == expected
         assert analyze.predicted_exponent(q.name, "n", param="du") is None
-    assert "0.25" in analyze.QUANTITY["steps_to_loss_threshold"].text(
+    assert "0.25" in analyze.QUANTITY_BY_NAME["steps_to_loss_threshold"].text(
         "label", QuantityOptions(loss_threshold=0.25))
-    assert "0.9" in analyze.QUANTITY["steps_to_eos"].text("label",
-                                                          QuantityOptions(eos_fraction=0.9))
+    assert "0.9" in analyze.QUANTITY_BY_NAME["steps_to_eos"].text(
+        "label", QuantityOptions(eos_fraction=0.9))
     assert [v.name for v in analyze.X_VARIABLES] == ["width", "n", "depth", "output_scale"]
-    assert all(v.name in analyze.SETTINGS and v.symbol and v.axis and v.title
+    assert all(v.name in analyze.SWEPT_COLUMNS and v.symbol and v.axis and v.title
                for v in analyze.X_VARIABLES)
 
 
@@ -477,7 +503,7 @@ def _check_paper_figure(fig) -> None:
     """Paper size, every text >= 8 pt, legends clear of every panel's data area."""
     import matplotlib.text
 
-    assert fig.get_figwidth() in (figures.COLUMN_WIDTH_IN, figures.PAGE_WIDTH_IN)
+    assert fig.get_figwidth() in (style.COLUMN_WIDTH_IN, style.PAGE_WIDTH_IN)
     renderer = _drawn(fig)
     small = [(t.get_text(), t.get_fontsize()) for t in fig.findobj(matplotlib.text.Text)
              if t.get_fontsize() < 8]
@@ -526,14 +552,14 @@ def test_every_figure_has_paper_size_8pt_text_and_legends_outside_the_data(du, d
 
 @pytest.mark.slow
 def test_colours_are_readable_on_white(du):
-    assert all(_luminance(c) < 0.32 for c in figures.PALETTE)
-    colors = figures.width_colors([16, 64, 256, 1024, 4096])
+    assert all(_luminance(c) < 0.32 for c in style.PALETTE)
+    colors = style.width_colors([16, 64, 256, 1024, 4096])
     assert _luminance(colors[4096]) < 0.4  # the widest width: not yellow on white
     assert len(set(colors.values())) == 5
     fig = analyze.plot_curves(du, "loss")
     (ax,) = [a for a in fig.axes if a.get_visible()]
     widest = [line for line in ax.get_lines()
-              if line.get_color() == figures.width_colors(WIDTHS)[max(WIDTHS)]]
+              if line.get_color() == style.width_colors(WIDTHS)[max(WIDTHS)]]
     assert widest and all(_luminance(line.get_color()) < 0.4 for line in widest)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert f"m = {max(WIDTHS)} ({SEEDS} seeds)" in labels
@@ -553,8 +579,8 @@ def test_each_figure_is_a_png_at_200_dpi_and_a_pdf_beside_it(du_analysis):
         with Image.open(png) as image:
             dpi = image.info["dpi"][0]
             assert dpi >= 199.5, (png, dpi)
-            assert image.width / dpi == pytest.approx(figures.COLUMN_WIDTH_IN, abs=0.02) or (
-                image.width / dpi == pytest.approx(figures.PAGE_WIDTH_IN, abs=0.02)), png
+            assert image.width / dpi == pytest.approx(style.COLUMN_WIDTH_IN, abs=0.02) or (
+                image.width / dpi == pytest.approx(style.PAGE_WIDTH_IN, abs=0.02)), png
     report = (out / "report.md").read_text()
     assert "(figures/fit_max_radius_rowmax_vs_width.pdf)" in report
 
@@ -618,7 +644,7 @@ def test_radius_bound_is_du_et_al_s_r_prime_from_each_run_s_initial_outputs(du):
 
 @pytest.mark.slow
 def test_loss_curves_draw_du_et_al_s_bound_and_the_kernel_s(du):
-    b = quantities.loss_bounds(du)
+    b = loss_bounds(du)
     run = du.runs[du.runs.status == "ok"].iloc[0]
     mine = b[b.run_id == run.run_id].set_index("step")
     loss0 = du.steps[(du.steps.run_id == run.run_id) & (du.steps.step == 0)].loss.iloc[0]
@@ -704,7 +730,7 @@ def test_two_sweeps_are_fitted_each_on_its_own_and_drawn_together(du, sgd, du_an
     _, du_fits = du_analysis
     assert analyze.SWEEP not in du_fits  # one sweep: the columns of old
     out = tmp_path / "both"
-    fits = analyze.analyze([du.path, sgd.path], out=out, loss_threshold=0.5, plots=False)
+    fits = analyze.run_analysis([du.path, sgd.path], out=out, loss_threshold=0.5, plots=False)
     assert fits.attrs["out"] == str(out) and list(fits.columns[:2]) == ["sweep", "quantity"]
     assert list(dict.fromkeys(fits.sweep)) == ["du", "sgd"]
     pd.testing.assert_frame_equal(

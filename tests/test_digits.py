@@ -335,7 +335,7 @@ def test_the_bound_fit_is_a_least_squares_line_through_each_groups_runs(digits_s
         if len(np.unique(y)) > 1:
             assert row.spearman == pytest.approx(stats.spearmanr(x, y).statistic, rel=1e-12)
         assert row.slope_low <= row.slope <= row.slope_high
-    analyze.analyze(digits_sweep.path, out=tmp_path / "a", n_boot=100, plots=False)
+    analyze.run_analysis(digits_sweep.path, out=tmp_path / "a", n_boot=100, plots=False)
     written = pd.read_csv(tmp_path / "a" / "generalization.csv")
     assert len(written) == 4 and "## Generalization" in (tmp_path / "a" / "report.md").read_text()
     fig = analyze.plot_bound(per_run, table)

@@ -220,8 +220,8 @@ def report(tmp_path_factory) -> Path:
                           timeout=600)
     assert done.returncode == 0, done.stderr
     options = dict(plots=False, n_boot=50)
-    accepted = inspect.signature(analyze.analyze).parameters
-    analyze.analyze(out, out=out / "analysis",
+    accepted = inspect.signature(analyze.run_analysis).parameters
+    analyze.run_analysis(out, out=out / "analysis",
                     **{k: v for k, v in options.items() if k in accepted})
     return out / "analysis" / "report.md"
 

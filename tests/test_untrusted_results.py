@@ -25,7 +25,7 @@ import pytest
 import overparam
 from overparam import analyze, checkpoint, engine, networks, store
 from overparam import config as config_lib
-from overparam.analysis import quantities
+from overparam.analysis import bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
@@ -141,7 +141,7 @@ def test_initial_net_imports_a_module_only_when_the_call_names_it(sweep_dir, tmp
             r.initial_net(run_id)
         message = str(info.value)
         assert "\n" not in message and "'evilmod:X'" in message and "modules=" in message
-        assert quantities.radius_bounds(r).empty  # Du's bound is the mlp's only
+        assert bounds.radius_bounds(r).empty  # Du's bound is the mlp's only
         assert "evilmod" not in sys.modules and not marker.exists()
     for named in (["evil"], ["evilmod:Y", "evilmod.X"], "evilmod:X2", "evilmod.py"):
         with pytest.raises(overparam.ResultsError, match="modules="):
@@ -300,7 +300,7 @@ def test_a_link_is_refused_and_never_followed(sweep_dir, tmp_path, reads, entry)
     reads.clear()
     _refused(d, str(linked), "symbolic link")
     with pytest.raises(overparam.ResultsError, match="symbolic link"):
-        analyze.analyze(d, plots=False)
+        analyze.run_analysis(d, plots=False)
     assert not _outside(reads, tmp_path, d)
     assert sorted(p.relative_to(outside.parent) for p in outside.parent.rglob("*")) == before
 

@@ -2,21 +2,21 @@
 
 For each quantity and each swept variable x among width, n, depth and output scale that
 takes two or more values, log y = log C + alpha log x by least squares over every run of a
-group, a group being one combination of the other swept settings (depth, n, lr, output
-scale, batch size, loss, optimizer, parameterization; width when x is not width) and the
-layer. Diverged runs are
-left out and counted; values <= 0 or non-finite are left out of the fit and counted. The
-confidence interval resamples seeds: seed ids with replacement, all runs of the drawn
-seeds, refit (see `power_law_fit`). Each fit is set beside the quantity's prediction
-(quantities.predicted_exponent), which THEORY.md sections 5 and 6 give for the width (with
-the width-stable step size of the parameterization, theory.width_stable) and the output
-scale (the centered model).
+group, a group being one combination of the other swept settings (groups.SWEPT_COLUMNS:
+depth, n, digits task, lr, output scale, batch size, loss, optimizer, arch,
+parameterization, and every other field that config.SWEPT declares; width when x is not
+width) and the layer. Diverged runs are left out and counted; values <= 0 or non-finite
+are left out of the fit and counted. The confidence interval resamples seeds: seed ids
+with replacement, all runs of the drawn seeds, refit (see `power_law_fit`). Each fit is
+set beside the quantity's prediction (quantities.predicted_exponent), which THEORY.md
+sections 5 and 6 give for the width (with the width-stable step size of the
+parameterization, theory.width_stable) and the output scale (the centered model).
 Several sweeps analyzed together (a SWEEP column) are fitted each on its own, and the
 table gains a first column SWEEP. The figures' per-width medians and their seed-bootstrap
 intervals are `median_interval`.
 
-Owns the fitting and the fit table's columns and order. Reads the per-run table of
-`quantities`; never reads results directories, plots or writes a file.
+Owns the fitting and the fit table's columns and order. Reads the per-run table
+(`per_run.per_run_quantities`); never reads results directories, plots or writes a file.
 """
 
 from __future__ import annotations
@@ -29,16 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from overparam.analysis.quantities import (
-    QUANTITIES,
-    QUANTITY,
-    SETTINGS,
-    SWEEP,
-    X_VARIABLES,
-    group_label,
-    predicted_exponent,
-    varying,
-)
+from overparam.analysis.groups import SWEEP, SWEPT_COLUMNS, group_label, varying
+from overparam.analysis.quantities import QUANTITIES, QUANTITY_BY_NAME, predicted_exponent
+from overparam.analysis.variables import X_VARIABLES
 
 
 class Fit(NamedTuple):
@@ -185,8 +178,8 @@ def format_prediction(lo: float, hi: float) -> str:
 
 # ----------------------------------------------------------------------------- fit table
 
-FIT_COLUMNS = ["quantity", "x", "group", *SETTINGS, "layer", "exponent", "ci_low", "ci_high",
-               "prefactor", "stderr", "predicted", "predicted_low", "predicted_high",
+FIT_COLUMNS = ["quantity", "x", "group", *SWEPT_COLUMNS, "layer", "exponent", "ci_low",
+               "ci_high", "prefactor", "stderr", "predicted", "predicted_low", "predicted_high",
                "consistent", "n_runs", "n_seeds", "n_excluded", "n_diverged", "level",
                "n_boot", "ci_method"]
 
@@ -204,7 +197,7 @@ def fit_table(per_run: pd.DataFrame, *, x: Sequence[str] | None = None, n_boot: 
     """
     names = [v.name for v in X_VARIABLES] if x is None else x
     xs = [v for v in names if per_run.loc[per_run.status == "ok", v].nunique() > 1]
-    swept = varying(per_run, SETTINGS)
+    swept = varying(per_run, SWEPT_COLUMNS)
     multi_layer = per_run.layer.dropna().nunique() > 1
     rows = []
     for quantity in dict.fromkeys(per_run.quantity):
@@ -239,8 +232,8 @@ def sweeps_fit_table(per_run: pd.DataFrame, **kw) -> pd.DataFrame:
 
 def _group_keys(quantity: str, x: str) -> list[str]:
     """The columns whose values make a group: the other settings, and the layer."""
-    keys = [s for s in SETTINGS if s != x]
-    return keys + ["layer"] if QUANTITY[quantity].per_layer else keys
+    keys = [s for s in SWEPT_COLUMNS if s != x]
+    return keys + ["layer"] if QUANTITY_BY_NAME[quantity].per_layer else keys
 
 
 def _fit_row(grp: pd.DataFrame, quantity: str, x: str, key: dict, label: str,
@@ -260,7 +253,7 @@ def _fit_row(grp: pd.DataFrame, quantity: str, x: str, key: dict, label: str,
     if pred and np.isfinite(fit.ci_low):
         consistent = bool(fit.ci_low <= p_hi + 1e-12 and fit.ci_high >= p_lo - 1e-12)
     row = dict(quantity=quantity, x=x, group=label, **{k: key.get(k, pd.NA) for k in
-                                                       (*SETTINGS, "layer")})
+                                                       (*SWEPT_COLUMNS, "layer")})
     row[x] = pd.NA
     row.update(fit._asdict(), predicted=format_prediction(p_lo, p_hi), predicted_low=p_lo,
                predicted_high=p_hi, consistent=consistent,
@@ -275,9 +268,8 @@ def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
     xorder = {v.name: i for i, v in enumerate(X_VARIABLES)}
     lr_num = pd.to_numeric(fits.lr_config, errors="coerce").fillna(np.inf)  # 'theory' last
     fits = fits.assign(_q=fits.quantity.map(order), _x=fits.x.map(xorder), _lr=lr_num)
-    cols = ["_q", "_x", "layer", "width", "depth", "n", "_lr", "lr_config", "output_scale",
-            "batch_size", "loss", "optimizer", "arch", "param"]
-    fits = fits.sort_values(cols, kind="stable", na_position="first")
+    fits = fits.sort_values(["_q", "_x", "layer", *_setting_order()], kind="stable",
+                            na_position="first")
     fits = fits.drop(columns=["_q", "_x", "_lr"]).reset_index(drop=True)
     for col in ("width", "depth", "n", "batch_size", "layer"):
         fits[col] = fits[col].astype("Int64")
@@ -285,11 +277,18 @@ def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
     return fits
 
 
+def _setting_order() -> list[str]:
+    """The columns `_sorted_fits` sorts a quantity's fits by after the layer: the swept
+    settings (SWEPT_COLUMNS, in their order), the config's lr by its value (_lr; 'theory'
+    last) before its text."""
+    return [c for s in SWEPT_COLUMNS for c in (("_lr", s) if s == "lr_config" else (s,))]
+
+
 # ----------------------------------------------------------------------------- generalization
 
-BOUND_COLUMNS = ["group", *[s for s in SETTINGS if s not in ("n", "digits_task")], "n_runs",
-                 "n_seeds", "n_excluded", "slope", "slope_low", "slope_high", "intercept",
-                 "spearman", "below_bound", "level", "n_boot"]
+BOUND_COLUMNS = ["group", *[s for s in SWEPT_COLUMNS if s not in ("n", "digits_task")],
+                 "n_runs", "n_seeds", "n_excluded", "slope", "slope_low", "slope_high",
+                 "intercept", "spearman", "below_bound", "level", "n_boot"]
 BOUND_QUANTITY = "final_test_error"
 
 
@@ -311,7 +310,7 @@ def bound_fit_table(per_run: pd.DataFrame, *, n_boot: int = 1000, level: float =
     rows = per_run[(per_run.quantity == BOUND_QUANTITY) & (per_run.status == "ok")]
     if rows.empty or "arora_bound" not in rows:
         return pd.DataFrame(columns=BOUND_COLUMNS)
-    keys = [s for s in SETTINGS if s not in ("n", "digits_task")]
+    keys = [s for s in SWEPT_COLUMNS if s not in ("n", "digits_task")]
     shown = varying(rows, keys)
     out = []
     for values, g in rows.groupby(keys, dropna=False, sort=True):

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from overparam import interrupt, store
 
-FILES = ("report.md", "fits.csv", "generalization.csv", "per_run.parquet")  # report.analyze's
+FILES = ("report.md", "fits.csv", "generalization.csv", "per_run.parquet")  # run_analysis's
 FIGURES = "figures"                 # figures.write_figures's folder: PNGs and PDFs
 FIGURE_SUFFIXES = (".png", ".pdf")
 COMPLETE = "report.md"              # written last: a directory holding it is complete
