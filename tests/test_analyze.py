@@ -339,7 +339,8 @@ def test_the_swept_settings_the_analysis_groups_and_sorts_by_are_config_SWEPT():
     # Each reaches the per-run table, the fit table's columns, its groups and its sort.
     for table in (RUN_COLUMNS, fits_lib.FIT_COLUMNS):
         assert [c for c in table if c in swept] == list(groups.SWEPT_COLUMNS)
-    assert [c for c in fits_lib._setting_order() if c != "_lr"] == list(groups.SWEPT_COLUMNS)
+    assert sorted(c for c in fits_lib._setting_order() if c != "_lr") == sorted(
+        groups.SWEPT_COLUMNS)
     assert fits_lib._group_keys("convergence_rate", "width") == [
         c for c in groups.SWEPT_COLUMNS if c != "width"]
     assert fits_lib._group_keys("max_radius_spectral", "n") == [

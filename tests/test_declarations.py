@@ -117,6 +117,7 @@ def test_the_settings_join_carries_a_declared_swept_field():
 def test_the_analysis_groups_by_every_swept_setting():
     """The fits' grouping (analysis' list of settings) is config's swept fields (lr as the
     config's value: lr_config)."""
-    quantities = pytest.importorskip("overparam.analysis.quantities")
+    from overparam.analysis import groups
+
     settings = {"lr_config" if s == "lr" else s for s in config.GRID_POINT}
-    assert set(quantities.SETTINGS) == settings
+    assert set(groups.SWEPT_COLUMNS) == settings

@@ -279,9 +279,11 @@ def _sorted_fits(fits: pd.DataFrame) -> pd.DataFrame:
 
 def _setting_order() -> list[str]:
     """The columns `_sorted_fits` sorts a quantity's fits by after the layer: the swept
-    settings (SWEPT_COLUMNS, in their order), the config's lr by its value (_lr; 'theory'
+    settings (SWEPT_COLUMNS, in their order, but digits_task last: a digits sweep's fits
+    stay in the order they have always had), the config's lr by its value (_lr; 'theory'
     last) before its text."""
-    return [c for s in SWEPT_COLUMNS for c in (("_lr", s) if s == "lr_config" else (s,))]
+    order = [s for s in SWEPT_COLUMNS if s != "digits_task"] + ["digits_task"]
+    return [c for s in order for c in (("_lr", s) if s == "lr_config" else (s,))]
 
 
 # ----------------------------------------------------------------------------- generalization
