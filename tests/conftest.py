@@ -11,9 +11,10 @@ cache groups, XLA:CPU's own faults) are skipped with the backend as the reason.
 Two tiers: `make test` runs everything; `make test-quick` (`-m "not slow"`) the
 modules' unit and identity tests, for the edit-test loop. A test that starts a
 process or trains a whole sweep (engine.run_sweep), itself or through a fixture,
-must be marked `slow` (a module's `pytestmark = pytest.mark.slow`, or on the test):
-an unmarked one that does fails, in both tiers, so the quick tier stays quick by
-construction rather than by a timing.
+must be marked `slow`: an unmarked one that does fails, in both tiers, so the
+quick tier cannot start a process or a sweep by mistake. The tests that compile
+large programs (over ~3 s of CPU each, measured: BENCHMARKS.md, "Test suite")
+are marked `slow` too.
 """
 
 import os

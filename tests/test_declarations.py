@@ -15,7 +15,6 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from overparam import config, plan, schema, store, train
 from overparam.config import values

@@ -185,6 +185,7 @@ def _numpy_test_metrics(static, net0, delta, X, y, f0, alpha):
     ("ntk", "logistic", "even_odd", True, 2.0, "mean"),
     ("mup", "squared", "value", False, 1.0, "mean"),
 ])
+@pytest.mark.slow
 def test_test_metrics_are_a_numpy_evaluation_of_the_same_network(param, loss, task, center,
                                                                  alpha, reduction):
     n, n_test = 24, 40
@@ -210,6 +211,7 @@ def test_test_metrics_are_a_numpy_evaluation_of_the_same_network(param, loss, ta
         assert abs(cols["test_error"][0] - want_error) <= edge + 1e-6, (t, edge)
 
 
+@pytest.mark.slow
 def test_a_program_with_test_points_needs_them():
     static = train.Static(width=8, depth=1, n=6, d=4, batch_size=6, loss="squared",
                           optimizer="gd", param="du", chunk_records=1, n_test=3)

@@ -36,6 +36,7 @@ def test_ntk_gram_equals_jacobian_gram(param, depth, train_output):
         np.testing.assert_allclose(H, (J * M[None, :]) @ J.T, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_init_spectral_is_the_norm_of_the_initial_weights():
     static = train.Static(width=48, depth=3, n=8, d=6, batch_size=8, loss="squared",
                           optimizer="gd", param="ntk")

@@ -155,6 +155,7 @@ def _problems(text: str, platform: str, *, eigh: bool, step_loop: bool,
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("platform", PLATFORMS)
 @pytest.mark.parametrize("name,arg", SWEEPS, ids=[f"{n}:{a}" if a else n for n, a in SWEEPS])
 def test_every_shipped_sweep_lowers_for_an_accelerator_without_host_round_trips(
@@ -227,6 +228,7 @@ def test_the_planner_chooses_fixed_loops_on_an_accelerator(monkeypatch):
                     k += 1
 
 
+@pytest.mark.slow
 def test_the_chunk_donates_its_state():
     """Every state argument of the engine's chunk program is donated (aliased to an output),
     and XLA's memory analysis counts the aliased bytes (programs.Programs' measure)."""

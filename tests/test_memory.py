@@ -21,6 +21,7 @@ def _static(sweep):
                                plan_lib.sweep_chunking(sweep, fixed_loops=False)[1])
 
 
+@pytest.mark.slow
 def test_measured_memory_is_nearly_linear_in_the_batch_and_above_the_arrays():
     static = _static(_sweep())
     programs = programs_lib.Programs()

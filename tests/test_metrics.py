@@ -166,6 +166,7 @@ def test_spectral_norm_one_iteration_is_one_block_power_step(route, power):
     np.testing.assert_allclose(V @ V.T, Q @ Q.T, atol=1e-12)  # the same span
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES)
 def test_fixed_spectral_norm_takes_exactly_max_iters_iterations(route):
     """fixed=True (the accelerators' fori_loop, no early stop) gives the early-stop loop's
@@ -193,6 +194,7 @@ def test_fixed_spectral_norm_takes_exactly_max_iters_iterations(route):
     assert abs(sigma - np.linalg.norm(D2, 2)) <= 1e-8 * np.linalg.norm(D2, 2)
 
 
+@pytest.mark.slow
 def test_fixed_conv_operator_norm_takes_exactly_max_iters_iterations():
     rng = np.random.default_rng(20)
     with jax.enable_x64(True):
@@ -259,6 +261,7 @@ def test_spectral_norm_block_follows_a_swap_of_the_top_two_directions(route):
     assert abs(abs(short[1][:, 0] @ P[:, 1]) - 1.0) < 1e-8
 
 
+@pytest.mark.slow
 def test_both_routes_agree_in_float32():
     rng = np.random.default_rng(31)
     for shape in [(64, 32), (300, 16)]:

@@ -273,6 +273,7 @@ def test_deep_gradient_matches_finite_differences(param, depth, loss):
 # --------------------------------------------------------------- width scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param", PARAMS)
 @pytest.mark.parametrize("depth", [1, 2])
 def test_forward_scale_is_width_stable(param, depth):

@@ -113,6 +113,7 @@ def _np_forward(arch, param, params, x, width, depth):
     return c_out * h.mean(axis=(0, 1)) @ a, zs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["cnn", "resnet"])
 @pytest.mark.parametrize("param", ["ntk", "standard", "mup"])
 def test_conv_networks_are_their_definition(arch, param):
@@ -145,6 +146,7 @@ def _explicit_conv_matrix(D, s):
     return np.stack(cols, axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kh,kw", [(3, 3), (1, 1), (5, 3), (2, 4)])
 def test_conv_same_is_xlas_same_convolution(kh, kw):
     """model.conv_same (patches times the kernel as a matrix) is lax.conv_general_dilated
@@ -158,6 +160,7 @@ def test_conv_same_is_xlas_same_convolution(kh, kw):
         np.testing.assert_allclose(model.conv_same(h, kernel), want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_conv_operator_norm_is_the_explicit_convolutions_top_singular_value():
     rng = np.random.default_rng(0)
     for s, c_in, c_out in ((4, 1, 3), (3, 2, 2), (5, 3, 4)):
@@ -170,6 +173,7 @@ def test_conv_operator_norm_is_the_explicit_convolutions_top_singular_value():
         assert V.shape == (2, s, s, c_in)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,fixed_loops", [("cnn", False), ("resnet", False),
                                                ("cnn", True)])  # power_iters per record
 def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch, fixed_loops):
@@ -211,6 +215,7 @@ def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch, fixed
     assert np.asarray(state.delta.hidden[0]).any()  # it trained
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["cnn", "resnet"])
 def test_a_conv_network_alone_equals_it_in_a_batch(arch):
     n, d = 6, 16
@@ -402,6 +407,7 @@ def test_a_module_with_state_or_randomness_is_one_line_naming_arch(stateful, nam
     assert message in text and "\n" not in text and info.value.field == "arch"
 
 
+@pytest.mark.slow
 def test_a_sweep_of_a_module_with_dropout_is_refused_before_anything_compiles(stateful,
                                                                               tmp_path):
     compiled = []
@@ -420,6 +426,7 @@ def test_a_sweep_of_a_module_with_dropout_is_refused_before_anything_compiles(st
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_module_on_the_protocol_is_read_as_it_says():
     net = networks.FlaxNetwork(_Good(width=4, depth=2), 5, "float32", 2)
     weights = net.init(jax.random.PRNGKey(0), jax.random.PRNGKey(1), jnp.ones((3, 5)))
@@ -433,6 +440,7 @@ def test_a_module_on_the_protocol_is_read_as_it_says():
     assert cnn.conv_shape(1) == (4, 4, 1) and cnn.conv_shape(2) == (4, 4, 4)
 
 
+@pytest.mark.slow
 def test_the_example_module_runs_with_its_biases_trained(tmp_path):
     sweep = config_lib.validate(dict(name="e", arch=("examples.modules:BiasMLP",),
                                      param=("standard",), widths=(8,), depths=(2,), n=(8,),
@@ -474,6 +482,7 @@ def _cli(out, *args, crash=None):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_resnet_sweep_on_digits_runs_from_the_command_line_and_resumes(tmp_path):
     proc = _cli(tmp_path / "ref")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -491,6 +500,7 @@ def test_a_resnet_sweep_on_digits_runs_from_the_command_line_and_resumes(tmp_pat
     assert_same_tables(tmp_path / "ref", tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_module_with_randomness_in_one_line(stateful, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([str(stateful), os.environ.get("PYTHONPATH", "")])}

@@ -156,6 +156,7 @@ def _id(case) -> str:
     return f"{'.'.join(map(str, keys))}={what}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_load_and_a_rerun_refuse_each_damaged_field_in_one_line(reference, tmp_path, case):
     keys, value, field, *file = case  # the file named: the manifest, or `file`
@@ -165,6 +166,7 @@ def test_load_and_a_rerun_refuse_each_damaged_field_in_one_line(reference, tmp_p
     _rerun_refuses(bad, reference, [where, field])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["{ truncated", "[" * 100_000, "null", "[]", '"x"', ""])
 def test_a_manifest_that_is_not_a_json_object_is_refused(reference, tmp_path, text):
     bad = tmp_path / "bad"
@@ -175,6 +177,7 @@ def test_a_manifest_that_is_not_a_json_object_is_refused(reference, tmp_path, te
     _rerun_refuses(bad, reference, words)
 
 
+@pytest.mark.slow
 def test_the_reference_is_loaded_and_found_complete(reference):
     """The control: undamaged, both accept it."""
     r = overparam.load(reference)
@@ -185,6 +188,7 @@ def test_the_reference_is_loaded_and_found_complete(reference):
     assert "complete and verified" in logged[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keys, value", [
     (ENTRY + ("rows",), lambda rows: rows + 5), (ENTRY + ("rows",), "many"),
     (ENTRY + ("rows",), None), (("schema_version",), DELETE)],
@@ -227,6 +231,7 @@ PLAN_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", PLAN_CASES, ids=[_id(c) for c in PLAN_CASES])
 def test_a_resume_and_a_live_load_refuse_a_damaged_plan(reference, tmp_path, case):
     keys, value, field = case
@@ -242,6 +247,7 @@ def test_a_resume_and_a_live_load_refuse_a_damaged_plan(reference, tmp_path, cas
     (("batch_multiple_of",), 2, "groups[0].size: 1 is not a batch size"),
     (("batch_multiple_of",), 10**6, "batch_multiple_of: 1000000 is more local devices"),
 ], ids=["size 10^12", "two groups", "size not a multiple", "a million devices"])
+@pytest.mark.slow
 def test_a_resume_refuses_a_plan_the_planner_would_not_make(reference, tmp_path, keys, value,
                                                             field):
     """Well-typed, but not this sweep's plan: refused before any batch is built."""

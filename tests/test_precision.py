@@ -47,6 +47,7 @@ STATICS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixed_loops", [False, True])
 @pytest.mark.parametrize("train_precision,measure_precision", [("default", "highest"),
                                                                ("highest", "high")])

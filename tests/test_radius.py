@@ -34,6 +34,7 @@ def _jitted(static):
     ("standard", 2, "sgd", "squared", 0.05, 32),
     ("zou", 2, "sgd", "logistic", 0.02, 96),  # layer 2's fan-in > 64: passes over D
 ])
+@pytest.mark.slow
 def test_radii_match_numpy_at_every_step(param, depth, optimizer, loss, lr, width,
                                          fixed_loops):
     n, d, steps = 16, 8, 40

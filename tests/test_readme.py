@@ -130,6 +130,7 @@ def _flags(module: str) -> set[str]:
                               capture_output=True, text=True).stdout.split())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["overparam.sweep", "overparam.analyze"])
 def test_every_flag_of_the_command_lines_is_in_the_docs(module):
     names = _flags(module)
@@ -151,6 +152,7 @@ def _commands() -> list[str]:
     return sorted({re.sub(r"\s+#.*$", "", x).strip() for x in lines} - {""})
 
 
+@pytest.mark.slow
 def test_every_command_names_what_exists():
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
@@ -189,6 +191,7 @@ def test_every_command_names_what_exists():
             subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, check=True)
 
 
+@pytest.mark.slow
 def test_console_examples_print_what_the_pages_show(default_sweep):
     here, make_sweep_stdout = default_sweep
     blocks = [(page, block) for page, text in PAGES.items()
@@ -211,6 +214,7 @@ def test_console_examples_print_what_the_pages_show(default_sweep):
 # ------------------------------------------------------------------ Python
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where, code, shown", _blocks("python"),
                          ids=[b[0] for b in _blocks("python")])
 def test_python_examples_run_and_print_what_the_pages_show(default_sweep, where, code, shown):
@@ -223,6 +227,7 @@ def test_python_examples_run_and_print_what_the_pages_show(default_sweep, where,
         assert why is None, f"{where}: {why}"
 
 
+@pytest.mark.slow
 def test_running_it_again_does_nothing(default_sweep):
     here, _ = default_sweep
     out = here / "results/default"
@@ -236,6 +241,7 @@ def test_running_it_again_does_nothing(default_sweep):
     assert after == before
 
 
+@pytest.mark.slow
 def test_make_analyze_prints_the_table_make_sweep_printed(default_sweep, tmp_path):
     """`make analyze RESULTS=results/default` is this command (Makefile). Its figures are
     the ones `make sweep` drew (checked here); the command itself is run without them,
@@ -261,6 +267,7 @@ def test_the_pages_say_nothing_of_issues_or_sessions():
         assert not hits, hits
 
 
+@pytest.mark.slow
 def test_the_manifest_named_in_the_readme_holds_what_it_says(default_sweep):
     here, _ = default_sweep
     manifest = json.loads((here / "results/default/manifest.json").read_text())

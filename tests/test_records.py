@@ -174,6 +174,7 @@ def swept(tmp_path_factory):
     return sweep, overparam.load(out)
 
 
+@pytest.mark.slow
 def test_runs_results_are_what_the_steps_table_says(swept):
     sweep, r = swept
     steps = r.steps
@@ -206,6 +207,7 @@ def test_runs_results_are_what_the_steps_table_says(swept):
     assert (runs["status"] == "diverged").sum() == 1
 
 
+@pytest.mark.slow
 def test_runs_keys_and_tags_are_config_expand_s(swept):
     sweep, r = swept
     expected = {run.run_id: run for run in config_lib.expand(sweep)}

@@ -39,6 +39,7 @@ def _hyper(lr, alpha):
                                                                                 jnp.float64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param,alpha,center,reduction", [
     ("mup", 1.0, False, "sum"), ("mup", 3.0, True, "mean"), ("ntk", 0.25, True, "sum"),
     ("du", 10.0, False, "sum"), ("standard", 2.0, True, "mean")])
@@ -80,6 +81,7 @@ def test_one_step_is_minus_lr_times_multiplier_times_gradient(param, alpha, cent
         np.testing.assert_allclose(cols["loss"][0], at_zero, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_large_output_scale_is_lazy_weights_move_like_one_over_alpha():
     """Chizat et al. 2019: the centered model alpha (f - f0) trained on loss / alpha^2 follows
     its linearization as alpha grows, and its weights move by O(1/alpha): ten times the
@@ -102,6 +104,7 @@ def test_large_output_scale_is_lazy_weights_move_like_one_over_alpha():
     np.testing.assert_allclose(losses_at_end[30.0], losses_at_end[300.0], rtol=0.02)
 
 
+@pytest.mark.slow
 def test_output_scale_is_swept_and_recorded(tmp_path):
     sweep = config_lib.validate(dict(name="a", widths=(16,), num_seeds=2, n=(8,), d=4,
                                      steps=3, output_scale=(0.5, 2.0), center_output=True,

@@ -71,11 +71,13 @@ def tiny(tmp_path_factory):
     return out, log.read_text().split()
 
 
+@pytest.mark.slow
 def test_same_config_twice_gives_bit_identical_tables(reference, tmp_path):
     assert _cli(tmp_path / "again").returncode == 0
     assert_same_tables(reference, tmp_path / "again")
 
 
+@pytest.mark.slow
 def test_kill_at_every_write_point_resumes_to_identical_tables(tiny, tmp_path):
     reference, points = tiny
     # manifest, dataset, runs.parquet (all 'running'), 2 chunks x (steps part, layers
@@ -92,6 +94,7 @@ def test_kill_at_every_write_point_resumes_to_identical_tables(tiny, tmp_path):
             assert_same_tables(reference, out)
 
 
+@pytest.mark.slow
 def test_several_crashes_in_a_row(reference, tmp_path):
     out = tmp_path / "r"
     for crash in ("chunk:3", "write:7", "chunk:2", "write:5"):
@@ -127,6 +130,7 @@ def long_reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_at_a_chunk_boundary_and_says_how_to_resume(long_reference, tmp_path,
                                                                    sig):
@@ -147,6 +151,7 @@ def test_signal_stops_at_a_chunk_boundary_and_says_how_to_resume(long_reference,
     assert_same_tables(long_reference, out)
 
 
+@pytest.mark.slow
 def test_twenty_external_sigkills_at_random_moments_then_one_resume(long_reference, tmp_path):
     out, rng = tmp_path / "r", random.Random(0)
     for i in range(20):
@@ -162,6 +167,7 @@ def test_twenty_external_sigkills_at_random_moments_then_one_resume(long_referen
     assert_same_tables(long_reference, out)
 
 
+@pytest.mark.slow
 def test_a_kill_right_after_the_complete_manifest_is_cleaned_up_by_the_next_run(reference,
                                                                                 tmp_path):
     """A kill between the complete manifest and the removal of .state leaves both; the next
@@ -177,6 +183,7 @@ def test_a_kill_right_after_the_complete_manifest_is_cleaned_up_by_the_next_run(
     assert_same_tables(reference, out)
 
 
+@pytest.mark.slow
 def test_a_signal_during_start_up_is_a_clean_stop_that_writes_nothing(tmp_path):
     for point, sig in (("import:1", "SIGINT"), ("compile:1", "SIGTERM")):
         out = tmp_path / point.split(":")[0]
@@ -186,6 +193,7 @@ def test_a_signal_during_start_up_is_a_clean_stop_that_writes_nothing(tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_signal_while_a_resume_starts_leaves_it_interrupted(reference, tmp_path):
     out = tmp_path / "r"
     assert _cli(out, env={"OVERPARAM_CRASH_AT": "chunk:2"}).returncode == -signal.SIGKILL
@@ -204,6 +212,7 @@ def _checkpoint(out):
     return path
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_reported_and_its_batch_recomputed(reference, tmp_path):
     out = tmp_path / "r"
     assert _cli(out, env={"OVERPARAM_CRASH_AT": "chunk:3"}).returncode == -signal.SIGKILL
@@ -215,6 +224,7 @@ def test_an_unreadable_checkpoint_is_reported_and_its_batch_recomputed(reference
     assert_same_tables(reference, out)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_whose_count_does_not_match_its_state_is_recomputed(reference, tmp_path):
     out = tmp_path / "r"
     assert _cli(out, env={"OVERPARAM_CRASH_AT": "chunk:3"}).returncode == -signal.SIGKILL
@@ -232,6 +242,7 @@ def test_a_checkpoint_whose_count_does_not_match_its_state_is_recomputed(referen
     assert_same_tables(reference, out)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_the_path_and_the_sweep_resumes(reference, tmp_path):
     out = tmp_path / "r"
     proc = _cli(out, env={"OVERPARAM_FAIL_AT": "write:6"})
@@ -243,6 +254,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_sweep_resumes(reference
     assert_same_tables(reference, out)
 
 
+@pytest.mark.slow
 def test_finished_sweep_is_left_alone_and_overwrite_recomputes(reference, tmp_path):
     out = tmp_path / "r"
     assert _cli(out).returncode == 0
@@ -256,6 +268,7 @@ def test_finished_sweep_is_left_alone_and_overwrite_recomputes(reference, tmp_pa
     assert_same_tables(reference, out)
 
 
+@pytest.mark.slow
 def test_a_different_sweep_in_the_same_directory_is_refused(reference, tmp_path):
     out = tmp_path / "r"
     assert _cli(out).returncode == 0
@@ -267,6 +280,7 @@ def test_a_different_sweep_in_the_same_directory_is_refused(reference, tmp_path)
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_a_foreign_directory_is_refused_and_left_alone(tmp_path):
     for name in ("notes.txt", ".notes.tmp"):   # only overparam's own temporaries are its own
         out = tmp_path / name.strip(".")
@@ -277,6 +291,7 @@ def test_a_foreign_directory_is_refused_and_left_alone(tmp_path):
         assert [p.name for p in out.iterdir()] == [name]
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     proc = _cli(tmp_path / "r", "--dry_run")
     assert proc.returncode == 0
@@ -284,6 +299,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_load_refuses_corrupted_and_unfinished_directories(reference, tmp_path):
     import shutil
 

@@ -345,6 +345,7 @@ def _load_error(path: Path) -> str:
     return message
 
 
+@pytest.mark.slow
 def test_every_file_of_a_sweep_has_exactly_the_schema(sweep_dir):
     manifest = _manifest(sweep_dir)
     assert manifest["status"] == "complete"
@@ -378,6 +379,7 @@ def test_every_file_of_a_sweep_has_exactly_the_schema(sweep_dir):
     assert r.runs["steps_to_zero_error"].dtype == pd.Int64Dtype()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [1, None, schema.VERSION + 1])
 def test_load_rejects_another_schema_version(sweep_dir, tmp_path, version):
     path = _copy(sweep_dir, tmp_path)
@@ -425,6 +427,7 @@ def _drop(column: str):
     ("runs.parquet", _retype("init_tag", pa.float64()), ["column 'init_tag'"]),
     ("datasets", _retype("y", pa.float32()), ["column 'y'"]),
 ])
+@pytest.mark.slow
 def test_load_rejects_a_file_not_of_the_schema(sweep_dir, tmp_path, table, change, words):
     path = _copy(sweep_dir, tmp_path)
     rel = sorted(f for f in _manifest(path)["files"] if f.split("/")[0] == table)[-1]
@@ -437,6 +440,7 @@ def test_load_rejects_a_file_not_of_the_schema(sweep_dir, tmp_path, table, chang
     overparam.load(sweep_dir)
 
 
+@pytest.mark.slow
 def test_a_rewritten_file_with_its_old_hash_fails_the_hash_check_first(sweep_dir, tmp_path):
     path = _copy(sweep_dir, tmp_path)
     rel = sorted(f for f in _manifest(path)["files"] if f.startswith("steps/"))[0]

@@ -123,6 +123,7 @@ def _static(param, loss, depth, train_output, reduction, optimizer, center, sign
                         sharpness_iters=iters)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param,loss,depth,train_output,reduction,optimizer,alpha,center,lr",
                          CASES)
 def test_sharpness_is_the_dense_hessians_top_eigenvalue_float64(param, loss, depth,
@@ -137,6 +138,7 @@ def test_sharpness_is_the_dense_hessians_top_eigenvalue_float64(param, loss, dep
         _check_every_step(static, _hyper(lr, alpha, jnp.float64), X, y, steps=3, rtol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param,loss,depth,train_output,reduction,optimizer,alpha,center,lr",
                          CASES[::2])
 def test_warm_started_sharpness_float32(param, loss, depth, train_output, reduction,
@@ -148,6 +150,7 @@ def test_warm_started_sharpness_float32(param, loss, depth, train_output, reduct
     _check_every_step(static, _hyper(lr, alpha, jnp.float32), X, y, steps=8, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_warm_started_sharpness_float32_in_the_accelerators_programs():
     """fixed_loops (the sharpness record at a static position, no lax.cond): the dense
     reference at every step, as above."""
@@ -171,6 +174,7 @@ def lanczos_error_bound(eigenvalues, top, start, iters: int) -> float:
     return (eigenvalues[-1] - eigenvalues[0]) * (1 - cos2) / cos2 / chebyshev**2
 
 
+@pytest.mark.slow
 def test_a_cold_started_sharpness_is_within_the_lanczos_bound_float64():
     """The default 20 Lanczos steps from the random start, then warm-started, on a Hessian
     whose top two eigenvalues are close (mup, depth 2, width 16, logistic loss, mean
@@ -218,6 +222,7 @@ def test_the_lanczos_bound_holds_from_random_starts_on_a_close_gap():
             assert 1.0 - float(got) > 1e-4 * bound, (got, bound)
 
 
+@pytest.mark.slow
 def test_two_layer_du_sharpness_is_the_gram_matrixs_top_eigenvalue():
     """Du's net with a fixed output is piecewise linear in W: Hess = J^T J, whose nonzero
     eigenvalues are H's (THEORY.md section 7), so sharpness = lambda_max(H(t))."""
@@ -232,6 +237,7 @@ def test_two_layer_du_sharpness_is_the_gram_matrixs_top_eigenvalue():
     np.testing.assert_allclose(cols["sharpness"], cols["gram_lambda_max"], rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_sharpness_only_on_its_steps_and_its_warm_start_kept_between():
     X, y, _ = _problem("squared", "float32")
     static = train.Static(width=WIDTH, depth=2, n=N, d=D, batch_size=N, loss="squared",
@@ -254,6 +260,7 @@ def test_sharpness_only_on_its_steps_and_its_warm_start_kept_between():
     assert changed[0]  # the first sharpness step moves the random start
 
 
+@pytest.mark.slow
 def test_lanczos_finds_the_largest_algebraic_eigenvalue():
     """Of an indefinite matrix whose most negative eigenvalue is the largest in magnitude,
     of a negative definite one, and from a start inside an invariant subspace."""
@@ -276,6 +283,7 @@ def test_lanczos_finds_the_largest_algebraic_eigenvalue():
         assert top == -3.0
 
 
+@pytest.mark.slow
 def test_a_sweep_records_sharpness_on_its_steps(tmp_path):
     sweep = config_lib.validate(dict(name="s", widths=(16,), depths=(2,), num_seeds=2,
                                      n=(8,), d=4, steps=9, chunk_steps=4, sharpness_every=3,
@@ -287,6 +295,7 @@ def test_a_sweep_records_sharpness_on_its_steps(tmp_path):
     assert (s.loc[on, "sharpness"] > 0).all()
 
 
+@pytest.mark.slow
 def test_a_killed_sharpness_sweep_resumes_to_identical_tables(tmp_path):
     """The Lanczos warm start is part of the checkpoint: a sweep killed between chunks and
     resumed records the same sharpness, bit for bit, as one never killed (mup, centered

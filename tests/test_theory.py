@@ -98,6 +98,7 @@ CASES = [(p, depth, False) for depth in (1, 2) for p in theory.PARAMS] + [
     ("du", 1, True), ("standard", 1, True), ("mup", 1, True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param,depth,train_output", CASES)
 def test_empirical_gram_converges_to_gram_inf_like_inverse_sqrt_width(param, depth,
                                                                        train_output):

@@ -54,6 +54,7 @@ def _assert_records_close(a, b, rtol=1e-5, atol=1e-7):
         np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,loss,labels", [("gd", "squared", "gaussian"),
                                                    ("sgd", "logistic", "random_sign")])
 def test_network_alone_equals_network_in_batch(optimizer, loss, labels):
@@ -68,6 +69,7 @@ def test_network_alone_equals_network_in_batch(optimizer, loss, labels):
         _assert_records_close({k: v[i:i + 1] for k, v in together.items()}, alone)
 
 
+@pytest.mark.slow
 def test_scan_of_k_records_equals_k_single_records():
     X, y = _data()
     hyper = _hyper([2, 7], [0.1, 0.05])
@@ -83,6 +85,7 @@ def test_scan_of_k_records_equals_k_single_records():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gd_step_is_minus_lr_times_gradient():
     static = _static(depth=1, chunk_records=1)
     X, y = _data()
@@ -105,6 +108,7 @@ def test_gd_step_is_minus_lr_times_gradient():
     assert rec["radius_spectral"][0, 0] == 0 and rec["flip_frac"][0, 0] == 0
 
 
+@pytest.mark.slow
 def test_chunk_does_not_recompile_on_second_call():
     static = _static(width=24)
     X, y = _data()
@@ -118,6 +122,7 @@ def test_chunk_does_not_recompile_on_second_call():
     assert program.init._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_train_output_moves_the_output_layer():
     static = _static(train_output=True)
     X, y = _data()
@@ -128,6 +133,7 @@ def test_train_output_moves_the_output_layer():
     assert np.all(frozen["radius_output"] == 0)
 
 
+@pytest.mark.slow
 def test_momentum_differs_from_plain_gd_after_the_first_step():
     X, y = _data()
     _, plain = _run_all(_static(), _hyper([0], [0.05]), X[None], y[None], 3)
@@ -136,6 +142,7 @@ def test_momentum_differs_from_plain_gd_after_the_first_step():
     assert not np.allclose(plain["loss"][0, 3:], heavy["loss"][0, 3:])
 
 
+@pytest.mark.slow
 def test_divergent_network_is_frozen_and_leaves_its_neighbours_alone():
     X, y = _data()
     Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
@@ -149,6 +156,7 @@ def test_divergent_network_is_frozen_and_leaves_its_neighbours_alone():
     _assert_records_close({k: v[[0, 2]] for k, v in rec.items()}, sane)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,loss,labels", [("gd", "squared", "gaussian"),
                                                    ("sgd", "logistic", "random_sign")])
 def test_cache_groups_change_nothing(optimizer, loss, labels):
@@ -177,6 +185,7 @@ def test_cache_groups_change_nothing(optimizer, loss, labels):
     dict(gram_every=6, record_every=2, chunk_records=3, optimizer="sgd", batch_size=4),
     dict(sharpness_every=3, chunk_records=3, depth=1, width=80),  # passes over D
 ])
+@pytest.mark.slow
 def test_the_accelerators_programs_record_what_the_cpus_do(kw):
     """fixed_loops (a fixed count of power iterations; Gram and sharpness records at static
     positions, each chunk whole periods of them) against the CPU's programs (early stop,
@@ -200,6 +209,7 @@ def test_the_accelerators_programs_record_what_the_cpus_do(kw):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_the_accelerators_chunk_holds_whole_periods():
     X, y = _data()
     static = _static(gram_every=2, sharpness_every=3, chunk_records=4, fixed_loops=True)
@@ -232,6 +242,7 @@ def _tables(out):
                                                                           "layer"])
 
 
+@pytest.mark.slow
 def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
     engine.run_sweep(_sweep(), tmp_path / "a", show_progress=False)
     engine.run_sweep(_sweep(chunk_steps=3, memory_budget_mb=0.01), tmp_path / "b",
@@ -248,6 +259,7 @@ def test_tables_do_not_depend_on_chunking_or_batching(tmp_path):
     np.testing.assert_allclose(a.final_loss, b.final_loss, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_sweep_on_the_accelerators_programs_writes_the_cpus_tables(tmp_path, monkeypatch):
     """The whole engine with the programs an accelerator runs (programs.fixed_loops()
     faked True): the planner's chunks of whole Gram and sharpness periods, the fixed
@@ -270,6 +282,7 @@ def test_a_sweep_on_the_accelerators_programs_writes_the_cpus_tables(tmp_path, m
     assert ra.runs.run_id.tolist() == rb.runs.run_id.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only  # cache groups are the CPU's (programs.cache_bytes)
 def test_tables_do_not_depend_on_cache_groups(tmp_path, monkeypatch):
     engine.run_sweep(_sweep(), tmp_path / "a", show_progress=False)
@@ -287,6 +300,7 @@ def test_tables_do_not_depend_on_cache_groups(tmp_path, monkeypatch):
                                    rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_run_alone_matches_the_same_run_in_a_big_sweep(tmp_path):
     engine.run_sweep(_sweep(), tmp_path / "many", show_progress=False)
     engine.run_sweep(_sweep(widths=(16,), lr=(0.05,), num_seeds=1, seed=2), tmp_path / "one",
@@ -300,6 +314,7 @@ def test_a_run_alone_matches_the_same_run_in_a_big_sweep(tmp_path):
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_sweep_compiles_once_per_shape(tmp_path, monkeypatch):
     traces = []
     original = train.chunk_batch
@@ -319,6 +334,7 @@ def test_sweep_compiles_once_per_shape(tmp_path, monkeypatch):
     assert summary.num_compiles == 3
 
 
+@pytest.mark.slow
 def test_record_every_keeps_every_rth_step(tmp_path):
     engine.run_sweep(_sweep(widths=(8,), steps=12), tmp_path / "all", show_progress=False)
     engine.run_sweep(_sweep(widths=(8,), steps=12, record_every=3), tmp_path / "some",
@@ -330,6 +346,7 @@ def test_record_every_keeps_every_rth_step(tmp_path):
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_diverged_runs_are_marked_and_counted(tmp_path):
     summary = engine.run_sweep(_sweep(widths=(8,), lr=(0.1, 1e5), num_seeds=2),
                                tmp_path / "r", show_progress=False)
@@ -341,6 +358,7 @@ def test_diverged_runs_are_marked_and_counted(tmp_path):
     assert r.steps[r.steps.run_id.isin(bad.run_id)].loss.isna().any()
 
 
+@pytest.mark.slow
 def test_float64_sweep_runs_in_float64(tmp_path):
     engine.run_sweep(_sweep(widths=(8,), num_seeds=1, lr=(0.1,), dtype="float64"),
                      tmp_path / "r", show_progress=False)
@@ -358,6 +376,7 @@ INIT_IGNORES = dict(batch_size=4, loss="logistic", optimizer="sgd", reduction="m
                     power_iters=3)
 
 
+@pytest.mark.slow
 def test_init_reads_none_of_the_fields_init_static_resets():
     """Shapes with one init_static share an init program, so init must give the same
     state for every value of the fields init_static sets to one value: every one of them

@@ -96,6 +96,7 @@ def _analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 # ------------------------------------------------------------------ no module imported
 
 
+@pytest.mark.slow
 def test_analyzing_a_directory_from_inside_it_never_imports_the_module_it_names(sweep_dir,
                                                                                tmp_path):
     d = _copy(sweep_dir, tmp_path / "r")
@@ -111,6 +112,7 @@ def test_analyzing_a_directory_from_inside_it_never_imports_the_module_it_names(
     assert marker.read_text() == "ran"
 
 
+@pytest.mark.slow
 def test_comparing_sweeps_one_of_them_live_never_imports_the_module_they_name(sweep_dir,
                                                                              tmp_path):
     done, live = _copy(sweep_dir, tmp_path / "done"), _copy(sweep_dir, tmp_path / "live")
@@ -126,6 +128,7 @@ def test_comparing_sweeps_one_of_them_live_never_imports_the_module_they_name(sw
     assert ZEN in control.stdout
 
 
+@pytest.mark.slow
 def test_initial_net_imports_a_module_only_when_the_call_names_it(sweep_dir, tmp_path,
                                                                   monkeypatch):
     d = _copy(sweep_dir, tmp_path / "r")
@@ -160,6 +163,7 @@ def test_the_networks_overparam_ships_are_built_without_being_named():
         assert not networks.shipped(arch), arch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", ["complete", "interrupted"])
 def test_a_rerun_or_resume_never_imports_the_module_a_directory_names(sweep_dir, tmp_path,
                                                                        monkeypatch, status):
@@ -236,6 +240,7 @@ def _refused(path: Path, *words: str) -> str:
     return str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset_id", ["../../x", "../x", "/tmp/x", "ABC", ""])
 def test_a_dataset_id_is_checked_before_a_file_is_opened_for_it(sweep_dir, tmp_path, reads,
                                                                 dataset_id):
@@ -254,6 +259,7 @@ def test_a_dataset_id_is_checked_before_a_file_is_opened_for_it(sweep_dir, tmp_p
     assert not [p for p in reads if p.name == "x.parquet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["../x.parquet", "/tmp/x.parquet", "steps/../../x.parquet",
                                   "steps/part-b00000-c00000.parquet/..", "manifest.json"])
 def test_the_manifests_files_are_checked_before_one_is_opened(sweep_dir, tmp_path, reads,
@@ -284,6 +290,7 @@ LINKED = {  # an entry of the directory -> the entry a link replaces
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", list(LINKED))
 def test_a_link_is_refused_and_never_followed(sweep_dir, tmp_path, reads, entry):
     """A link to an identical copy outside: the hashes would match, and the file outside
@@ -305,12 +312,14 @@ def test_a_link_is_refused_and_never_followed(sweep_dir, tmp_path, reads, entry)
     assert sorted(p.relative_to(outside.parent) for p in outside.parent.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_a_special_file_is_refused(sweep_dir, tmp_path):
     d = _copy(sweep_dir, tmp_path / "r")
     os.mkfifo(d / store.STEPS / "part-b00099-c00000.parquet")  # opening it would block
     _refused(d, str(d / store.STEPS / "part-b00099-c00000.parquet"), "not a regular file")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("manifest", [True, False], ids=["sweep", "new directory"])
 def test_a_linked_lock_is_never_written_through(sweep_dir, tmp_path, manifest):
     d = _copy(sweep_dir, tmp_path / "r") if manifest else tmp_path / "r"
