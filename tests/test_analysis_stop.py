@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from overparam import analyze, checkpoint, engine, interrupt, programs, store
+from overparam import analyze, engine, interrupt, programs, resultsdir, store
 from overparam import config as config_lib
 from overparam.analysis import outdir
 from overparam.analysis.outdir import OutputError
@@ -171,7 +171,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_analysis(result
     assert not (r / "analysis").exists()  # set aside; the new one not yet in place
     left = [p for p in r.iterdir() if store.is_temporary(p)]
     assert len(left) == 2 and all((p / "report.md").is_file() for p in left)
-    assert checkpoint.clean_leftovers(r) == 0 and len(_temporaries(r)) >= 2  # not the sweep's
+    assert resultsdir.clean_leftovers(r) == 0 and len(_temporaries(r)) >= 2  # not the sweep's
     outdir.recover(r / "analysis")  # what the next analysis does first: the newest is kept
     _assert_complete_and_new(r, old)
     assert _temporaries(r) == []
