@@ -1,8 +1,9 @@
 """Everything computed on the host before training, as one value: `Prepared`.
 
 Owns the sweep's runs (with resolved step sizes), its training sets, the
-infinite-width kernels H^inf with their extreme eigenvalues, and the plan; and
-the per-network arrays of a batch. The formulas are `overparam.theory`'s. It
+infinite-width NTK limits H^inf with their extreme eigenvalues (`ntk_limits`),
+and the plan; and the per-network arrays of a batch (`Prepared.batch_arrays`:
+its keys, `trainstate.RunScalars` and `trainstate.Data`). The formulas are `overparam.theory`'s. It
 never writes a file and never compiles a training program (the planner
 measures memory through `programs.Executables`).
 """
@@ -78,7 +79,7 @@ class Prepared:
 
 def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
             compiled: programs.Executables) -> Prepared:
-    """Runs, datasets, kernels and the plan: the manifest's for a resumed or complete
+    """Runs, datasets, the NTK limits H^inf and the plan: the manifest's for a resumed or complete
     sweep, a new one measured on `compiled` for the leader of a new sweep."""
     runs = config_lib.expand(sweep)
     datasets, idents = make_datasets(sweep)
@@ -139,8 +140,8 @@ def ntk_limit_key(run: config_lib.Run, train_output: bool) -> tuple:
 
 
 def ntk_limits(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
-                                                            dict[tuple, np.ndarray],
-                                                            dict[tuple, float]]:
+                                                                dict[tuple, np.ndarray],
+                                                                dict[tuple, float]]:
     """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
     and architecture, kept only where Gram tracking compares against it, its extreme
     eigenvalues [lambda_min, lambda_max] (float64; the runs table records lambda_min,

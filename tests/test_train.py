@@ -365,8 +365,9 @@ def test_init_reads_none_of_the_fields_init_static_resets():
                                 regression_tol=0.5, momentum=0.5, gram_every=7,
                                 fixed_loops=True, power_iters=3)
     assert train.init_static(base) == train.init_static(other)
-    a = jax.vmap(functools.partial(initial.init_from_keys, base))(keys, Xs)
-    b = jax.vmap(functools.partial(initial.init_from_keys, other))(keys, Xs)
+    arrays = trainstate.Data(Xs, None)
+    a = jax.vmap(functools.partial(initial.init_from_keys, base))(keys, arrays)
+    b = jax.vmap(functools.partial(initial.init_from_keys, other))(keys, arrays)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -382,3 +383,20 @@ def test_batch_keys_are_each_networks_own_keys():
             np.testing.assert_array_equal(got[i], want)
     base = jax.random.PRNGKey(seeds[5])
     np.testing.assert_array_equal(keys.batch[5], jax.random.fold_in(base, 5))
+
+
+def test_a_batchs_absent_or_unread_arrays_change_no_program():
+    """trainstate.Data: an absent array (None) is no argument of a program, and one it does
+    not read is pruned, so init lowers to one program with or without y, and the chunk
+    with or without H_inf (as before the arrays were one pytree)."""
+    static = _static(gram_every=2)
+    keys, scalars, arrays = programs.abstract_arguments(static, 2)
+    assert arrays.H_inf is not None and arrays.X_test is None and arrays.y_test is None
+    program = chunks.jit_program(static)
+    init = program.init.trace(keys, arrays)
+    assert init.lower().as_text() == program.init.lower(keys, arrays._replace(y=None)).as_text()
+    start = jax.ShapeDtypeStruct((), jnp.int32)
+    with_h = program.chunk.lower(init.out_info, scalars, arrays, start).as_text()
+    assert with_h == program.chunk.lower(init.out_info, scalars, arrays._replace(H_inf=None),
+                                         start).as_text()
+    assert "tensor<2x12x12xf32>" in init.lower().as_text()  # init reads H^inf (n = 12)
