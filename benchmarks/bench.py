@@ -130,9 +130,9 @@ def initial_networks(runs: list[config_lib.Run], datasets: dict) -> list[np.ndar
     static = train.Static(width=r.width, depth=1, n=r.n, d=r.d, batch_size=r.n,
                           loss="squared", optimizer="gd", param="du")
     hyper = trainstate.RunScalars(*(jnp.asarray(np.array([getattr(run, f) for run in runs], dtype))
-                          for f, dtype in (("seed", np.uint32), ("init_tag", np.uint32),
-                                           ("batch_tag", np.uint32), ("lr", np.float32),
-                                           ("output_scale", np.float32))))
+                                    for f, dtype in (("seed", np.uint32), ("init_tag", np.uint32),
+                                                     ("batch_tag", np.uint32), ("lr", np.float32),
+                                                     ("output_scale", np.float32))))
     X = np.stack([datasets[run.dataset_id][0] for run in runs]).astype(np.float32)
     y = np.stack([datasets[run.dataset_id][1] for run in runs]).astype(np.float32)
     init = lambda h, x: initial.init_single(static, h, trainstate.Data(x, None)).net0

@@ -44,10 +44,10 @@ def _measure(conv: str, width: int, networks: int, n: int, d: int, depth: int,
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=1,
                                 dtype="float32"))
     hyper = trainstate.RunScalars(seed=jnp.arange(k, dtype=jnp.uint32),
-                        init_tag=jnp.full((k,), 7, jnp.uint32),
-                        batch_tag=jnp.full((k,), 5, jnp.uint32),
-                        lr=jnp.full((k,), 0.5, jnp.float32),
-                        output_scale=jnp.ones((k,), jnp.float32))
+                                  init_tag=jnp.full((k,), 7, jnp.uint32),
+                                  batch_tag=jnp.full((k,), 5, jnp.uint32),
+                                  lr=jnp.full((k,), 0.5, jnp.float32),
+                                  output_scale=jnp.ones((k,), jnp.float32))
     X, y = jnp.stack([ds.X] * k), jnp.stack([ds.y] * k)
     program = chunks.jit_program(static)
     state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))

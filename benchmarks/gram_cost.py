@@ -32,8 +32,8 @@ def inputs(static, M):
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
     y = jnp.asarray(rng.standard_normal((M, static.n)), jnp.float32)
     hyper = trainstate.RunScalars(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
-                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
-                        jnp.ones(M, jnp.float32))
+                                  jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
+                                  jnp.ones(M, jnp.float32))
     return X, y, hyper
 
 

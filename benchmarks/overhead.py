@@ -89,8 +89,8 @@ def random_batch(networks: int, n: int, d: int):
     y = jnp.asarray(rng.standard_normal((networks, n)), jnp.float32)
     hyper = trainstate.RunScalars(
         np.arange(networks, dtype=np.uint32), np.zeros(networks, np.uint32),
-                        np.zeros(networks, np.uint32), np.full(networks, 1e-3, np.float32),
-                        np.ones(networks, np.float32))
+        np.zeros(networks, np.uint32), np.full(networks, 1e-3, np.float32),
+        np.ones(networks, np.float32))
     return X, y, hyper
 
 

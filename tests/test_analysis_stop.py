@@ -5,7 +5,7 @@ the analysis directory as it was or complete; a SIGKILL at any moment is recover
 the next analysis, which leaves no temporary behind; only overparam's own temporaries
 are removed and an --out holding anything else is refused (overparam/analysis/outdir.py).
 
-The moments are the test hooks of overparam/store.py (OVERPARAM_CRASH_AT: the process
+The moments are the test hooks of overparam/writes.py (OVERPARAM_CRASH_AT: the process
 signals itself there; OVERPARAM_HANG_AT: it blocks there for good), so nothing depends on
 timing. One small sweep, with an earlier analysis and a comparison nested in it, is made
 once; each test works on a copy.

@@ -196,7 +196,7 @@ def test_test_metrics_are_a_numpy_evaluation_of_the_same_network(param, loss, ta
                           regression_tol=0.3)
     hyper = trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(0.2), output_scale=jnp.float32(alpha))
+        lr=jnp.float32(0.2), output_scale=jnp.float32(alpha))
     X, y, Xt, yt = (jnp.asarray(a) for a in (ds.X, ds.y, ds.X_test, ds.y_test))
     init = jax.jit(functools.partial(initial.init_single, static))
     chunk = jax.jit(functools.partial(chunks.chunk_single, static))
@@ -217,7 +217,7 @@ def test_a_program_with_test_points_needs_them():
                           optimizer="gd", param="du", chunk_records=1, n_test=3)
     hyper = trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
+        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
     X, y = jnp.ones((6, 4)), jnp.ones(6)
     state = initial.init_single(static, hyper, trainstate.Data(X, y))
     with pytest.raises(ValueError, match="n_test=3"):

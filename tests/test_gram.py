@@ -44,7 +44,7 @@ def test_init_spectral_is_the_norm_of_the_initial_weights():
                                 dtype="float32"))
     hyper = trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(3), np.uint32(1), np.uint32(2),
-                                                     np.float32(0.1), np.float32(1))))
+                                   np.float32(0.1), np.float32(1))))
     arrays = trainstate.Data(jnp.asarray(ds.X), jnp.asarray(ds.y))
     state = jax.jit(functools.partial(initial.init_single, static))(hyper, arrays)
     for W, got in zip(state.net0.hidden, state.init_spectral):

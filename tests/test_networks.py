@@ -190,7 +190,7 @@ def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch, fixed
                           power_tol=1e-7, power_max_iters=500, fixed_loops=fixed_loops)
     hyper = trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(20.0), output_scale=jnp.float32(1))
+        lr=jnp.float32(20.0), output_scale=jnp.float32(1))
     init = jax.jit(functools.partial(initial.init_single, static))
     chunk = jax.jit(functools.partial(chunks.chunk_single, static))
     X, y = jnp.asarray(ds.X), jnp.asarray(ds.y)
@@ -236,10 +236,10 @@ def test_a_conv_network_alone_equals_it_in_a_batch(arch):
     def run(index):
         k = len(index)
         hyper = trainstate.RunScalars(seed=jnp.asarray([seeds[i] for i in index], jnp.uint32),
-                            init_tag=jnp.full((k,), 7, jnp.uint32),
-                            batch_tag=jnp.full((k,), 5, jnp.uint32),
-                            lr=jnp.asarray([lrs[i] for i in index], jnp.float32),
-                            output_scale=jnp.ones((k,), jnp.float32))
+                                      init_tag=jnp.full((k,), 7, jnp.uint32),
+                                      batch_tag=jnp.full((k,), 5, jnp.uint32),
+                                      lr=jnp.asarray([lrs[i] for i in index], jnp.float32),
+                                      output_scale=jnp.ones((k,), jnp.float32))
         X, y = jnp.stack([ds.X] * k), jnp.stack([ds.y] * k)
         state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
         _, rec = program.chunk(state, hyper, trainstate.Data(X, y), jnp.int32(0))

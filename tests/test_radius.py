@@ -47,7 +47,7 @@ def test_radii_match_numpy_at_every_step(param, depth, optimizer, loss, lr, widt
     X, y = jnp.asarray(ds.X), jnp.asarray(ds.y)
     hyper = trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(0), np.uint32(7), np.uint32(9),
-                                                     np.float32(lr), np.float32(1))))
+                                   np.float32(lr), np.float32(1))))
     init, chunk = _jitted(static)
     state = init(hyper, trainstate.Data(X, y))
     moved = 0

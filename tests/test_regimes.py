@@ -36,8 +36,7 @@ def _data(dtype="float64"):
 def _hyper(lr, alpha):
     return trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(4), np.uint32(8), np.uint32(1))),
-                       lr=jnp.asarray(lr, jnp.float64), output_scale=jnp.asarray(alpha,
-                                                                                jnp.float64))
+        lr=jnp.asarray(lr, jnp.float64), output_scale=jnp.asarray(alpha, jnp.float64))
 
 
 @pytest.mark.parametrize("param,alpha,center,reduction", [

@@ -79,7 +79,7 @@ def _problem(loss, dtype):
 def _hyper(lr, alpha, dtype):
     return trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(5), np.uint32(2), np.uint32(9))),
-                       lr=jnp.asarray(lr, dtype), output_scale=jnp.asarray(alpha, dtype))
+        lr=jnp.asarray(lr, dtype), output_scale=jnp.asarray(alpha, dtype))
 
 
 def _check_every_step(static, hyper, X, y, steps, rtol):

@@ -30,10 +30,10 @@ def _data(labels="gaussian", seed=0):
 def _hyper(seeds, lrs):
     k = len(seeds)
     return trainstate.RunScalars(seed=jnp.asarray(seeds, jnp.uint32),
-                       init_tag=jnp.full((k,), 11, jnp.uint32),
-                       batch_tag=jnp.full((k,), 5, jnp.uint32),
-                       lr=jnp.asarray(lrs, jnp.float32),
-                       output_scale=jnp.ones((k,), jnp.float32))
+                                 init_tag=jnp.full((k,), 11, jnp.uint32),
+                                 batch_tag=jnp.full((k,), 5, jnp.uint32),
+                                 lr=jnp.asarray(lrs, jnp.float32),
+                                 output_scale=jnp.ones((k,), jnp.float32))
 
 
 def _run_all(static, hyper, X, y, num_chunks):
@@ -91,7 +91,7 @@ def test_gd_step_is_minus_lr_times_gradient():
     chunk = jax.jit(functools.partial(chunks.chunk_single, static))
     hyper = trainstate.RunScalars(
         *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3),
-                                                     np.float32(lr), np.float32(1))))
+                                   np.float32(lr), np.float32(1))))
     state = init(hyper, trainstate.Data(X, y))
 
     def loss_fn(W):
