@@ -65,7 +65,7 @@ import peers
 
 import overparam
 from overparam import config as config_lib
-from overparam import train
+from overparam import initial, train, trainstate
 
 ROOT = Path(__file__).resolve().parents[1]
 R = dict(widths=(64, 256, 1024), num_seeds=64, n=128, d=32, steps=300, lr=0.1)
@@ -129,13 +129,14 @@ def initial_networks(runs: list[config_lib.Run], datasets: dict) -> list[np.ndar
     r = runs[0]
     static = train.Static(width=r.width, depth=1, n=r.n, d=r.d, batch_size=r.n,
                           loss="squared", optimizer="gd", param="du")
-    hyper = train.Hyper(*(jnp.asarray(np.array([getattr(run, f) for run in runs], dtype))
-                          for f, dtype in (("seed", np.uint32), ("init_tag", np.uint32),
-                                           ("batch_tag", np.uint32), ("lr", np.float32),
-                                           ("output_scale", np.float32))))
+    hyper = trainstate.RunScalars(*(jnp.asarray(np.array([getattr(run, f) for run in runs], dtype))
+                                    for f, dtype in (("seed", np.uint32), ("init_tag", np.uint32),
+                                                     ("batch_tag", np.uint32), ("lr", np.float32),
+                                                     ("output_scale", np.float32))))
     X = np.stack([datasets[run.dataset_id][0] for run in runs]).astype(np.float32)
     y = np.stack([datasets[run.dataset_id][1] for run in runs]).astype(np.float32)
-    net0 = jax.jit(jax.vmap(lambda h, x: train.init_single(static, h, x).net0))(hyper, X)
+    init = lambda h, x: initial.init_single(static, h, trainstate.Data(x, None)).net0
+    net0 = jax.jit(jax.vmap(init))(hyper, X)
     return [np.asarray(net0.hidden[0]), np.asarray(net0.out), X, y]
 
 

@@ -3,7 +3,7 @@
     python benchmarks/cache_groups.py [--reps=5] [--json] [--smoke]
 
 For each case (width, depth, n, d, networks) it times a compiled chunk of K
-records with every metric (train.chunk_batch), the batch vmapped whole
+records with every metric (chunks.chunk_batch), the batch vmapped whole
 (cache_group 0) and in groups of g networks one after the other (lax.map),
 for several g; the methods alternate in this process, best of `reps` each.
 The planner's choice on one CPU device (plan.cache_group_size with
@@ -23,8 +23,8 @@ import jax
 import numpy as np
 import overhead
 
+from overparam import chunks, programs, train, trainstate
 from overparam import plan as plan_lib
-from overparam import programs, train
 
 K = 20
 CASES = [  # width, depth, n, d, networks, groups to try
@@ -46,8 +46,8 @@ def time_case(width, depth, n, d, M, groups, reps, records=K):
         base, M, plan_lib.cache_group_size(base, programs.CPU_CACHE_BYTES)).cache_group
     runs, reference = {}, None
     for g in (0, *groups):
-        program = train.make_program(train.Static(**{**vars(base), "cache_group": g}))
-        state = program.init(train.batch_keys(hyper), X, None)
+        program = chunks.jit_program(train.Static(**{**vars(base), "cache_group": g}))
+        state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
         runs[g] = overhead.chunk_runner(program, state, hyper, X, y, records)
         got = jax.device_get(runs[g]())
         if reference is None:

@@ -9,7 +9,7 @@ the engine uses and no persistent cache. XLA's own phases come from a
 jax.profiler trace of all the compiles: HLO optimization passes, LLVM code
 generation, and the thunk emitter. Shapes that share an init program (see
 `train.init_static`) compile it once. The programs are called as
-`programs.Programs.get` calls them. --smoke: the config at toy sizes (SMOKE), in seconds.
+`programs.Executables.get` calls them. --smoke: the config at toy sizes (SMOKE), in seconds.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax.profiler import ProfileData
 
+from overparam import chunks, programs, train
 from overparam import config as config_lib
 from overparam import plan as plan_lib
-from overparam import programs, train
 
 PHASES = {  # profiler event name -> phase
     "HLO passes through layout assignment": "HLO passes",
@@ -61,15 +61,14 @@ def program_costs(sweep: config_lib.Sweep) -> dict:
         with jax.profiler.trace(trace_dir):
             for batch in {b.static: b for b in plan.batches}.values():
                 static, size = batch.static, batch.size
-                program = train.make_program(static)
-                keys, hyper, X, y, X_test, y_test, H, _ = programs.Programs()._abstract(
-                    static, size)
+                program = chunks.jit_program(static)
+                keys, scalars, data, _ = programs.Executables()._abstract(static, size)
                 row = dict(width=static.width, depth=static.depth, n=static.n,
                            optimizer=static.optimizer, batch=size)
                 init_key = (train.init_static(static), size)
                 if init_key not in inits:
                     t = time.perf_counter()
-                    traced = program.init.trace(keys, X, H, X_test)
+                    traced = program.init.trace(keys, data)
                     t1 = time.perf_counter()
                     lowered = traced.lower()
                     t2 = time.perf_counter()
@@ -80,8 +79,8 @@ def program_costs(sweep: config_lib.Sweep) -> dict:
                 state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                                inits[init_key])
                 t = time.perf_counter()
-                traced = program.chunk.trace(state, hyper, X, y,
-                                             jax.ShapeDtypeStruct((), jnp.int32), X_test, y_test)
+                traced = program.chunk.trace(state, scalars, data,
+                                             jax.ShapeDtypeStruct((), jnp.int32))
                 t1 = time.perf_counter()
                 lowered = traced.lower()
                 t2 = time.perf_counter()

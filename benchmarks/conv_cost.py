@@ -32,7 +32,7 @@ def _measure(conv: str, width: int, networks: int, n: int, d: int, depth: int,
     import jax
     import jax.numpy as jnp
 
-    from overparam import data, model, train
+    from overparam import chunks, data, model, optimize, train, trainstate
 
     if conv == "lax":
         model.conv_same = lambda h, kernel, precision=None: jax.lax.conv_general_dilated(
@@ -43,14 +43,14 @@ def _measure(conv: str, width: int, networks: int, n: int, d: int, depth: int,
                           optimizer="gd", param="ntk", arch="cnn", chunk_records=records)
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=1,
                                 dtype="float32"))
-    hyper = train.Hyper(seed=jnp.arange(k, dtype=jnp.uint32),
-                        init_tag=jnp.full((k,), 7, jnp.uint32),
-                        batch_tag=jnp.full((k,), 5, jnp.uint32),
-                        lr=jnp.full((k,), 0.5, jnp.float32),
-                        output_scale=jnp.ones((k,), jnp.float32))
+    hyper = trainstate.RunScalars(seed=jnp.arange(k, dtype=jnp.uint32),
+                                  init_tag=jnp.full((k,), 7, jnp.uint32),
+                                  batch_tag=jnp.full((k,), 5, jnp.uint32),
+                                  lr=jnp.full((k,), 0.5, jnp.float32),
+                                  output_scale=jnp.ones((k,), jnp.float32))
     X, y = jnp.stack([ds.X] * k), jnp.stack([ds.y] * k)
-    program = train.make_program(static)
-    state = program.init(train.batch_keys(hyper), X)
+    program = chunks.jit_program(static)
+    state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
 
     def best(f, *args):
         jax.block_until_ready(f(*args))
@@ -62,14 +62,14 @@ def _measure(conv: str, width: int, networks: int, n: int, d: int, depth: int,
         return min(times)
 
     def plain(h, s, X, y):
-        objective, _, grads = train._gradient(static, h, s, X, y)
-        return train._update(static, h, s, objective, grads)
+        objective, _, grads = optimize.gradient(static, h, s, X, y)
+        return optimize.update(static, h, s, objective, grads)
 
     alone = best(jax.jit(jax.vmap(plain)), hyper, state, X, y)  # first: the chunk may
     box = [state]                                                 # donate the state
 
     def chunk_from_last():
-        box[0], recs = program.chunk(box[0], hyper, X, y, jnp.int32(0))
+        box[0], recs = program.chunk(box[0], hyper, trainstate.Data(X, y), jnp.int32(0))
         return recs
 
     chunk = best(chunk_from_last) / records

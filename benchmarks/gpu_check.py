@@ -127,15 +127,15 @@ def step_rate(width: int, depth: int, n: int, d: int, networks: int, records: in
     sys.path.insert(0, str(BENCH))
     import overhead
 
-    from overparam import train
+    from overparam import chunks, train, trainstate
 
     static = train.Static(**{**dict(width=width, depth=depth, n=n, d=d, batch_size=n,
                                     loss="squared", optimizer="gd", param="ntk",
                                     chunk_records=records), **fields})
     X, y, hyper = overhead.random_batch(networks, n, d)
-    program = train.make_program(static)
-    run = overhead.chunk_runner(program, program.init(train.batch_keys(hyper), X, None),
-                                hyper, X, y, records)
+    program = chunks.jit_program(static)
+    state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
+    run = overhead.chunk_runner(program, state, hyper, X, y, records)
     jax.block_until_ready(run())
     best = float("inf")
     for _ in range(3):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import train
+from overparam import chunks, train, trainstate
 
 CASES = [  # (param, width, depth, n, d, networks)
     ("du", 1024, 1, 64, 16, 16),
@@ -26,29 +26,30 @@ K = 20
 
 
 def inputs(static, M):
-    """M networks' training sets (unit-norm X, Gaussian y) and Hyper (eta = 1e-3)."""
+    """M networks' training sets (unit-norm X, Gaussian y) and RunScalars (eta = 1e-3)."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((M, static.n, static.d))
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
     y = jnp.asarray(rng.standard_normal((M, static.n)), jnp.float32)
-    hyper = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
-                        jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
-                        jnp.ones(M, jnp.float32))
+    hyper = trainstate.RunScalars(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),
+                                  jnp.zeros(M, jnp.uint32), jnp.full(M, 1e-3, jnp.float32),
+                                  jnp.ones(M, jnp.float32))
     return X, y, hyper
 
 
 def time_chunk(static, M, reps=3):
     X, y, hyper = inputs(static, M)
-    program = train.make_program(static)
+    program = chunks.jit_program(static)
     H = jnp.zeros((M, static.n, static.n), jnp.float32) if static.gram_every else None
-    state = program.init(train.batch_keys(hyper), X, H)
-    state, rec = program.chunk(state, hyper, X, y, jnp.int32(0))
+    state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y, H))
+    state, rec = program.chunk(state, hyper, trainstate.Data(X, y), jnp.int32(0))
     jax.block_until_ready(rec)
     best = float("inf")
     records = static.chunk_records
     for rep in range(reps):
         t = time.perf_counter()
-        state, rec = program.chunk(state, hyper, X, y, jnp.int32(records * (rep + 1)))
+        state, rec = program.chunk(state, hyper, trainstate.Data(X, y),
+                                   jnp.int32(records * (rep + 1)))
         jax.block_until_ready(rec)
         best = min(best, time.perf_counter() - t)
     return best / records

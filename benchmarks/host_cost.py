@@ -8,7 +8,7 @@ records): 1,000 networks in 3 batches of 334 on an 80 GB GPU. For it, this
 measures on the CPU:
 
   kernels      H^inf and its eigenvalues for training sets of n = 1000 (the
-               engine's `prepare.kernels`, on its thread pool), per training set, and
+               engine's `prepare.ntk_limits`, on its thread pool), per training set, and
                extrapolated to the plan's 1,000 on this host's cores
   records      one chunk's records of one batch (334 networks x 34 records) to
                its two Parquet parts (the engine's `records.write_chunk`)
@@ -40,7 +40,7 @@ from typing import NamedTuple  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from overparam import checkpoint, prepare, progress, records, train  # noqa: E402
+from overparam import checkpoint, chunks, prepare, progress, records, train, trainstate  # noqa: E402
 from overparam import config as config_lib  # noqa: E402
 from overparam import plan as plan_lib  # noqa: E402
 
@@ -75,10 +75,10 @@ def measure_kernels(z: Sizes, num: int) -> float:
     sweep = _du2018(z, num_seeds=num)
     runs = config_lib.expand(sweep)
     datasets, _ = prepare.make_datasets(sweep)
-    prepare.kernels(sweep, runs[:1], datasets)  # warm-up: the first LAPACK call, the pool
+    prepare.ntk_limits(sweep, runs[:1], datasets)  # warm-up: the first LAPACK call, the pool
     t = time.perf_counter()
     datasets, _ = prepare.make_datasets(sweep)
-    prepare.kernels(sweep, runs, datasets)
+    prepare.ntk_limits(sweep, runs, datasets)
     return (time.perf_counter() - t) / num
 
 
@@ -90,7 +90,7 @@ def measure_records(z: Sizes, tmp: Path) -> float:
     K = plan.chunk_records
     assert K == z.chunk and batch.size == z.batch, (K, batch.size)
     rng = np.random.default_rng(0)
-    recs = train.Records(step=np.arange(K, dtype=np.int32),
+    recs = chunks.Records(step=np.arange(K, dtype=np.int32),
                          steps=rng.random((K, z.batch, len(train.STEP_FIELDS)), np.float32),
                          layers=rng.random((K, z.batch, 1, len(train.LAYER_FIELDS)),
                                            np.float32))
@@ -107,14 +107,14 @@ def measure_checkpoint(tmp: Path, nbytes: int = 512 * 2**20) -> float:
     rng = np.random.default_rng(0)
     delta = rng.random(nbytes // 4, np.float32)
     # Every field None (an empty pytree) but the ones checkpoint.trained_part writes.
-    state = train.State(**{**dict.fromkeys(train.State._fields),
+    state = trainstate.State(**{**dict.fromkeys(trainstate.State._fields),
                             **dict(step=np.zeros(1, np.int32), delta=(delta,), opt_state=(),
                                    v=(), alive=np.ones(1, bool),
                                    diverged_step=np.zeros(1, np.int32))})
     results = records.RunResults.empty(1).to_dict()
     t = time.perf_counter()
-    size = checkpoint.save(tmp, 0, chunks_done=1, step=1, parts={}, results=results,
-                           state=state)
+    size = checkpoint.save(tmp, 0, checkpoint.CheckpointMeta(chunks_done=1, step=1, parts={},
+                                                             results=results), state=state)
     return size / (time.perf_counter() - t)
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import losses, model, programs, train
+from overparam import chunks, losses, model, programs, train, trainstate
 from overparam import plan as plan_lib
 
 K = 20  # recorded steps per timed chunk
@@ -81,25 +81,27 @@ def loss_only_chunk(static: train.Static, networks: int, records: int = K):
 
 
 def random_batch(networks: int, n: int, d: int):
-    """X (networks, n, d) on the unit sphere, Gaussian y (networks, n), and Hyper with
+    """X (networks, n, d) on the unit sphere, Gaussian y (networks, n), and RunScalars with
     seeds 0..networks-1 and eta = 1e-3: the timed benchmarks' inputs."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((networks, n, d))
     X = jnp.asarray(X / np.linalg.norm(X, axis=-1, keepdims=True), jnp.float32)
     y = jnp.asarray(rng.standard_normal((networks, n)), jnp.float32)
-    hyper = train.Hyper(np.arange(networks, dtype=np.uint32), np.zeros(networks, np.uint32),
-                        np.zeros(networks, np.uint32), np.full(networks, 1e-3, np.float32),
-                        np.ones(networks, np.float32))
+    hyper = trainstate.RunScalars(
+        np.arange(networks, dtype=np.uint32), np.zeros(networks, np.uint32),
+        np.zeros(networks, np.uint32), np.full(networks, 1e-3, np.float32),
+        np.ones(networks, np.float32))
     return X, y, hyper
 
 
-def chunk_runner(program: train.Program, state: train.State, hyper, X, y, records: int):
+def chunk_runner(program: chunks.Jitted, state: trainstate.State, hyper, X, y, records: int):
     """A call that runs one compiled chunk of `records` records from the state that the
     last call left (the chunk may donate its input state) and returns its records."""
     box = {"state": state, "start": 0}
 
     def run():
-        box["state"], recs = program.chunk(box["state"], hyper, X, y, jnp.int32(box["start"]))
+        box["state"], recs = program.chunk(box["state"], hyper, trainstate.Data(X, y),
+                                           jnp.int32(box["start"]))
         box["start"] += records
         return recs
 
@@ -113,8 +115,8 @@ def time_case(width, depth, n, d, M, reps, records=K):
     static = plan_lib.with_cache_group(
         static, M, plan_lib.cache_group_size(static, programs.CPU_CACHE_BYTES))
     X, y, hyper = random_batch(M, n, d)
-    program = train.make_program(static)
-    state = program.init(train.batch_keys(hyper), X, None)
+    program = chunks.jit_program(static)
+    state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
     plain = loss_only_chunk(static, M, records)
     lr = jnp.asarray(hyper.lr)
     W0, a = jax.tree_util.tree_map(jnp.copy, (state.net0.hidden, state.net0.out))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from gram_cost import inputs
 
-from overparam import losses, model, train
+from overparam import chunks, losses, model, train, trainstate
 
 CASES = [  # (param, width, depth, n, d, networks): sweeps/eos.py:quick's shapes, and wider
     ("ntk", 16, 2, 32, 16, 9),
@@ -45,14 +45,16 @@ class ChunkTimer:
     def __init__(self, static, M):
         self.K = static.chunk_records
         self.X, self.y, self.hyper = inputs(static, M)
-        self.program = train.make_program(static)
-        self.state = self.program.init(train.batch_keys(self.hyper), self.X)
+        self.program = chunks.jit_program(static)
+        self.state = self.program.init(trainstate.batch_keys(self.hyper),
+                                       trainstate.Data(self.X, self.y))
         self.start = 0
         self.step()  # compile
 
     def step(self) -> float:
         t = time.perf_counter()
-        self.state, rec = self.program.chunk(self.state, self.hyper, self.X, self.y,
+        self.state, rec = self.program.chunk(self.state, self.hyper,
+                                             trainstate.Data(self.X, self.y),
                                              jnp.int32(self.start))
         jax.block_until_ready(rec)
         self.start += self.K

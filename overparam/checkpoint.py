@@ -1,18 +1,12 @@
-"""Resumable sweeps: what a results directory holds, its lock, and batch checkpoints.
-
-A results directory is in one of these states, read from its manifest.json:
-absent or empty ('new'), 'running' or 'interrupted' (resumable: same config
-only), 'complete'. One sweep at a time writes it: `Lock` holds an exclusive
-OS lock (flock) on `<out>/.overparam.lock` for the whole sweep, which the OS
-drops when the process dies, so a crash never leaves a stale lock.
+"""Batch checkpoints: a resumable sweep's per-batch state.
 
 Per batch, `.state/b<batch>.npz` is one file, replaced atomically after the
 Parquet parts of each chunk:
 
-  meta      JSON: chunks_done, step (of the saved state), the parts written so
-            far ({path: {rows, sha256}}), the per-run results accumulated from
-            them (records.RunResults), and once the batch is finished its
-            diverged_step
+  meta      JSON (`CheckpointMeta`): chunks_done, step (of the saved state), the
+            parts written so far ({path: {rows, sha256}}), the per-run results
+            accumulated from them (records.RunResults), and once the batch is
+            finished its diverged_step and the cost of its checkpoints
   leaf_<i>  the trained part of the batch's State after chunks_done chunks
             (absent once the batch is finished)
 
@@ -24,203 +18,25 @@ start (its parts are recomputable). The weights at initialization, activation
 patterns and keys are recomputed from the runs' identities (deterministic),
 so a resumed sweep writes the same numbers as an uninterrupted one. Parts of
 a chunk past the last checkpoint are recomputed and replaced by identical
-files.
+files. The directory's state and lock are `overparam.resultsdir`'s.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import dataclasses
 import json
-import os
 import shutil
-import socket
 import time
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from overparam import multihost, store, train
+from overparam import resultsdir, store, trainstate
 
 STATE = ".state"
-LOCK = ".overparam.lock"
-
-
-class OutError(ValueError):
-    """A results directory that cannot be used; str(err) is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(f"--out: {message}")
-
-
-def _reason(e: OSError) -> str:
-    return e.strerror or str(e) or type(e).__name__
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'field: old -> new' for every field that differs."""
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
-
-
-def _is_own(path: Path) -> bool:
-    """overparam's own hidden files at the top of a directory: the lock, temporaries
-    (regular files: a link of those names is not overparam's)."""
-    return (path.is_file() and not path.is_symlink()
-            and (path.name == LOCK or store.is_temporary(path)))
-
-
-def inspect(out: Path, config: dict[str, Any], *, overwrite: bool) -> tuple[str, dict]:
-    """What to do with `out`, without changing it: ('new' | 'overwrite' | 'resume' |
-    'complete', manifest or {}).
-
-    Refuses a file, a foreign non-empty directory, an unreadable manifest and,
-    unless overwrite, a damaged manifest (`store.check_manifest`: a field of the wrong
-    type, value or name, a link in the directory) or a sweep of another configuration.
-    """
-    if not out.exists():
-        return "new", {}
-    if not out.is_dir():
-        raise OutError(f"{out} exists and is not a directory")
-    if not (out / store.MANIFEST).is_file():
-        if any(not _is_own(p) for p in out.iterdir()):
-            raise OutError(f"{out} is not empty and holds no overparam sweep (no "
-                           f"{store.MANIFEST}); choose another --out")
-        return "new", {}   # empty, or only what a crash of overparam leaves
-    try:
-        manifest = store.read_manifest(out)
-    except store.ResultsError as e:
-        raise OutError(f"{e}; delete the directory or choose another --out") from None
-    if overwrite:
-        return "overwrite", manifest
-    try:
-        store.check_manifest(out, manifest)
-    except store.ResultsError as e:
-        raise OutError(f"{out} holds a damaged sweep: {e}; --overwrite recomputes it") from None
-    diff = config_diff(manifest["config"], config)
-    if diff:
-        raise OutError(f"{out} holds a different sweep ({'; '.join(diff)}); choose another "
-                       "--out, or pass --overwrite to replace it")
-    return ("complete" if manifest["status"] == "complete" else "resume"), manifest
-
-
-def verify_complete(out: Path, manifest: dict) -> None:
-    """Checks a complete `out` with `store.verify_complete`, the very checks `load` makes
-    (OutError if it fails)."""
-    try:
-        store.verify_complete(out, manifest)
-    except store.ResultsError as e:
-        raise OutError(f"{out} holds this sweep, but damaged: {e}") from None
-
-
-def clean_leftovers(out: Path) -> int:
-    """Deletes the temporary files a crash left behind (overparam's names only); returns
-    how many. A temporary directory (an analysis being written, or one a kill left: its
-    next run recovers it, overparam/analysis/outdir.py) and what it holds are left alone."""
-    leftovers = [p for p in out.rglob(f"*{store.TEMP_SUFFIX}") if store.is_temporary(p)
-                 and not p.is_dir() and not any(
-                     store.is_temporary(folder) for folder in p.relative_to(out).parents)]
-    for p in leftovers:
-        p.unlink(missing_ok=True)
-    return len(leftovers)
-
-
-def clear(out: Path) -> None:
-    """Deletes everything in `out` but the lock (what --overwrite replaces)."""
-    for p in out.iterdir():
-        if p.name != LOCK:
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-
-class Lock:
-    """The one-writer lock of a results directory (creates the directory if needed).
-
-    `acquire` raises OutError, naming the holder, when another process holds
-    it. `release` removes the lock file (while still holding the lock) and,
-    if `acquire` created the directory and nothing else was put in it, the
-    directory too.
-    """
-
-    def __init__(self, out: Path):
-        self.out, self.path = Path(out), Path(out) / LOCK
-        self.created, self._fd = False, None
-
-    def acquire(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise OutError(f"{self.out} exists and is not a directory")
-        self.created = not self.out.exists()
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutError(f"cannot create {self.out}: {_reason(e)}") from None
-        while self._fd is None:
-            try:  # never through a link: truncating it would write outside `out`
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            except OSError as e:
-                self._remove_created()
-                if e.errno == errno.ELOOP:
-                    raise OutError(f"{self.path} is a symbolic link; overparam never writes "
-                                   "through one: remove it") from None
-                raise OutError(f"cannot write in {self.out}: {_reason(e)}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 200).decode(errors="replace").strip() or "starting up"
-                os.close(fd)
-                raise OutError(f"{self.out} is in use by another sweep ({holder}); wait for "
-                               "it to end, or choose another --out") from None
-            # The previous holder removes the file when it ends: a lock taken on a
-            # file that is no longer at `path` locks nothing, so take it again.
-            try:
-                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                current = False
-            if not current:
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-            self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        self.path.unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = None
-        self._remove_created()
-
-    def _remove_created(self) -> None:
-        if self.created:
-            try:
-                self.out.rmdir()
-            except OSError:
-                pass  # not empty: the sweep wrote into it
-
-
-# ---------------------------------------------------------------- batch checkpoints
-
-
-@contextmanager
-def exclusive(out: Path):
-    """Holds `out`'s Lock for the block: the leader takes it for every process, and every
-    process raises OutError if it could not."""
-    lock, error = Lock(out), None
-    if multihost.is_leader():
-        try:
-            lock.acquire()
-        except OutError as e:
-            error = e
-    if not multihost.gather(0 if error else 1)[0]:  # the leader's verdict, for everyone
-        raise error or OutError(f"process 0 could not lock {out}")
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 class CheckpointError(Exception):
@@ -278,36 +94,104 @@ TRAINED_FIELDS = ("step", "delta", "opt_state", "v", "alive", "diverged_step", "
                   "conv_v")
 
 
-def trained_part(state: train.State):
+def trained_part(state: trainstate.State):
     """The part of a State that training changes: its TRAINED_FIELDS, as a tuple."""
     return tuple(getattr(state, k) for k in TRAINED_FIELDS)
 
 
-def fetch_trained(state: train.State) -> train.State:
+def fetch_trained(state: trainstate.State) -> trainstate.State:
     """The state with its `trained_part` fetched to the host and every other field None:
     what `save` needs of a state, taken before a chunk that donates it deletes it."""
-    empty = train.State(*(None,) * len(train.State._fields))
+    empty = trainstate.State(*(None,) * len(trainstate.State._fields))
     return empty._replace(**jax.device_get({k: getattr(state, k) for k in TRAINED_FIELDS}))
 
 
-def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str, dict],
-         results: dict, state: train.State | None = None,
-         diverged_step: list[int] | None = None, checkpoints: dict | None = None) -> int:
-    """Replaces the checkpoint of `batch`: `chunks_done` chunks written, as `parts`;
-    returns the file's size in bytes.
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """What a batch's checkpoint says besides its state (the file's `meta`).
 
-    results: the per-run results accumulated from those parts (records.RunResults).
-    state: the batch's State after them (device arrays are fetched here); a
-    finished batch passes diverged_step instead (its networks' first
-    non-finite steps, -1 for none) and the Cadence stats of its checkpoints,
-    and keeps no state.
+    chunks_done: chunks whose parts are written; step: the step of the saved state
+    (chunks_done x the steps per chunk); parts: those parts, {path: {rows, sha256}};
+    results: the per-run results accumulated from them (records.RunResults.to_dict;
+    None only for a batch not started). A finished batch has diverged_step (its
+    networks' first non-finite steps, -1 for none) and checkpoints (its Cadence
+    stats); None before.
+
+    On disk it is the JSON object of `to_dict` (sorted keys): the same bytes as the
+    string-keyed dicts before this type, so that every checkpoint resumes.
     """
-    meta = {"chunks_done": chunks_done, "step": step, "parts": parts, "results": results}
-    if diverged_step is not None:
-        meta.update(diverged_step=diverged_step, checkpoints=checkpoints)
+
+    chunks_done: int = 0
+    step: int = 0
+    parts: dict[str, dict] = dataclasses.field(default_factory=dict)
+    results: dict | None = None
+    diverged_step: list[int] | None = None
+    checkpoints: dict | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether this is a finished batch's final record (it has its diverged steps)."""
+        return self.diverged_step is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object on disk: chunks_done, step, parts, results, and a finished
+        batch's diverged_step and checkpoints (a batch not started: the first three)."""
+        out: dict[str, Any] = {"chunks_done": self.chunks_done, "step": self.step,
+                               "parts": self.parts}
+        if self.results is not None or self.finished:
+            out["results"] = self.results
+        if self.finished:
+            out.update(diverged_step=self.diverged_step, checkpoints=self.checkpoints)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, meta: Any) -> CheckpointMeta:
+        """The meta of a JSON object; ValueError unless chunks_done and step are integers
+        and parts an object (the rest `check` checks against the plan)."""
+        if not (isinstance(meta, dict) and isinstance(meta.get("chunks_done"), int)
+                and isinstance(meta.get("step"), int) and isinstance(meta.get("parts"), dict)):
+            raise ValueError("incomplete meta")
+        return cls(chunks_done=meta["chunks_done"], step=meta["step"], parts=meta["parts"],
+                   results=meta.get("results"), diverged_step=meta.get("diverged_step"),
+                   checkpoints=meta.get("checkpoints"))
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointMeta:
+        return cls.from_dict(json.loads(text))
+
+    def check(self, batch: int, *, steps_per_chunk: int, num_chunks: int) -> None:
+        """Raises CheckpointError unless this meta is self-consistent: its step is
+        chunks_done x steps_per_chunk, it lists both parts of every chunk done, and a
+        finished batch has its diverged steps."""
+        done = self.chunks_done
+        expected = {f"{table}/{store.part_name(batch, c)}"
+                    for table in (store.STEPS, store.LAYERS) for c in range(done)}
+        if not 0 <= done <= num_chunks or self.step != done * steps_per_chunk:
+            raise CheckpointError(f"batch {batch}: the checkpoint says {done} chunks done at "
+                                  f"step {self.step}, which do not match ({steps_per_chunk} "
+                                  "steps per chunk)")
+        if set(self.parts) != expected:
+            raise CheckpointError(f"batch {batch}: the checkpoint lists {len(self.parts)} "
+                                  f"parts for {done} chunks")
+        if done and not isinstance(self.results, dict):
+            raise CheckpointError(f"batch {batch}: the checkpoint holds no per-run results")
+        if done == num_chunks and not isinstance(self.diverged_step, list):
+            raise CheckpointError(f"batch {batch}: finished without its diverged steps")
+
+
+
+def save(out: Path, batch: int, meta: CheckpointMeta,
+         state: trainstate.State | None = None) -> int:
+    """Replaces the checkpoint of `batch` with `meta` (`meta.chunks_done` chunks written,
+    as meta.parts) and, for a batch not finished, `state`: its State after them (device
+    arrays are fetched here; a finished batch keeps no state). Returns the file's size
+    in bytes."""
     leaves = [] if state is None else [np.asarray(x) for x in jax.tree_util.tree_leaves(
         jax.device_get(trained_part(state)))]
-    arrays = {"meta": np.array(json.dumps(meta, sort_keys=True)),
+    arrays = {"meta": np.array(meta.to_json()),
               **{f"leaf_{i}": a for i, a in enumerate(leaves)}}
 
     def write(tmp):
@@ -318,8 +202,8 @@ def save(out: Path, batch: int, *, chunks_done: int, step: int, parts: dict[str,
     return _path(out, batch).stat().st_size
 
 
-def load(out: Path, batch: int) -> dict[str, Any]:
-    """The checkpoint's meta ({'chunks_done': 0, 'parts': {}} for a batch not started).
+def load(out: Path, batch: int) -> CheckpointMeta:
+    """The checkpoint's meta (CheckpointMeta() for a batch not started: no chunks done).
 
     Raises CheckpointError for a file that cannot be read, is a link, or whose parts are
     not a list of overparam's files (`store.check_files`: checked before any is used).
@@ -328,63 +212,40 @@ def load(out: Path, batch: int) -> dict[str, Any]:
     if path.is_symlink():
         raise CheckpointError(f"{path} is a symbolic link, not a checkpoint")
     if not path.is_file():
-        return {"chunks_done": 0, "step": 0, "parts": {}}
+        return CheckpointMeta()
     try:
         with np.load(path) as z:
-            meta = json.loads(str(z["meta"]))
-        if not (isinstance(meta, dict) and isinstance(meta.get("chunks_done"), int)
-                and isinstance(meta.get("step"), int) and isinstance(meta.get("parts"), dict)):
-            raise ValueError("incomplete meta")
+            meta = CheckpointMeta.from_json(str(z["meta"]))
     except (OSError, ValueError, KeyError, RecursionError, zipfile.BadZipFile, EOFError) as e:
         raise CheckpointError(f"{path} is unreadable ({type(e).__name__})") from None
     try:
-        store.check_files(path, meta["parts"], "parts")
+        store.check_files(path, meta.parts, "parts")
     except store.ResultsError as e:
         raise CheckpointError(str(e)) from None
     return meta
 
 
-def check(meta: dict[str, Any], batch: int, *, steps_per_chunk: int, num_chunks: int) -> None:
-    """Raises CheckpointError unless `meta` is self-consistent: its step is chunks_done x
-    steps_per_chunk, it lists both parts of every chunk done, and a finished batch
-    has its diverged steps."""
-    done = meta["chunks_done"]
-    expected = {f"{table}/{store.part_name(batch, c)}" for table in (store.STEPS, store.LAYERS)
-                for c in range(done)}
-    if not 0 <= done <= num_chunks or meta["step"] != done * steps_per_chunk:
-        raise CheckpointError(f"batch {batch}: the checkpoint says {done} chunks done at step "
-                              f"{meta['step']}, which do not match ({steps_per_chunk} steps "
-                              "per chunk)")
-    if set(meta["parts"]) != expected:
-        raise CheckpointError(f"batch {batch}: the checkpoint lists {len(meta['parts'])} parts "
-                              f"for {done} chunks")
-    if done and not isinstance(meta.get("results"), dict):
-        raise CheckpointError(f"batch {batch}: the checkpoint holds no per-run results")
-    if done == num_chunks and not isinstance(meta.get("diverged_step"), list):
-        raise CheckpointError(f"batch {batch}: finished without its diverged steps")
-
-
-def load_valid(out: Path, batch: int, plan, log_fn) -> dict[str, Any]:
+def load_valid(out: Path, batch: int, plan, log_fn) -> CheckpointMeta:
     """The meta of `batch`'s checkpoint, checked against `plan` (a plan.Plan); one that
     is unreadable or inconsistent is reported through log_fn and removed, and the batch
     starts again."""
     try:
         meta = load(out, batch)
-        check(meta, batch, steps_per_chunk=plan.steps_per_chunk, num_chunks=plan.num_chunks)
+        meta.check(batch, steps_per_chunk=plan.steps_per_chunk, num_chunks=plan.num_chunks)
         return meta
     except CheckpointError as e:
         return recompute(out, batch, e, log_fn)
 
 
-def recompute(out: Path, batch: int, error: CheckpointError, log_fn) -> dict[str, Any]:
+def recompute(out: Path, batch: int, error: CheckpointError, log_fn) -> CheckpointMeta:
     """Reports `error` through log_fn and removes `batch`'s checkpoint: the batch starts
     again (returns the meta of a batch not started)."""
     log_fn(f"{error}: recomputing batch {batch} from its start")
     discard(out, batch)
     return load(out, batch)
 
-
-def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> train.State:
+def restore(out: Path, batch: int, fresh: trainstate.State,
+            meta: CheckpointMeta) -> trainstate.State:
     """`fresh` (a re-initialized State) with the trained part from the checkpoint.
 
     Raises CheckpointError where the saved state does not have fresh's
@@ -405,9 +266,9 @@ def restore(out: Path, batch: int, fresh: train.State, meta: dict[str, Any]) -> 
     treedef = jax.tree_util.tree_structure(trained_part(fresh))
     step, delta, opt_state, v, alive, diverged, sharp_v, conv_v = jax.tree_util.tree_unflatten(
         treedef, [jax.numpy.asarray(x) for x in leaves])
-    if not np.all(np.asarray(leaves[0]) == meta["step"]):
+    if not np.all(np.asarray(leaves[0]) == meta.step):
         raise CheckpointError(f"{path}: the state is at step {int(np.max(leaves[0]))}, not at "
-                              f"step {meta['step']} of its chunk count")
+                              f"step {meta.step} of its chunk count")
     return fresh._replace(step=step, delta=delta, opt_state=opt_state, v=v, alive=alive,
                           diverged_step=diverged, sharp_v=sharp_v, conv_v=conv_v)
 
@@ -417,7 +278,7 @@ def costs(out: Path, batches: list[int]) -> dict[str, float]:
     bytes."""
     total = {"count": 0, "seconds": 0.0, "bytes": 0}
     for b in batches:
-        for k, v in (load(out, b).get("checkpoints") or {}).items():
+        for k, v in (load(out, b).checkpoints or {}).items():
             total[k] += v
     return total
 
@@ -432,4 +293,4 @@ def finish(out: Path) -> None:
     left): at its end, and again whenever it is found complete, since a kill between the
     complete manifest and this cleanup leaves them."""
     shutil.rmtree(out / STATE, ignore_errors=True)
-    clean_leftovers(out)
+    resultsdir.clean_leftovers(out)

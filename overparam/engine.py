@@ -30,6 +30,7 @@ from overparam import (
     programs,
     provenance,
     records,
+    resultsdir,
     store,
 )
 from overparam import config as config_lib
@@ -81,17 +82,17 @@ def run_sweep(sweep: config_lib.Sweep, out: str | Path, *, device: str | None = 
     progress = progress_lib.Progress(enabled=show_progress and multihost.is_leader(),
                                      in_logs=not dry_run)  # a dry run: only the plan
     with jax.enable_x64(sweep.dtype == "float64"), (
-            contextlib.nullcontext() if dry_run else checkpoint.exclusive(out)), progress:
-        mode, manifest = checkpoint.inspect(out, sweep.to_dict(), overwrite=overwrite)
+            contextlib.nullcontext() if dry_run else resultsdir.exclusive(out)), progress:
+        mode, manifest = resultsdir.inspect(out, sweep.to_dict(), overwrite=overwrite)
         multihost.barrier("inspected")  # every process has looked before anything changes
         if mode == "complete" and not dry_run:
-            checkpoint.verify_complete(out, manifest)
+            resultsdir.verify_complete(out, manifest)
             if multihost.is_leader():
                 checkpoint.finish(out)  # what a kill right after completing left behind
                 log_fn(f"{out} already holds this sweep, complete and verified: nothing to "
                        "do (--overwrite recomputes it)")
             return None
-        compiled = programs.Programs(progress=progress)  # a line while each one compiles
+        compiled = programs.Executables(progress=progress)  # a line while each one compiles
         prepared = prepare_lib.prepare(sweep, mode, manifest, compiled)
         if prepared.plan is not None and multihost.is_leader():
             log_fn(plan_lib.describe(prepared.plan))
@@ -108,11 +109,12 @@ class _Job:
     sweep: config_lib.Sweep
     out: Path
     prepared: prepare_lib.Prepared
-    compiled: programs.Programs
+    compiled: programs.Executables
     log_fn: object
     plan: plan_lib.Plan | None = None
     progress: progress_lib.Progress | None = None
-    finished: dict[int, dict] = dataclasses.field(default_factory=dict)  # final batch metas
+    finished: dict[int, checkpoint.CheckpointMeta] = dataclasses.field(
+        default_factory=dict)  # final batch metas
 
     def run(self, *, mode: str, t0: float) -> Summary:
         """Trains this process's batches (t0: when the sweep started; timings count from it)."""
@@ -130,13 +132,13 @@ class _Job:
                 metas = {b.index: checkpoint.load_valid(self.out, b.index, self.plan, self.log_fn)
                          for b in mine}
                 self.finished = {i: m for i, m in metas.items()
-                                 if m["chunks_done"] == self.plan.num_chunks}
+                                 if m.chunks_done == self.plan.num_chunks}
                 if leader:
                     self._write_runs()  # every run of a batch not finished: 'running'
-                todo = {b.index: b.num_real * (self.sweep.steps - min(metas[b.index]["step"],
+                todo = {b.index: b.num_real * (self.sweep.steps - min(metas[b.index].step,
                                                                      self.sweep.steps))
                         for b in mine}  # network-steps left
-                left = [b for b in mine if metas[b.index]["chunks_done"] < self.plan.num_chunks]
+                left = [b for b in mine if metas[b.index].chunks_done < self.plan.num_chunks]
                 self.compiled.expect((b.static, b.size) for b in left)  # "compiling k/N"
                 # Progress by work: a batch's network-steps weigh its FLOPs per network-step.
                 self.progress.begin(sum(todo[b.index] * plan_lib.step_flops(b.static)
@@ -145,7 +147,7 @@ class _Job:
                 try:
                     pending = []
                     for batch in mine:
-                        if (metas[batch.index]["chunks_done"] < self.plan.num_chunks
+                        if (metas[batch.index].chunks_done < self.plan.num_chunks
                                 and stop.signum is None):
                             self._train_batch(batch, metas[batch.index], stop, writer, pending)
                     for f in pending:
@@ -165,7 +167,7 @@ class _Job:
                 # From here on the sweep finishes: a signal now is too late to stop it.
                 stop.hold()
                 diverged = sum(s >= 0 for b in mine
-                               for s in checkpoint.load(self.out, b.index)["diverged_step"])
+                               for s in checkpoint.load(self.out, b.index).diverged_step)
                 counts = dict(num_runs=len(self.prepared.runs),
                               num_diverged=sum(multihost.gather(diverged)),
                               num_compiles=self.compiled.num_compiled,
@@ -186,8 +188,8 @@ class _Job:
         """Clears or cleans `out`, writes the manifest (status 'running') and the
         datasets; returns the manifest, with the datasets' files."""
         if overwrite:
-            checkpoint.clear(self.out)
-        cleaned = checkpoint.clean_leftovers(self.out)
+            resultsdir.clear(self.out)
+        cleaned = resultsdir.clean_leftovers(self.out)
         if cleaned:
             self.log_fn(f"removed {cleaned} temporary files left by a crash")
         if resume:
@@ -201,23 +203,24 @@ class _Job:
         return {**manifest, "files": records.write_datasets(
             self.out, self.prepared.datasets, self.sweep.dtype)}
 
-    def _train_batch(self, batch: plan_lib.Batch, meta: dict, stop, writer, pending) -> None:
+    def _train_batch(self, batch: plan_lib.Batch, meta: checkpoint.CheckpointMeta, stop,
+                     writer, pending) -> None:
         """Initializes (or restores, from checkpoint `meta`) one batch and runs its chunks,
         queueing their writes: at most one chunk computes while the previous one is
         written; a signal stops the loop at the next chunk boundary.
 
-        Each chunk donates the state it is given (programs.Programs), so what a
+        Each chunk donates the state it is given (programs.Executables), so what a
         checkpoint needs of a state is fetched to the host before the next chunk
         takes it: when `cadence` says a checkpoint is due, which is decided here
         rather than on the writer's thread. That fetch waits for the chunk to
         finish, once per checkpoint."""
         init, chunk = self.compiled.get(batch.static, batch.size)
         sharding = programs.models_sharding(batch.size)
-        keys, hyper, X, y, X_test, y_test, H = jax.device_put(
+        keys, scalars, data = jax.device_put(
             self.prepared.batch_arrays(batch, jnp.dtype(self.sweep.dtype)), sharding)
-        state = init(keys, X, H, X_test)
-        first, parts = meta["chunks_done"], dict(meta["parts"])
-        results = (records.RunResults.from_dict(meta["results"]) if first
+        state = init(keys, data)
+        first, parts = meta.chunks_done, dict(meta.parts)
+        results = (records.RunResults.from_dict(meta.results) if first
                    else records.RunResults.empty(batch.num_real))
         if first:
             try:
@@ -230,8 +233,7 @@ class _Job:
         for c in range(first, self.plan.num_chunks):
             if stop.signum is not None:
                 return
-            state, recs = chunk(state, hyper, X, y, jnp.int32(c * self.plan.steps_per_chunk),
-                                X_test, y_test)
+            state, recs = chunk(state, scalars, data, jnp.int32(c * self.plan.steps_per_chunk))
             if sharding:  # XLA returns empty arrays (a feature turned off) replicated
                 state = jax.device_put(state, sharding)
             if c + 1 == self.plan.num_chunks:
@@ -258,21 +260,22 @@ class _Job:
         self.progress.update(network_steps * plan_lib.step_flops(batch.static))
         store.crash_point("chunk")
         done = chunk + 1
-        kwargs = dict(chunks_done=done, step=done * self.plan.steps_per_chunk,
-                      parts=dict(parts), results=results.to_dict())
+        meta = checkpoint.CheckpointMeta(chunks_done=done, step=done * self.plan.steps_per_chunk,
+                                         parts=dict(parts), results=results.to_dict())
         if done < self.plan.num_chunks:
             if state is not None:
                 t = time.perf_counter()
-                nbytes = checkpoint.save(self.out, batch.index, state=state, **kwargs)
+                nbytes = checkpoint.save(self.out, batch.index, meta, state=state)
                 cadence.record(time.perf_counter() - t, nbytes)
         else:
             diverged = jax.device_get(state.diverged_step)[: batch.num_real]
             # A network that diverged only past the last step (in the last chunk's
             # dropped records) has every recorded step finite.
             diverged = [int(x) if x <= self.sweep.steps else -1 for x in diverged]
-            checkpoint.save(self.out, batch.index, diverged_step=diverged,
-                            checkpoints=cadence.stats(), **kwargs)
-            self.finished[batch.index] = {**kwargs, "diverged_step": diverged}
+            final = dataclasses.replace(meta, diverged_step=diverged,
+                                        checkpoints=cadence.stats())
+            checkpoint.save(self.out, batch.index, final)
+            self.finished[batch.index] = final
             if multihost.is_leader():
                 self._write_runs()
 
@@ -292,7 +295,7 @@ class _Job:
             return None
         files = dict(manifest["files"])
         for meta in self.finished.values():
-            files.update(meta["parts"])
+            files.update(meta.parts)
         return {**files, store.RUNS: entry.to_dict()}
 
     def _complete(self, manifest: dict, files: dict, summary: Summary) -> None:

@@ -1,10 +1,11 @@
 """Everything computed on the host before training, as one value: `Prepared`.
 
 Owns the sweep's runs (with resolved step sizes), its training sets, the
-infinite-width kernels H^inf with their extreme eigenvalues, and the plan; and
-the per-network arrays of a batch. The formulas are `overparam.theory`'s. It
+infinite-width NTK limits H^inf with their extreme eigenvalues (`ntk_limits`),
+and the plan; and the per-network arrays of a batch (`Prepared.batch_arrays`:
+its keys, `trainstate.RunScalars` and `trainstate.Data`). The formulas are `overparam.theory`'s. It
 never writes a file and never compiles a training program (the planner
-measures memory through `programs.Programs`).
+measures memory through `programs.Executables`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import os
 import jax
 import numpy as np
 
-from overparam import checkpoint, multihost, programs, store, theory, train
 from overparam import config as config_lib
 from overparam import data as data_lib
+from overparam import multihost, programs, resultsdir, store, theory, trainstate
 from overparam import plan as plan_lib
 
 
@@ -30,7 +31,7 @@ class Prepared:
 
     runs: every Run, step sizes resolved; datasets / idents: each training set (with
     its test points) and its identity, by dataset id; H_inf: H^inf in the sweep's dtype,
-    by `kernel_key`, only with Gram tracking; eigenvalues: [lambda_min, lambda_max]
+    by `ntk_limit_key`, only with Gram tracking; eigenvalues: [lambda_min, lambda_max]
     (float64) of each H^inf; arora: Arora et al.'s measure sqrt(2 y^T (H^inf)^-1 y / n)
     of each; plan: the batches (None on a process that reads the leader's plan).
     """
@@ -45,17 +46,19 @@ class Prepared:
 
     def lambda0(self, sweep: config_lib.Sweep, run: config_lib.Run) -> float:
         """lambda_min(H^inf) of the run's training set and architecture."""
-        return float(self.eigenvalues[kernel_key(run, sweep.train_output)][0])
+        return float(self.eigenvalues[ntk_limit_key(run, sweep.train_output)][0])
 
     def arora_bound(self, sweep: config_lib.Sweep, run: config_lib.Run) -> float:
         """sqrt(2 y^T (H^inf)^-1 y / n) of the run's training set and architecture."""
-        return self.arora[kernel_key(run, sweep.train_output)]
+        return self.arora[ntk_limit_key(run, sweep.train_output)]
 
-    def batch_arrays(self, batch: plan_lib.Batch, dtype):
-        """Per-network arrays of a batch: Keys, Hyper, X, y, X_test, y_test (None where the
-        program has no test points) and H^inf (None without Gram tracking), in `dtype`."""
+    def batch_arrays(self, batch: plan_lib.Batch, dtype) -> tuple[
+            trainstate.Keys, trainstate.RunScalars, trainstate.Data]:
+        """A batch's per-network arrays, NumPy, in `dtype` but the uint32 keys and tags:
+        its keys, its scalars and its data (X, y; X_test, y_test where the program has
+        test points; H_inf where it tracks the Gram matrix of the mlp; None otherwise)."""
         runs = batch.runs
-        hyper = train.Hyper(
+        scalars = trainstate.RunScalars(
             seed=np.asarray([r.seed for r in runs], np.uint32),
             init_tag=np.asarray([r.init_tag for r in runs], np.uint32),
             batch_tag=np.asarray([r.batch_tag for r in runs], np.uint32),
@@ -68,18 +71,19 @@ class Prepared:
             X_test = y_test = None
         H = None
         if batch.static.gram_every and batch.static.arch == "mlp":
-            H = np.stack([self.H_inf[kernel_key(r, batch.static.train_output)]
+            H = np.stack([self.H_inf[ntk_limit_key(r, batch.static.train_output)]
                           for r in runs]).astype(dtype)
-        return train.batch_keys(hyper), hyper, X, y, X_test, y_test, H
+        data = trainstate.Data(X=X, y=y, H_inf=H, X_test=X_test, y_test=y_test)
+        return trainstate.batch_keys(scalars), scalars, data
 
 
 def prepare(sweep: config_lib.Sweep, mode: str, manifest: dict,
-            compiled: programs.Programs) -> Prepared:
-    """Runs, datasets, kernels and the plan: the manifest's for a resumed or complete
+            compiled: programs.Executables) -> Prepared:
+    """Runs, datasets, the NTK limits H^inf and the plan: the manifest's for a resumed or complete
     sweep, a new one measured on `compiled` for the leader of a new sweep."""
     runs = config_lib.expand(sweep)
     datasets, idents = make_datasets(sweep)
-    H_inf, eigenvalues, arora = kernels(sweep, runs, datasets)
+    H_inf, eigenvalues, arora = ntk_limits(sweep, runs, datasets)
     runs = resolve_theory_lr(sweep, runs, eigenvalues)
     if mode in ("resume", "complete"):  # a resumed sweep keeps its batches
         plan = plan_of_manifest(sweep, runs, manifest)
@@ -102,27 +106,27 @@ def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.
     The manifest's fields have their types (store.check_manifest); its groups are checked
     here against the sweep's shapes before any batch is built: one per shape, each size a
     multiple of batch_multiple_of and at most the planner's largest batch for that shape
-    (checkpoint.OutError otherwise), so a damaged manifest cannot make a batch larger than
+    (resultsdir.OutError otherwise), so a damaged manifest cannot make a batch larger than
     the planner would."""
     cache_bytes = programs.cache_bytes()
     multiple_of, groups = manifest["batch_multiple_of"], manifest["groups"]
     where = f"{store.MANIFEST} of the sweep"
     if multiple_of > MAX_LOCAL_DEVICES:
-        raise checkpoint.OutError(f"{where}: batch_multiple_of: {multiple_of} is more local "
+        raise resultsdir.OutError(f"{where}: batch_multiple_of: {multiple_of} is more local "
                                   f"devices than {MAX_LOCAL_DEVICES}")
     fixed_loops = programs.fixed_loops()
     _, chunk_records, _ = plan_lib.sweep_chunking(sweep, fixed_loops)
     counts = collections.Counter(plan_lib.static_for(sweep, r, chunk_records, fixed_loops)
                                  for r in runs)
     if len(groups) != len(counts):
-        raise checkpoint.OutError(f"{where}: groups: {len(groups)} groups for the sweep's "
+        raise resultsdir.OutError(f"{where}: groups: {len(groups)} groups for the sweep's "
                                   f"{len(counts)} shapes")
     for g, (static, count) in enumerate(counts.items()):  # make_plan's order of shapes
         cap = plan_lib.cache_group_size(static, cache_bytes)
         step = math.lcm(multiple_of, cap) if cap and count > cap else multiple_of
         most, size = math.ceil(count / step) * step, groups[g]["size"]
         if size > most or size % multiple_of:
-            raise checkpoint.OutError(f"{where}: groups[{g}].size: {size} is not a batch size "
+            raise resultsdir.OutError(f"{where}: groups[{g}].size: {size} is not a batch size "
                                       f"the planner gives {count} networks (a multiple of "
                                       f"{multiple_of}, at most {most})")
     return plan_lib.make_plan(sweep, runs, budget_mb=manifest["memory_budget_mb"],
@@ -130,14 +134,14 @@ def plan_of_manifest(sweep: config_lib.Sweep, runs, manifest: dict) -> plan_lib.
                               fixed_loops=fixed_loops)
 
 
-def kernel_key(run: config_lib.Run, train_output: bool) -> tuple:
-    """The key of a run's H^inf and its eigenvalues in `kernels`' dictionaries."""
+def ntk_limit_key(run: config_lib.Run, train_output: bool) -> tuple:
+    """The key of a run's H^inf and its eigenvalues in `ntk_limits`' dictionaries."""
     return (run.dataset_id, run.arch, run.param, run.depth, train_output)
 
 
-def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
-                                                            dict[tuple, np.ndarray],
-                                                            dict[tuple, float]]:
+def ntk_limits(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.ndarray],
+                                                                dict[tuple, np.ndarray],
+                                                                dict[tuple, float]]:
     """H^inf (normalized as `theory.gram_inf`, in the sweep's dtype) of every training set
     and architecture, kept only where Gram tracking compares against it, its extreme
     eigenvalues [lambda_min, lambda_max] (float64; the runs table records lambda_min,
@@ -150,7 +154,7 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
     """
     todo = {}
     for r in runs:
-        todo.setdefault(kernel_key(r, sweep.train_output), r)
+        todo.setdefault(ntk_limit_key(r, sweep.train_output), r)
 
     def one(run):
         if run.arch != "mlp":
@@ -172,12 +176,12 @@ def kernels(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.nda
 def resolve_theory_lr(sweep: config_lib.Sweep, runs, eigenvalues) -> list[config_lib.Run]:
     """Runs with lr 'theory' get `theory.theory_step_size` of their H^inf.
 
-    eigenvalues: [lambda_min, lambda_max] of each H^inf, keyed as `kernels`.
+    eigenvalues: [lambda_min, lambda_max] of each H^inf, keyed as `ntk_limits`.
     """
     resolved = []
     for r in runs:
         if r.lr_spec == "theory":
-            lam_max = eigenvalues[kernel_key(r, sweep.train_output)][-1]
+            lam_max = eigenvalues[ntk_limit_key(r, sweep.train_output)][-1]
             r = dataclasses.replace(r, lr=theory.theory_step_size(
                 lam_max, param=r.param, width=r.width, depth=r.depth,
                 train_output=sweep.train_output, reduction=sweep.reduction, n=r.n))

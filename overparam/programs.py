@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from overparam import store, train
+from overparam import chunks, train, trainstate, writes
 from overparam.cli import one_line
 
 BACKENDS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
@@ -132,13 +132,14 @@ def compiler_options() -> dict[str, Any]:
     return known
 
 
-class Programs:
-    """The compiled init and chunk programs of each (shape, batch size), compiled once.
+class Executables:
+    """The compiled init and chunk executables of each (shape, batch size), compiled once
+    from `chunks.jit_program`'s jitted functions (`chunks.Jitted`).
 
     Compiling needs only shapes, so the planner asks `memory` for the peak
     device memory of a batch size it considers, and training then runs the
     very programs that were measured. The chunk donates its state argument
-    (`train.make_program(donate=True)`): its new state takes the old one's
+    (`chunks.jit_program(donate=True)`): its new state takes the old one's
     buffers, so a batch holds one state rather than two, and a state passed to
     a chunk cannot be used again.
 
@@ -171,33 +172,34 @@ class Programs:
         return (*abstract_arguments(static, size, sharding), sharding)
 
     def get(self, static: train.Static, size: int) -> tuple[Any, Any]:
-        """(init, chunk): executables called as init(keys, X, H, X_test) and
-        chunk(state, hyper, X, y, start, X_test, y_test) (the test arrays None where
-        static.n_test is 0). Shapes with the same `train.init_static` share their init
-        executable."""
+        """(init, chunk): executables called as init(keys, data) and
+        chunk(state, scalars, data, start) (data: a `trainstate.Data`, its test arrays
+        None where static.n_test is 0). Shapes with the same `train.init_static` share
+        their init executable."""
         key = (static, size)
         if key not in self._compiled:
-            store.crash_point("compile")
-            program = train.make_program(static, donate=True)
-            keys, hyper, X, y, X_test, y_test, H, sharding = self._abstract(static, size)
+            writes.crash_point("compile")
+            program = chunks.jit_program(static, donate=True)
+            keys, scalars, data, sharding = self._abstract(static, size)
             t = time.perf_counter()
             with self._compiling(static, size):
                 init_key = (train.init_static(static), size)
                 if init_key not in self._inits:
-                    lowered = program.init.lower(keys, X, H, X_test)
+                    lowered = program.init.lower(keys, data)
                     self._inits[init_key] = (
                         lowered.compile(compiler_options=compiler_options()), lowered.out_info)
                 init, out_info = self._inits[init_key]
                 state = jax.tree_util.tree_map(
                     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
                     out_info)
-                chunk = program.chunk.lower(state, hyper, X, y,
-                                            jax.ShapeDtypeStruct((), jnp.int32), X_test, y_test
-                                            ).compile(compiler_options=compiler_options())
+                compiled_chunk = program.chunk.lower(
+                    state, scalars, data, jax.ShapeDtypeStruct((), jnp.int32)
+                ).compile(compiler_options=compiler_options())
             self.compile_seconds += time.perf_counter() - t
             state_bytes = sum(a.size * a.dtype.itemsize
                               for a in jax.tree_util.tree_leaves(state))
-            self._compiled[key] = (init, chunk, _peak_bytes(init, chunk, state_bytes, sharding))
+            self._compiled[key] = (init, compiled_chunk,
+                                   _peak_bytes(init, compiled_chunk, state_bytes, sharding))
         return self._compiled[key][:2]
 
     def memory(self, static: train.Static, size: int) -> int:
@@ -210,21 +212,23 @@ class Programs:
         return len(self._compiled)
 
 
-def abstract_arguments(static: train.Static, size: int, sharding=None):
+def abstract_arguments(static: train.Static, size: int, sharding=None) -> tuple[
+        trainstate.Keys, trainstate.RunScalars, trainstate.Data]:
     """The arguments of a batch of `size` networks' programs as shapes
-    (jax.ShapeDtypeStruct): keys, hyper, X, y, X_test, y_test (None without test
-    points) and H (H^inf, None where the program takes none): init(keys, X, H, X_test)
-    and chunk(state, hyper, X, y, start, X_test, y_test), state: init's output."""
+    (jax.ShapeDtypeStruct): keys, scalars and data (its test arrays None without test
+    points, its H_inf None where the program takes none), as `prepare.Prepared.batch_arrays`
+    gives them: init(keys, data) and chunk(state, scalars, data, start), state: init's
+    output."""
     dtype = jnp.dtype(static.dtype)
     spec = lambda *shape, dt=dtype: jax.ShapeDtypeStruct((size, *shape), dt, sharding=sharding)
-    keys = train.Keys(*(spec(2, dt=jnp.uint32) for _ in train.Keys._fields))
-    hyper = train.Hyper(spec(dt=jnp.uint32), spec(dt=jnp.uint32), spec(dt=jnp.uint32),
-                        spec(), spec())
+    keys = trainstate.Keys(*(spec(2, dt=jnp.uint32) for _ in trainstate.Keys._fields))
+    scalars = trainstate.RunScalars(spec(dt=jnp.uint32), spec(dt=jnp.uint32),
+                                    spec(dt=jnp.uint32), spec(), spec())
     # H^inf, for the Gram matrix's distance to it: the mlp's analytic kernel only.
     H = spec(static.n, static.n) if static.gram_every and static.arch == "mlp" else None
     test = ((spec(static.n_test, static.d), spec(static.n_test)) if static.n_test
             else (None, None))
-    return keys, hyper, spec(static.n, static.d), spec(static.n), *test, H
+    return keys, scalars, trainstate.Data(spec(static.n, static.d), spec(static.n), H, *test)
 
 
 def _peak_bytes(init, chunk, state_bytes: int, sharding) -> int:

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pandas as pd
 
+from overparam import chunks, schema, store, train
 from overparam import config as config_lib
 from overparam import data as data_lib
 from overparam import plan as plan_lib
-from overparam import schema, store, train
 
 
 @dataclasses.dataclass
@@ -59,12 +59,12 @@ class RunResults:
                 self.final_loss[i] = float(last[0])
 
 
-def write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: train.Records,
+def write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: chunks.Records,
                 steps: int, dtype: str, results: RunResults) -> tuple[dict[str, dict], int]:
     """Moves one chunk's records to the host, writes its steps/ and layers/ parts and
     updates `results`; returns the parts' manifest entries ({relative path: {rows,
     sha256}}) and the network-steps the chunk trained."""
-    cols = train.columns(jax.device_get(records))
+    cols = chunks.columns(jax.device_get(records))
     real = batch.num_real
     step = cols["step"][:real]                          # (real, K)
     valid = step <= steps
@@ -151,20 +151,20 @@ def runs_table(sweep: config_lib.Sweep, runs: list[config_lib.Run], lambda0: dic
     return schema.table(store.RUNS, frame, sweep.dtype)
 
 
-def runs_of(sweep: config_lib.Sweep, prepared, batches, finished: dict[int, dict]):
+def runs_of(sweep: config_lib.Sweep, prepared, batches, finished: dict):
     """runs.parquet of a sweep whose finished batches have the final checkpoint metas
-    `finished` ({batch index: meta}; the others' runs are 'running'). prepared: its
-    `prepare.Prepared`."""
+    `finished` ({batch index: checkpoint.CheckpointMeta}; the others' runs are
+    'running'). prepared: its `prepare.Prepared`."""
     diverged, results = {}, {}
     for b in batches:
         meta = finished.get(b.index)
         if meta is None:
             continue
         real = b.runs[: b.num_real]
-        saved = RunResults.from_dict(meta["results"])
+        saved = RunResults.from_dict(meta.results)
         results.update({r.run_id: (z, f) for r, z, f in
                         zip(real, saved.zero_step, saved.final_loss)})
-        diverged.update({r.run_id: s for r, s in zip(real, meta["diverged_step"]) if s >= 0})
+        diverged.update({r.run_id: s for r, s in zip(real, meta.diverged_step) if s >= 0})
     runs = prepared.runs
     return runs_table(sweep, runs, {r.run_id: prepared.lambda0(sweep, r) for r in runs},
                       {did: ds.separation for did, ds in prepared.datasets.items()},

@@ -186,7 +186,7 @@ def main(argv: list[str]) -> None:
     from overparam import store
 
     store.crash_point("import")
-    from overparam import checkpoint, engine, multihost, programs  # import jax after flags
+    from overparam import engine, multihost, programs, resultsdir  # import jax after flags
 
     if _CACHE.value:
         try:
@@ -200,7 +200,7 @@ def main(argv: list[str]) -> None:
         summary = engine.run_sweep(sweep, out, device=_DEVICE.value,
                                    show_progress=_PROGRESS.value, overwrite=_OVERWRITE.value,
                                    dry_run=_DRY_RUN.value)
-    except (config_lib.ConfigError, checkpoint.OutError, programs.BackendError) as e:
+    except (config_lib.ConfigError, resultsdir.OutError, programs.BackendError) as e:
         fail(one_line(e))
     except store.WriteError as e:
         fail(f"{e}; nothing written is lost: free space (or fix the file system) and run "

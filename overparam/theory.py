@@ -95,19 +95,6 @@ def du_gram_inf(X: np.ndarray) -> np.ndarray:
     return G * k0
 
 
-def du_output_gram_inf(X: np.ndarray) -> np.ndarray:
-    """G^inf_ij = (sin t + (pi - t) cos t) / (2 pi), t = arccos(x_i.x_j) (THEORY.md section 1).
-
-    The limit of the output layer's Gram matrix under `du`: df/da_r = relu(w_r.x)
-    / sqrt(m), so G_ij = (1/m) sum_r relu(w_r.x_i) relu(w_r.x_j) ->
-    E[relu(w.x_i) relu(w.x_j)], the degree-1 arc-cosine kernel (Cho & Saul 2009,
-    scaled by 1/2); diagonal 1/2. X: (n, d) unit rows. Returns (n, n).
-    """
-    X = np.asarray(X, np.float64)
-    k1, _ = _arccos_kernels(X @ X.T)
-    return k1
-
-
 def gram_scale(param: str, width: int, *, depth: int | None = None,
                train_output: bool = False) -> float:
     """The scale s of H(0): H(0) / s converges to `gram_inf` as width -> infinity.
@@ -216,19 +203,6 @@ def theory_step_size(lam_max: float, *, param: str, width: int, depth: int,
     """
     scale = gram_scale(param, width, depth=depth, train_output=train_output)
     return stability_limit(lam_max, scale=scale, reduction=reduction, n=n) / 2.0
-
-
-def du_max_step_size(H: np.ndarray, *, reduction: str = "sum") -> float:
-    """2 / lambda_max(H) (x n for the mean reduction): `stability_limit` of H: (n, n)."""
-    return stability_limit(extreme_eigenvalues(H)[-1], reduction=reduction, n=np.shape(H)[0])
-
-
-def du_theory_lr(X: np.ndarray, *, train_output: bool = False, reduction: str = "sum") -> float:
-    """`theory_step_size` for `du`, depth 1 (Du et al. 2018): 1 / lambda_max(H^inf)
-    (+ G^inf with train_output), from X: (n, d) unit rows."""
-    H = gram_inf(X, param="du", depth=1, train_output=train_output)
-    return theory_step_size(extreme_eigenvalues(H)[-1], param="du", width=1, depth=1,
-                            train_output=train_output, reduction=reduction, n=np.shape(X)[0])
 
 
 def du_linear_rate(eta: float, lam0: float, k: int | np.ndarray) -> float | np.ndarray:

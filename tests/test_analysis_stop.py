@@ -5,7 +5,7 @@ the analysis directory as it was or complete; a SIGKILL at any moment is recover
 the next analysis, which leaves no temporary behind; only overparam's own temporaries
 are removed and an --out holding anything else is refused (overparam/analysis/outdir.py).
 
-The moments are the test hooks of overparam/store.py (OVERPARAM_CRASH_AT: the process
+The moments are the test hooks of overparam/writes.py (OVERPARAM_CRASH_AT: the process
 signals itself there; OVERPARAM_HANG_AT: it blocks there for good), so nothing depends on
 timing. One small sweep, with an earlier analysis and a comparison nested in it, is made
 once; each test works on a copy.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from overparam import analyze, checkpoint, engine, interrupt, programs, store
+from overparam import analyze, engine, interrupt, programs, resultsdir, store
 from overparam import config as config_lib
 from overparam.analysis import outdir
 from overparam.analysis.outdir import OutputError
@@ -175,7 +175,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_analysis(result
     assert not (r / "analysis").exists()  # set aside; the new one not yet in place
     left = [p for p in r.iterdir() if store.is_temporary(p)]
     assert len(left) == 2 and all((p / "report.md").is_file() for p in left)
-    assert checkpoint.clean_leftovers(r) == 0 and len(_temporaries(r)) >= 2  # not the sweep's
+    assert resultsdir.clean_leftovers(r) == 0 and len(_temporaries(r)) >= 2  # not the sweep's
     outdir.recover(r / "analysis")  # what the next analysis does first: the newest is kept
     _assert_complete_and_new(r, old)
     assert _temporaries(r) == []

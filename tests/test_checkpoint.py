@@ -1,10 +1,12 @@
 """Batch checkpoints: one file holds the chunk count, the parts and the state, and a
 count that does not match is refused."""
 
+import json
+
 import numpy as np
 import pytest
 
-from overparam import checkpoint, store
+from overparam import checkpoint, resultsdir, store
 
 
 def _parts(batch, chunks):
@@ -13,19 +15,20 @@ def _parts(batch, chunks):
 
 
 def test_a_batch_not_started_has_no_chunks_done(tmp_path):
-    assert checkpoint.load(tmp_path, 3) == {"chunks_done": 0, "step": 0, "parts": {}}
+    assert checkpoint.load(tmp_path, 3).to_dict() == {"chunks_done": 0, "step": 0, "parts": {}}
 
 
 def test_meta_round_trips_in_one_file(tmp_path):
     stats = {"count": 2, "seconds": 0.5, "bytes": 4096, "every_seconds": 60.0}
     results = {"zero_step": [4, None], "final_loss": [0.25, None]}
-    checkpoint.save(tmp_path, 2, chunks_done=3, step=30, parts=_parts(2, 3), results=results,
-                    diverged_step=[-1, 7], checkpoints=stats)
+    checkpoint.save(tmp_path, 2, checkpoint.CheckpointMeta(
+        chunks_done=3, step=30, parts=_parts(2, 3), results=results, diverged_step=[-1, 7],
+        checkpoints=stats))
     assert [p.name for p in (tmp_path / checkpoint.STATE).iterdir()] == ["b00002.npz"]
     meta = checkpoint.load(tmp_path, 2)
-    assert meta == {"chunks_done": 3, "step": 30, "parts": _parts(2, 3),
-                    "results": results, "diverged_step": [-1, 7], "checkpoints": stats}
-    checkpoint.check(meta, 2, steps_per_chunk=10, num_chunks=3)
+    assert meta.to_dict() == {"chunks_done": 3, "step": 30, "parts": _parts(2, 3),
+                              "results": results, "diverged_step": [-1, 7], "checkpoints": stats}
+    meta.check(2, steps_per_chunk=10, num_chunks=3)
 
 
 @pytest.mark.parametrize("meta, words", [
@@ -38,12 +41,13 @@ def test_meta_round_trips_in_one_file(tmp_path):
 ])
 def test_an_inconsistent_checkpoint_is_refused(meta, words):
     with pytest.raises(checkpoint.CheckpointError, match=words):
-        checkpoint.check(meta, 0, steps_per_chunk=10, num_chunks=3)
+        checkpoint.CheckpointMeta.from_dict(meta).check(0, steps_per_chunk=10, num_chunks=3)
 
 
 @pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 not a zip", b"x" * 1000])
 def test_an_unreadable_checkpoint_is_a_checkpoint_error(tmp_path, garbage):
-    checkpoint.save(tmp_path, 0, chunks_done=1, step=10, parts=_parts(0, 1), results={})
+    checkpoint.save(tmp_path, 0, checkpoint.CheckpointMeta(chunks_done=1, step=10,
+                                                           parts=_parts(0, 1), results={}))
     path = tmp_path / checkpoint.STATE / "b00000.npz"
     path.write_bytes(garbage)
     with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
@@ -58,18 +62,18 @@ def test_leftovers_are_only_overparams_own_temporaries(tmp_path):
     theirs = [tmp_path / ".notes.tmp", tmp_path / "steps" / ".x.deadbeef.tmp"]
     for p in theirs:
         p.write_text("keep")
-    assert checkpoint.clean_leftovers(tmp_path) == 1
+    assert resultsdir.clean_leftovers(tmp_path) == 1
     assert not own.exists() and all(p.exists() for p in theirs)
 
 
 def test_clear_keeps_only_the_lock(tmp_path):
-    lock = checkpoint.Lock(tmp_path)
+    lock = resultsdir.Lock(tmp_path)
     lock.acquire()
     (tmp_path / "steps").mkdir()
     (tmp_path / "steps" / "part").write_bytes(np.zeros(3).tobytes())
     (tmp_path / "manifest.json").write_text("{}")
-    checkpoint.clear(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.LOCK]
+    resultsdir.clear(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [resultsdir.LOCK]
     lock.release()
 
 
@@ -104,8 +108,30 @@ def test_cadence_waits_for_its_interval_and_twenty_times_the_last_checkpoint():
 def test_a_file_in_place_of_the_results_directory_is_refused_and_kept(tmp_path):
     out = tmp_path / "results"
     out.write_text("keep")
-    with pytest.raises(checkpoint.OutError, match="exists and is not a directory"):
-        checkpoint.Lock(out).acquire()
-    with pytest.raises(checkpoint.OutError, match="exists and is not a directory"):
-        checkpoint.inspect(out, {}, overwrite=False)
+    with pytest.raises(resultsdir.OutError, match="exists and is not a directory"):
+        resultsdir.Lock(out).acquire()
+    with pytest.raises(resultsdir.OutError, match="exists and is not a directory"):
+        resultsdir.inspect(out, {}, overwrite=False)
     assert out.read_text() == "keep"
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_the_meta_on_disk_is_the_json_the_dicts_wrote(tmp_path, finished):
+    """CheckpointMeta writes the very JSON text that the string-keyed dicts before it wrote
+    (sorted keys, the finished fields only once finished), and reads a file written so:
+    the checkpoints of an older overparam still resume."""
+    old = {"chunks_done": 1, "step": 10, "parts": _parts(0, 1),
+           "results": {"zero_step": [4], "final_loss": [0.25]}}
+    if finished:
+        old.update(diverged_step=[-1], checkpoints={"count": 1, "seconds": 0.5, "bytes": 8})
+    text = json.dumps(old, sort_keys=True)
+    path = tmp_path / checkpoint.STATE / "b00000.npz"
+    path.parent.mkdir()
+    with open(path, "wb") as f:
+        np.savez(f, meta=np.array(text))
+    meta = checkpoint.load(tmp_path, 0)
+    assert meta == checkpoint.CheckpointMeta(**old) and meta.finished == finished
+    path.unlink()
+    checkpoint.save(tmp_path, 0, meta)
+    with np.load(path) as z:
+        assert str(z["meta"]) == text

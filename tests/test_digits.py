@@ -21,8 +21,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 import overparam
+from overparam import chunks, data, engine, initial, losses, model, theory, train, trainstate
 from overparam import config as config_lib
-from overparam import data, engine, losses, model, theory, train
 
 
 def _ident(**kw):
@@ -195,18 +195,20 @@ def test_test_metrics_are_a_numpy_evaluation_of_the_same_network(param, loss, ta
                           optimizer="gd", param=param, reduction=reduction, sign_labels=sign,
                           chunk_records=1, center_output=center, n_test=n_test,
                           regression_tol=0.3)
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(0.2), output_scale=jnp.float32(alpha))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
+        lr=jnp.float32(0.2), output_scale=jnp.float32(alpha))
     X, y, Xt, yt = (jnp.asarray(a) for a in (ds.X, ds.y, ds.X_test, ds.y_test))
-    init = jax.jit(functools.partial(train.init_single, static))
-    chunk = jax.jit(functools.partial(train.chunk_single, static))
-    state = init(hyper, X, None, Xt)
+    init = jax.jit(functools.partial(initial.init_single, static))
+    chunk = jax.jit(functools.partial(chunks.chunk_single, static))
+    state = init(hyper, trainstate.Data(X, y, X_test=Xt, y_test=yt))
     f0 = _numpy_outputs(static, state.net0, state.delta, Xt)  # delta is 0 at step 0
     for t in range(6):
         want_loss, want_error, edge = _numpy_test_metrics(static, state.net0, state.delta, Xt,
                                                           yt, f0, alpha)
-        state, rec = chunk(state, hyper, X, y, jnp.int32(t), Xt, yt)
-        cols = train.columns(jax.device_get(rec))
+        state, rec = chunk(state, hyper, trainstate.Data(X, y, X_test=Xt, y_test=yt),
+                           jnp.int32(t))
+        cols = chunks.columns(jax.device_get(rec))
         np.testing.assert_allclose(cols["test_loss"][0], want_loss, rtol=2e-5, atol=1e-7)
         assert abs(cols["test_error"][0] - want_error) <= edge + 1e-6, (t, edge)
 
@@ -215,12 +217,13 @@ def test_test_metrics_are_a_numpy_evaluation_of_the_same_network(param, loss, ta
 def test_a_program_with_test_points_needs_them():
     static = train.Static(width=8, depth=1, n=6, d=4, batch_size=6, loss="squared",
                           optimizer="gd", param="du", chunk_records=1, n_test=3)
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
+        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
     X, y = jnp.ones((6, 4)), jnp.ones(6)
-    state = train.init_single(static, hyper, X)
+    state = initial.init_single(static, hyper, trainstate.Data(X, y))
     with pytest.raises(ValueError, match="n_test=3"):
-        train.chunk_single(static, state, hyper, X, y, jnp.int32(0))
+        chunks.chunk_single(static, state, hyper, trainstate.Data(X, y), jnp.int32(0))
 
 
 # ------------------------------------------------------------------ a digits sweep

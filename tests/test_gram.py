@@ -2,6 +2,7 @@
 
 import functools
 
+import du2018
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import overparam
 from overparam import config as config_lib
-from overparam import data, engine, metrics, model, theory, train
+from overparam import data, engine, initial, metrics, model, theory, train, trainstate
 
 
 @pytest.mark.parametrize("param", ["du", "zou", "ntk", "standard", "mup"])
@@ -42,9 +43,11 @@ def test_init_spectral_is_the_norm_of_the_initial_weights():
                           optimizer="gd", param="ntk")
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=8, d=6, seed=0,
                                 dtype="float32"))
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(3), np.uint32(1), np.uint32(2),
-                                                     np.float32(0.1), np.float32(1))))
-    state = jax.jit(functools.partial(train.init_single, static))(hyper, jnp.asarray(ds.X))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(3), np.uint32(1), np.uint32(2),
+                                   np.float32(0.1), np.float32(1))))
+    arrays = trainstate.Data(jnp.asarray(ds.X), jnp.asarray(ds.y))
+    state = jax.jit(functools.partial(initial.init_single, static))(hyper, arrays)
     for W, got in zip(state.net0.hidden, state.init_spectral):
         ref = np.linalg.norm(np.asarray(W, np.float64), 2)
         assert abs(got - ref) <= 1e-5 * ref
@@ -69,11 +72,12 @@ def test_sweep_records_gram_statistics_every_gram_step(tmp_path):
     X, _ = r.dataset(run.dataset_id)
     static = train.Static(width=int(run.width), depth=1, n=10, d=6, batch_size=10,
                           loss="squared", optimizer="gd", param="du")
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (
+    hyper = trainstate.RunScalars(*(jnp.asarray(v) for v in (
         np.uint32(run.seed), np.uint32(config_lib.expand(sweep)[0].init_tag),
         np.uint32(0), np.float32(0.1), np.float32(1))))
     assert config_lib.expand(sweep)[0].run_id == run.run_id
-    net0 = jax.jit(functools.partial(train.init_single, static))(hyper, jnp.asarray(X)).net0
+    arrays = trainstate.Data(jnp.asarray(X), None)
+    net0 = jax.jit(functools.partial(initial.init_single, static))(hyper, arrays).net0
     with jax.enable_x64(True):
         net64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), net0)
         H0 = np.asarray(metrics.ntk_gram(net64, jnp.asarray(X, jnp.float64), param="du",
@@ -104,7 +108,7 @@ def test_theory_lr_and_lambda0_come_from_the_analytic_kernel(tmp_path):
         assert run.lambda0 == pytest.approx(np.linalg.eigvalsh(H)[0], rel=1e-12)
         if run.lr_spec == "theory":
             assert np.isnan(run.lr_base)
-            assert run.lr == pytest.approx(theory.du_theory_lr(X.astype(np.float64)), rel=1e-12)
+            assert run.lr == pytest.approx(du2018.du_theory_lr(X.astype(np.float64)), rel=1e-12)
         else:
             assert run.lr == run.lr_base == 0.05
     assert set(runs.status) == {"ok"}
@@ -124,16 +128,17 @@ def test_long_chunks_with_gram_tracking_do_not_deadlock():
     import sys
 
     code = ("import overparam, jax, jax.numpy as jnp\n"
-            "from overparam import train\n"
+            "from overparam import chunks, train, trainstate\n"
             "M, n = 16, 64\n"
             "st = train.Static(width=256, depth=1, n=n, d=16, batch_size=n, loss='squared',"
             " optimizer='gd', param='du', chunk_records=67, gram_every=10)\n"
-            "p = train.make_program(st)\n"
+            "p = chunks.jit_program(st)\n"
             "X = jax.random.normal(jax.random.PRNGKey(0), (M, n, 16)) / 4.0\n"
-            "h = train.Hyper(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),"
+            "h = trainstate.RunScalars(jnp.arange(M, dtype=jnp.uint32), jnp.zeros(M, jnp.uint32),"
             " jnp.zeros(M, jnp.uint32), jnp.full(M, 0.1), jnp.ones(M))\n"
-            "s = p.init(train.batch_keys(h), X, jnp.zeros((M, n, n)))\n"
-            "s, r = p.chunk(s, h, X, X[..., 0], jnp.int32(0))\n"
+            "data = trainstate.Data(X, X[..., 0], jnp.zeros((M, n, n)))\n"
+            "s = p.init(trainstate.batch_keys(h), data)\n"
+            "s, r = p.chunk(s, h, data, jnp.int32(0))\n"
             "jax.block_until_ready(r)\n")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "cpu"},

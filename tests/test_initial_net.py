@@ -30,13 +30,13 @@ def test_initial_net_is_the_engines_initial_weights(tmp_path, fields):
     engine.run_sweep(sweep, tmp_path, show_progress=False, log_fn=lambda *a: None)
     results = overparam.load(tmp_path)
     with jax.enable_x64(sweep.dtype == "float64"):
-        compiled = programs.Programs()
+        compiled = programs.Executables()
         prepared = prepare.prepare(sweep, "complete", results.manifest, compiled)
         checked = 0
         for batch in prepared.plan.batches:
             init, _ = compiled.get(batch.static, batch.size)
-            keys, _, X, _, X_test, _, H = prepared.batch_arrays(batch, jnp.dtype(sweep.dtype))
-            net0 = jax.device_get(init(keys, X, H, X_test).net0)
+            keys, _, data = prepared.batch_arrays(batch, jnp.dtype(sweep.dtype))
+            net0 = jax.device_get(init(keys, data).net0)
             for i, run in enumerate(batch.runs[:batch.num_real]):
                 net = results.initial_net(run.run_id)
                 assert len(net.hidden) == run.depth

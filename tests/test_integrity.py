@@ -14,7 +14,7 @@ import pytest
 from tables import assert_same_tables
 
 import overparam
-from overparam import checkpoint, store
+from overparam import resultsdir, store
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--config=sweeps/default.py", "--config.widths=(8,16)", "--config.num_seeds=2",
@@ -89,10 +89,10 @@ def test_two_sweeps_started_together_on_a_new_directory_leave_one_sweep(referenc
 
 def test_a_lock_is_exclusive_and_released(tmp_path):
     out = tmp_path / "new"
-    first, second = checkpoint.Lock(out), checkpoint.Lock(out)
+    first, second = resultsdir.Lock(out), resultsdir.Lock(out)
     first.acquire()
-    assert out.is_dir() and f"pid {os.getpid()}" in (out / checkpoint.LOCK).read_text()
-    with pytest.raises(checkpoint.OutError, match=f"in use by another sweep .pid {os.getpid()}"):
+    assert out.is_dir() and f"pid {os.getpid()}" in (out / resultsdir.LOCK).read_text()
+    with pytest.raises(resultsdir.OutError, match=f"in use by another sweep .pid {os.getpid()}"):
         second.acquire()
     first.release()
     assert not out.exists()          # it created the directory and nothing else was written

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from overparam import chunks, metrics, programs, train
 from overparam import config as config_lib
-from overparam import metrics, programs, train
 from overparam import plan as plan_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,16 +102,16 @@ def _programs(name: str, arg: str | None) -> dict[train.Static, tuple[train.Stat
 @functools.cache
 def _traced_init(init_static: train.Static, size: int):
     """The traced init program (shared by the shapes of one `train.init_static`)."""
-    keys, _, X, _, X_test, _, H = programs.abstract_arguments(init_static, size)
-    return train.make_program(init_static).init.trace(keys, X, H, X_test)
+    keys, _, data = programs.abstract_arguments(init_static, size)
+    return chunks.jit_program(init_static).init.trace(keys, data)
 
 
 def _traced(static: train.Static, size: int):
-    """The traced init and chunk of a batch, as `programs.Programs` lowers them."""
+    """The traced init and chunk of a batch, as `programs.Executables` lowers them."""
     init = _traced_init(train.init_static(static), size)
-    _, hyper, X, y, X_test, y_test, _ = programs.abstract_arguments(static, size)
-    chunk = train.make_program(static, donate=True).chunk.trace(
-        init.out_info, hyper, X, y, jax.ShapeDtypeStruct((), jnp.int32), X_test, y_test)
+    _, scalars, data = programs.abstract_arguments(static, size)
+    chunk = chunks.jit_program(static, donate=True).chunk.trace(
+        init.out_info, scalars, data, jax.ShapeDtypeStruct((), jnp.int32))
     return init, chunk
 
 
@@ -216,7 +216,7 @@ def test_the_planner_chooses_fixed_loops_on_an_accelerator(monkeypatch):
             _sweep_file(ROOT / "sweeps" / f"{name}.py").get_config(arg)))
         assert plan.chunk_records % period == 0
         for batch in plan.batches:
-            kinds = train.record_kinds(batch.static)
+            kinds = chunks.record_kinds(batch.static)
             assert sum(count for _, count in kinds) == period
             every = [batch.static.gram_every, batch.static.sharpness_every]
             k = 0
@@ -231,7 +231,7 @@ def test_the_planner_chooses_fixed_loops_on_an_accelerator(monkeypatch):
 @pytest.mark.slow
 def test_the_chunk_donates_its_state():
     """Every state argument of the engine's chunk program is donated (aliased to an output),
-    and XLA's memory analysis counts the aliased bytes (programs.Programs' measure)."""
+    and XLA's memory analysis counts the aliased bytes (programs.Executables' measure)."""
     static = train.Static(width=16, depth=2, n=8, d=4, batch_size=8, loss="squared",
                           optimizer="gd", param="ntk", chunk_records=2)
     init, chunk = _traced(static, 3)
@@ -241,7 +241,7 @@ def test_the_chunk_donates_its_state():
     state = jax.tree_util.tree_leaves(init.out_info)
     assert main.count("tf.aliasing_output") + main.count("jax.buffer_donor") >= sum(
         a.size > 0 for a in state)
-    compiled = programs.Programs()
+    compiled = programs.Executables()
     measured = compiled.memory(static, 3)
     _, executable = compiled.get(static, 3)
     analysis = executable.memory_analysis()

@@ -24,7 +24,7 @@ def _static(sweep):
 @pytest.mark.slow
 def test_measured_memory_is_nearly_linear_in_the_batch_and_above_the_arrays():
     static = _static(_sweep())
-    programs = programs_lib.Programs()
+    programs = programs_lib.Executables()
     b8, b16, b32 = (programs.memory(static, s) for s in (8, 16, 32))
     per_net = (b16 - b8) / 8
     assert (b32 - b16) / 16 == pytest.approx(per_net, rel=0.05)
@@ -37,9 +37,9 @@ def test_measured_memory_is_nearly_linear_in_the_batch_and_above_the_arrays():
 @pytest.mark.slow
 def test_engine_plan_fits_the_budget_by_measurement_and_trains_what_it_measured(tmp_path):
     static = _static(_sweep())
-    per_net = programs_lib.Programs().memory(static, 1)
+    per_net = programs_lib.Executables().memory(static, 1)
     sweep = _sweep(memory_budget_mb=3.5 * per_net / 2**20)   # room for a few, not 8
-    programs = programs_lib.Programs()
+    programs = programs_lib.Executables()
     plan = plan_lib.make_plan(sweep, measure=programs.memory)
     assert len(plan.batches) > 1 and len({b.size for b in plan.batches}) == 1
     for b in plan.batches:

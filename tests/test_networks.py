@@ -32,8 +32,19 @@ from tables import assert_same_tables
 
 import overparam
 import overparam.analyze
+from overparam import (
+    chunks,
+    data,
+    engine,
+    initial,
+    metrics,
+    model,
+    modules,
+    networks,
+    train,
+    trainstate,
+)
 from overparam import config as config_lib
-from overparam import data, engine, metrics, model, modules, networks, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,21 +194,22 @@ def test_conv_layer_records_are_their_slow_definitions_at_every_step(arch, fixed
     static = train.Static(width=width, depth=depth, n=n, d=d, batch_size=n, loss="squared",
                           optimizer="gd", param="ntk", arch=arch, chunk_records=1,
                           power_tol=1e-7, power_max_iters=500, fixed_loops=fixed_loops)
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(20.0), output_scale=jnp.float32(1))
-    init = jax.jit(functools.partial(train.init_single, static))
-    chunk = jax.jit(functools.partial(train.chunk_single, static))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
+        lr=jnp.float32(20.0), output_scale=jnp.float32(1))
+    init = jax.jit(functools.partial(initial.init_single, static))
+    chunk = jax.jit(functools.partial(chunks.chunk_single, static))
     X, y = jnp.asarray(ds.X), jnp.asarray(ds.y)
-    state = init(hyper, X)
-    net = train.network(static)
+    state = init(hyper, trainstate.Data(X, y))
+    net = trainstate.network(static)
     _, pre0 = net.apply(state.net0, X)
     side = math.isqrt(d)
     for t in range(6):
         deltas = [np.asarray(D, np.float64) for D in state.delta.hidden]
         weights = jax.tree_util.tree_map(jnp.add, state.net0, state.delta)
         _, pre = net.apply(weights, X)
-        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
-        cols = train.columns(jax.device_get(rec))
+        state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(t))
+        cols = chunks.columns(jax.device_get(rec))
         for layer, D in enumerate(deltas, start=1):
             matrix = np.moveaxis(D, -1, 0).reshape(width, -1)  # (c_out, kh kw c_in)
             got = {k: cols[k][0, layer - 1] for k in ("radius_spectral", "radius_frobenius",
@@ -225,20 +237,20 @@ def test_a_conv_network_alone_equals_it_in_a_batch(arch):
                           sharpness_every=2 if arch == "cnn" else 0)
     ds = data.make_dataset(dict(dataset="sphere", labels="gaussian", n=n, d=d, seed=1,
                                 dtype="float32"))
-    program = train.make_program(static)
+    program = chunks.jit_program(static)
     seeds, lrs = [3, 1, 4], [0.5, 1.0, 2.0]
 
     def run(index):
         k = len(index)
-        hyper = train.Hyper(seed=jnp.asarray([seeds[i] for i in index], jnp.uint32),
-                            init_tag=jnp.full((k,), 7, jnp.uint32),
-                            batch_tag=jnp.full((k,), 5, jnp.uint32),
-                            lr=jnp.asarray([lrs[i] for i in index], jnp.float32),
-                            output_scale=jnp.ones((k,), jnp.float32))
+        hyper = trainstate.RunScalars(seed=jnp.asarray([seeds[i] for i in index], jnp.uint32),
+                                      init_tag=jnp.full((k,), 7, jnp.uint32),
+                                      batch_tag=jnp.full((k,), 5, jnp.uint32),
+                                      lr=jnp.asarray([lrs[i] for i in index], jnp.float32),
+                                      output_scale=jnp.ones((k,), jnp.float32))
         X, y = jnp.stack([ds.X] * k), jnp.stack([ds.y] * k)
-        state = program.init(train.batch_keys(hyper), X)
-        _, rec = program.chunk(state, hyper, X, y, jnp.int32(0))
-        return train.columns(jax.device_get(rec))
+        state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
+        _, rec = program.chunk(state, hyper, trainstate.Data(X, y), jnp.int32(0))
+        return chunks.columns(jax.device_get(rec))
 
     together = run([0, 1, 2])
     alone = run([1])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import overparam
-from overparam import checkpoint, engine, store
 from overparam import config as config_lib
+from overparam import engine, resultsdir, store
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -74,7 +74,7 @@ def _sweep(reference: Path) -> config_lib.Sweep:
 
 def _rerun_refuses(bad: Path, reference: Path, words: list[str]) -> str:
     before = _files(bad)
-    with pytest.raises(checkpoint.OutError) as info:
+    with pytest.raises(resultsdir.OutError) as info:
         engine.run_sweep(_sweep(reference), bad, show_progress=False, log_fn=lambda *a: None)
     message = str(info.value)
     assert "\n" not in message and all(w in message for w in words), (words, message)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overparam import config as config_lib
+from overparam import initial, trainstate
 from overparam import plan as plan_lib
 from overparam.plan import memory as plan_memory
 
@@ -645,11 +646,13 @@ def test_state_bytes_bound_the_checkpointed_state(overrides):
     static = train.Static(**{**dict(width=8, n=6, d=16, batch_size=6, loss="squared",
                                     optimizer="gd", param="ntk"), **overrides})
     dtype = jnp.float64 if static.dtype == "float64" else jnp.float32
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
-                        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3))),
+        lr=jnp.float32(0.1), output_scale=jnp.float32(1))
     with jax.enable_x64(static.dtype == "float64"):
-        state = jax.eval_shape(functools.partial(train.init_single, static), hyper,
-                               jax.ShapeDtypeStruct((static.n, static.d), dtype))
+        state = jax.eval_shape(functools.partial(initial.init_single, static), hyper,
+                               trainstate.Data(jax.ShapeDtypeStruct((static.n, static.d), dtype),
+                                               None))
     leaves = jax.tree_util.tree_leaves(checkpoint.trained_part(state))
     real = sum(math.prod(a.shape) * a.dtype.itemsize for a in leaves)
     assert real <= plan_lib.state_bytes(static) <= 1.1 * real + 64

@@ -3,7 +3,7 @@ measurements', each reaching its own dots in the lowered programs.
 
 The programs are lowered for 'cuda' (shapes only, as tests/test_lowering.py does) with the
 two precisions different, and every dot_general and convolution is found in one of the
-named scopes train.TRAINING and train.MEASURING (tests/hlo.matmuls) and must carry that
+named scopes trainstate.TRAINING and trainstate.MEASURING (tests/hlo.matmuls) and must carry that
 scope's precision; both scopes must hold some. A GPU user trains in TF32
 (precision='high' or 'default') and still measures radii, ||W(0)||, the Gram matrix and
 the sharpness in float32.
@@ -19,18 +19,17 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from overparam import chunks, measurements, model, programs, train, trainstate
 from overparam import config as config_lib
-from overparam import model, programs, train
 from overparam import plan as plan_lib
 
 
 @functools.cache
 def _texts(static: train.Static, size: int = 2) -> tuple[str, str]:
-    program = train.make_program(static, donate=True)
-    keys, hyper, X, y, X_test, y_test, H = programs.abstract_arguments(static, size)
-    init = program.init.trace(keys, X, H, X_test)
-    chunk = program.chunk.trace(init.out_info, hyper, X, y, jax.ShapeDtypeStruct((), jnp.int32),
-                                X_test, y_test)
+    program = chunks.jit_program(static, donate=True)
+    keys, scalars, data = programs.abstract_arguments(static, size)
+    init = program.init.trace(keys, data)
+    chunk = program.chunk.trace(init.out_info, scalars, data, jax.ShapeDtypeStruct((), jnp.int32))
     return tuple(t.lower(lowering_platforms=("cuda",)).as_text(debug_info=True)
                  for t in (init, chunk))
 
@@ -56,15 +55,16 @@ def test_each_precision_reaches_its_matmuls(kind, train_precision, measure_preci
                                             fixed_loops):
     static = train.Static(**STATICS[kind], precision=train_precision,
                           measure_precision=measure_precision, fixed_loops=fixed_loops)
-    want = {train.TRAINING: model.PRECISIONS[train_precision].name,
-            train.MEASURING: model.PRECISIONS[measure_precision].name}
+    want = {trainstate.TRAINING: model.PRECISIONS[train_precision].name,
+            trainstate.MEASURING: model.PRECISIONS[measure_precision].name}
     for program, text in zip(("init", "chunk"), _texts(static)):
-        found = hlo.matmuls(text, (train.TRAINING, train.MEASURING))
+        found = hlo.matmuls(text, (trainstate.TRAINING, trainstate.MEASURING))
         counts = collections.Counter(found)
         assert all(scope is not None for _, scope in found), (program, counts)
         wrong = {(p, s): n for (p, s), n in counts.items() if p != want[s]}
         assert not wrong, (program, wrong)
-        assert {s for _, s in found} == {train.TRAINING, train.MEASURING}, (program, counts)
+        assert {s for _, s in found} == {trainstate.TRAINING, trainstate.MEASURING}, (
+            program, counts)
 
 
 def test_the_scope_check_sees_a_matmul_in_the_wrong_precision(monkeypatch):
@@ -72,13 +72,13 @@ def test_the_scope_check_sees_a_matmul_in_the_wrong_precision(monkeypatch):
     the wrong precision) is found (the check can fail)."""
     static = train.Static(**{**STATICS["mlp"], "width": 81}, precision="default",
                           measure_precision="highest")  # a shape traced for this test only
-    spectral_norm = train.metrics.spectral_norm
-    monkeypatch.setattr(train.metrics, "spectral_norm",
+    spectral_norm = measurements.metrics.spectral_norm
+    monkeypatch.setattr(measurements.metrics, "spectral_norm",
                         lambda D, V, precision, **kw: spectral_norm(
                             D, V, precision=jax.lax.Precision.DEFAULT, **kw))
     _, chunk = _texts(static)
-    found = hlo.matmuls(chunk, (train.TRAINING, train.MEASURING))
-    assert ("DEFAULT", train.MEASURING) in found
+    found = hlo.matmuls(chunk, (trainstate.TRAINING, trainstate.MEASURING))
+    assert ("DEFAULT", trainstate.MEASURING) in found
 
 
 def test_measure_precision_and_power_iters_are_not_part_of_a_runs_identity():

@@ -350,7 +350,7 @@ def test_programs_compile_line_counts_programs_once_the_plan_is_known():
                                      d=4, lr=(0.1,), steps=4, chunk_steps=4))
     a, b = plan_lib.make_plan(sweep).batches
     shown = _Shown()
-    compiled = programs.Programs(progress=shown)
+    compiled = programs.Executables(progress=shown)
     with compiled._compiling(a.static, 64):
         pass
     compiled._compiled[(a.static, 64)] = None      # as if compiled while planning

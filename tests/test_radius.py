@@ -14,15 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from overparam import data, train
+from overparam import chunks, data, initial, train, trainstate
 
 RTOL = 1e-5
 
 
 @functools.cache
 def _jitted(static):
-    return (jax.jit(functools.partial(train.init_single, static)),
-            jax.jit(functools.partial(train.chunk_single, static)))
+    return (jax.jit(functools.partial(initial.init_single, static)),
+            jax.jit(functools.partial(chunks.chunk_single, static)))
 
 
 @pytest.mark.parametrize("fixed_loops", [False, True])  # the CPU's early stop; power_iters
@@ -46,15 +46,16 @@ def test_radii_match_numpy_at_every_step(param, depth, optimizer, loss, lr, widt
     ds = data.make_dataset(dict(dataset="sphere", labels="random_sign" if sign else "gaussian",
                                 n=n, d=d, seed=0, dtype="float32"))
     X, y = jnp.asarray(ds.X), jnp.asarray(ds.y)
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(0), np.uint32(7), np.uint32(9),
-                                                     np.float32(lr), np.float32(1))))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(0), np.uint32(7), np.uint32(9),
+                                   np.float32(lr), np.float32(1))))
     init, chunk = _jitted(static)
-    state = init(hyper, X)
+    state = init(hyper, trainstate.Data(X, y))
     moved = 0
     for t in range(steps + 1):
         deltas = [np.asarray(D, np.float64) for D in state.delta.hidden]
-        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
-        rec = train.columns(rec)
+        state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(t))
+        rec = chunks.columns(rec)
         for layer, D in enumerate(deltas):
             ref = np.linalg.norm(D, 2)
             got = rec["radius_spectral"][0, layer]

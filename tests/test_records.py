@@ -22,6 +22,7 @@ import pytest
 import overparam
 from overparam import config as config_lib
 from overparam import engine, records, schema, store
+from overparam import writes as writes_lib
 
 # ---------------------------------------------------------------- RunResults
 
@@ -284,8 +285,8 @@ def test_write_datasets_writes_each_once_and_keeps_identical_files(tmp_path, mon
         np.testing.assert_array_equal(np.stack(test["x"].to_numpy()), ds.X_test)
         np.testing.assert_array_equal(test["y"].to_numpy(), ds.y_test)
     writes = []
-    real = store.write_parquet
-    monkeypatch.setattr(store, "write_parquet", lambda t, p: writes.append(p) or real(t, p))
+    real = writes_lib.write_parquet  # where write_parquet_if_changed finds it
+    monkeypatch.setattr(writes_lib, "write_parquet", lambda t, p: writes.append(p) or real(t, p))
     assert records.write_datasets(tmp_path, sets, "float64") == files
     assert writes == []  # already exactly there: not rewritten
     (tmp_path / "datasets/id0.parquet").write_bytes(b"damaged")

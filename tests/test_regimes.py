@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 import overparam
+from overparam import chunks, data, engine, initial, losses, model, train, trainstate
 from overparam import config as config_lib
-from overparam import data, engine, losses, model, train
 
 N, D = 10, 5
 
 
 @functools.cache
 def _jitted(static):
-    return (jax.jit(functools.partial(train.init_single, static)),
-            jax.jit(functools.partial(train.chunk_single, static)))
+    return (jax.jit(functools.partial(initial.init_single, static)),
+            jax.jit(functools.partial(chunks.chunk_single, static)))
 
 
 def _data(dtype="float64"):
@@ -34,9 +34,9 @@ def _data(dtype="float64"):
 
 
 def _hyper(lr, alpha):
-    return train.Hyper(*(jnp.asarray(v) for v in (np.uint32(4), np.uint32(8), np.uint32(1))),
-                       lr=jnp.asarray(lr, jnp.float64), output_scale=jnp.asarray(alpha,
-                                                                                jnp.float64))
+    return trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(4), np.uint32(8), np.uint32(1))),
+        lr=jnp.asarray(lr, jnp.float64), output_scale=jnp.asarray(alpha, jnp.float64))
 
 
 @pytest.mark.slow
@@ -54,7 +54,7 @@ def test_one_step_is_minus_lr_times_multiplier_times_gradient(param, alpha, cent
                               center_output=center)
         init, chunk = _jitted(static)
         hyper = _hyper(lr, alpha)
-        state = init(hyper, X)
+        state = init(hyper, trainstate.Data(X, y))
         net0 = state.net0
         f0 = model.apply(net0, X, param=param)[0]
 
@@ -65,7 +65,7 @@ def test_one_step_is_minus_lr_times_multiplier_times_gradient(param, alpha, cent
                                  n=N) / alpha**2, g
 
         grads, g = jax.grad(objective, has_aux=True)(net0)
-        state, rec = chunk(state, hyper, X, y, jnp.int32(0))
+        state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(0))
         want = float(losses.reduce(losses.per_example("squared", g, y), reduction=reduction,
                                    n=N))
         at_zero = float(losses.reduce(0.5 * y**2, reduction=reduction, n=N))
@@ -75,7 +75,7 @@ def test_one_step_is_minus_lr_times_multiplier_times_gradient(param, alpha, cent
     np.testing.assert_allclose(state.delta.out, -lr * out_mu * np.asarray(grads.out),
                                rtol=1e-12, atol=1e-15)
     # The recorded loss is the model's, alpha (f - f0)'s, not the objective's.
-    cols = train.columns(jax.device_get(rec))
+    cols = chunks.columns(jax.device_get(rec))
     np.testing.assert_allclose(cols["loss"][0], want, rtol=1e-12)
     if center:  # the centered model starts at 0: its loss is that of predicting 0
         np.testing.assert_allclose(cols["loss"][0], at_zero, rtol=1e-12)
@@ -95,8 +95,9 @@ def test_large_output_scale_is_lazy_weights_move_like_one_over_alpha():
         moved, losses_at_end = {}, {}
         for alpha in (30.0, 300.0):
             hyper = _hyper(0.2, alpha)
-            state, rec = chunk(init(hyper, X), hyper, X, y, jnp.int32(0))
-            cols = train.columns(jax.device_get(rec))
+            data = trainstate.Data(X, y)
+            state, rec = chunk(init(hyper, data), hyper, data, jnp.int32(0))
+            cols = chunks.columns(jax.device_get(rec))
             moved[alpha] = np.max(cols["radius_frobenius"], axis=0)
             losses_at_end[alpha] = cols["loss"][-1]
     np.testing.assert_allclose(moved[30.0] / moved[300.0], 10.0, rtol=0.02)

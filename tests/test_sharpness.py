@@ -24,16 +24,16 @@ from jax.flatten_util import ravel_pytree
 from tables import assert_same_tables
 
 import overparam
+from overparam import chunks, data, engine, initial, losses, metrics, model, train, trainstate
 from overparam import config as config_lib
-from overparam import data, engine, losses, metrics, model, train
 
 N, D, WIDTH = 6, 4, 8
 
 
 @functools.cache
 def _jitted(static):
-    return (jax.jit(functools.partial(train.init_single, static)),
-            jax.jit(functools.partial(train.chunk_single, static)))
+    return (jax.jit(functools.partial(initial.init_single, static)),
+            jax.jit(functools.partial(chunks.chunk_single, static)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -83,17 +83,18 @@ def _problem(loss, dtype):
 
 
 def _hyper(lr, alpha, dtype):
-    return train.Hyper(*(jnp.asarray(v) for v in (np.uint32(5), np.uint32(2), np.uint32(9))),
-                       lr=jnp.asarray(lr, dtype), output_scale=jnp.asarray(alpha, dtype))
+    return trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(5), np.uint32(2), np.uint32(9))),
+        lr=jnp.asarray(lr, dtype), output_scale=jnp.asarray(alpha, dtype))
 
 
 def _check_every_step(static, hyper, X, y, steps, rtol):
     init, chunk = _jitted(static)
-    state = init(hyper, X)
+    state = init(hyper, trainstate.Data(X, y))
     for t in range(steps):
         want = _dense_sharpness(static, state, hyper, X, y)
-        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
-        got = train.columns(jax.device_get(rec))["sharpness"][0]
+        state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(t))
+        got = chunks.columns(jax.device_get(rec))["sharpness"][0]
         assert abs(got - want) <= rtol * abs(want), (t, got, want)
 
 
@@ -191,7 +192,7 @@ def test_a_cold_started_sharpness_is_within_the_lanczos_bound_float64():
                               sharpness_iters=iters)
         hyper = _hyper(0.5, 1.0, jnp.float64)
         init, chunk = _jitted(static)
-        state = init(hyper, X)
+        state = init(hyper, trainstate.Data(X, y))
         for t in range(3):
             eigenvalues, vectors = np.linalg.eigh(_dense_operator(static, state, hyper, X, y))
             top = eigenvalues[-1]
@@ -199,8 +200,8 @@ def test_a_cold_started_sharpness_is_within_the_lanczos_bound_float64():
             bound = lanczos_error_bound(eigenvalues, vectors[:, -1], start, iters)
             if t == 0:  # the cold start: a close gap and a bound that says something
                 assert (top - eigenvalues[-2]) / top < 0.1 and bound < 1e-2 * top, bound
-            state, rec = chunk(state, hyper, X, y, jnp.int32(t))
-            got = train.columns(jax.device_get(rec))["sharpness"][0]
+            state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(t))
+            got = chunks.columns(jax.device_get(rec))["sharpness"][0]
             assert -1e-12 * top <= top - got <= bound + 1e-12 * top, (t, got, top, bound)
 
 
@@ -232,8 +233,9 @@ def test_two_layer_du_sharpness_is_the_gram_matrixs_top_eigenvalue():
                           sharpness_every=1)
     init, chunk = _jitted(static)
     hyper = _hyper(0.5, 1.0, jnp.float32)
-    _, rec = chunk(init(hyper, X), hyper, X, y, jnp.int32(0))
-    cols = train.columns(jax.device_get(rec))
+    data = trainstate.Data(X, y)
+    _, rec = chunk(init(hyper, data), hyper, data, jnp.int32(0))
+    cols = chunks.columns(jax.device_get(rec))
     np.testing.assert_allclose(cols["sharpness"], cols["gram_lambda_max"], rtol=2e-5)
 
 
@@ -244,12 +246,12 @@ def test_sharpness_only_on_its_steps_and_its_warm_start_kept_between():
                           optimizer="gd", param="ntk", chunk_records=1, sharpness_every=3)
     init, chunk = _jitted(static)
     hyper = _hyper(0.1, 1.0, jnp.float32)
-    state = init(hyper, X)
+    state = init(hyper, trainstate.Data(X, y))
     changed = []
     for t in range(7):
         before = [np.asarray(v) for v in jax.tree_util.tree_leaves(state.sharp_v)]
-        state, rec = chunk(state, hyper, X, y, jnp.int32(t))
-        sharpness = train.columns(jax.device_get(rec))["sharpness"][0]
+        state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(t))
+        sharpness = chunks.columns(jax.device_get(rec))["sharpness"][0]
         assert np.isfinite(sharpness) == (t % 3 == 0), t
         after = jax.tree_util.tree_leaves(state.sharp_v)
         same = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))

@@ -2,6 +2,7 @@
 
 import math
 
+import du2018
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +33,7 @@ def test_du_gram_inf_is_the_closed_form_and_positive_definite():
 
 def test_du_output_gram_inf_is_the_arccos_kernel():
     X = _dataset(n=7).X
-    G = theory.du_output_gram_inf(X)
+    G = du2018.du_output_gram_inf(X)
     t = np.arccos(np.clip(X @ X.T, -1, 1))
     ref = (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
     np.testing.assert_allclose(G, ref, rtol=1e-13, atol=1e-15)
@@ -50,7 +51,7 @@ def test_gram_inf_du_depth_1_is_du_gram_inf():
     X = _dataset().X
     np.testing.assert_array_equal(theory.gram_inf(X, param="du", depth=1), theory.du_gram_inf(X))
     np.testing.assert_array_equal(theory.gram_inf(X, param="du", depth=1, train_output=True),
-                                  theory.du_gram_inf(X) + theory.du_output_gram_inf(X))
+                                  theory.du_gram_inf(X) + du2018.du_output_gram_inf(X))
 
 
 @pytest.mark.parametrize("param", theory.PARAMS)
@@ -122,19 +123,19 @@ def test_du_step_sizes():
     X = _dataset().X
     H = theory.du_gram_inf(X)
     lam_max = np.linalg.eigvalsh(H)[-1]
-    assert theory.du_max_step_size(H) * lam_max == pytest.approx(2.0, rel=1e-14)
-    assert theory.du_max_step_size(H, reduction="mean") == pytest.approx(
-        len(X) * theory.du_max_step_size(H), rel=1e-14)
-    eta = theory.du_theory_lr(X)
-    assert 0 < eta < theory.du_max_step_size(H)
-    eta_out = theory.du_theory_lr(X, train_output=True)
+    assert du2018.du_max_step_size(H) * lam_max == pytest.approx(2.0, rel=1e-14)
+    assert du2018.du_max_step_size(H, reduction="mean") == pytest.approx(
+        len(X) * du2018.du_max_step_size(H), rel=1e-14)
+    eta = du2018.du_theory_lr(X)
+    assert 0 < eta < du2018.du_max_step_size(H)
+    eta_out = du2018.du_theory_lr(X, train_output=True)
     assert 0 < eta_out < eta  # training a too adds G^inf, raising lambda_max
 
 
 def test_du_theory_lr_makes_linearized_gd_contract():
     """r(k+1) = (I - eta H^inf) r(k): with eta = du_theory_lr, ||r|| never grows."""
     ds = _dataset(n=8)
-    H, eta = theory.du_gram_inf(ds.X), theory.du_theory_lr(ds.X)
+    H, eta = theory.du_gram_inf(ds.X), du2018.du_theory_lr(ds.X)
     r = ds.y.copy()
     norms = [np.linalg.norm(r)]
     for _ in range(50):
@@ -224,7 +225,7 @@ def test_width_exponents_follow_theory_section_5():
 
 def test_kernel_loss_rate_is_linearized_gds_rate_along_the_slowest_direction():
     X = _dataset(n=8).X
-    H, eta = theory.du_gram_inf(X), theory.du_theory_lr(X)
+    H, eta = theory.du_gram_inf(X), du2018.du_theory_lr(X)
     lam, V = np.linalg.eigh(H)
     r = V[:, 0]  # the slowest eigendirection: r(k) = (1 - eta lambda_0)^k r(0)
     losses = []

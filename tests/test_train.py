@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import overparam
+from overparam import chunks, data, engine, initial, losses, model, programs, train, trainstate
 from overparam import config as config_lib
-from overparam import data, engine, losses, model, programs, train
 
 N, D = 12, 6
 
@@ -29,22 +29,22 @@ def _data(labels="gaussian", seed=0):
 
 def _hyper(seeds, lrs):
     k = len(seeds)
-    return train.Hyper(seed=jnp.asarray(seeds, jnp.uint32),
-                       init_tag=jnp.full((k,), 11, jnp.uint32),
-                       batch_tag=jnp.full((k,), 5, jnp.uint32),
-                       lr=jnp.asarray(lrs, jnp.float32),
-                       output_scale=jnp.ones((k,), jnp.float32))
+    return trainstate.RunScalars(seed=jnp.asarray(seeds, jnp.uint32),
+                                 init_tag=jnp.full((k,), 11, jnp.uint32),
+                                 batch_tag=jnp.full((k,), 5, jnp.uint32),
+                                 lr=jnp.asarray(lrs, jnp.float32),
+                                 output_scale=jnp.ones((k,), jnp.float32))
 
 
 def _run_all(static, hyper, X, y, num_chunks):
     """Records of every chunk, concatenated along the record axis."""
-    program = train.make_program(static)
-    state = program.init(train.batch_keys(hyper), X)
+    program = chunks.jit_program(static)
+    state = program.init(trainstate.batch_keys(hyper), trainstate.Data(X, y))
     out = []
     for c in range(num_chunks):
         start = jnp.int32(c * static.chunk_records * static.record_every)
-        state, rec = program.chunk(state, hyper, X, y, start)
-        out.append(train.columns(jax.device_get(rec)))
+        state, rec = program.chunk(state, hyper, trainstate.Data(X, y), start)
+        out.append(chunks.columns(jax.device_get(rec)))
     return state, {k: np.concatenate([r[k] for r in out], axis=1) for k in out[0]}
 
 
@@ -90,19 +90,20 @@ def test_gd_step_is_minus_lr_times_gradient():
     static = _static(depth=1, chunk_records=1)
     X, y = _data()
     lr = 0.3
-    init = jax.jit(functools.partial(train.init_single, static))
-    chunk = jax.jit(functools.partial(train.chunk_single, static))
-    hyper = train.Hyper(*(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3),
-                                                     np.float32(lr), np.float32(1))))
-    state = init(hyper, X)
+    init = jax.jit(functools.partial(initial.init_single, static))
+    chunk = jax.jit(functools.partial(chunks.chunk_single, static))
+    hyper = trainstate.RunScalars(
+        *(jnp.asarray(v) for v in (np.uint32(1), np.uint32(2), np.uint32(3),
+                                   np.float32(lr), np.float32(1))))
+    state = init(hyper, trainstate.Data(X, y))
 
     def loss_fn(W):
         f, _ = model.apply(model.Net((W,), state.net0.out), X, param="du")
         return losses.reduce(losses.per_example("squared", f, y), reduction="sum", n=N)
 
     grad = jax.grad(loss_fn)(state.net0.hidden[0])
-    state, rec = chunk(state, hyper, X, y, jnp.int32(0))
-    rec = train.columns(rec)
+    state, rec = chunk(state, hyper, trainstate.Data(X, y), jnp.int32(0))
+    rec = chunks.columns(rec)
     np.testing.assert_allclose(state.delta.hidden[0], -lr * grad, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(rec["grad_norm"][0], np.linalg.norm(grad), rtol=1e-5)
     assert rec["radius_spectral"][0, 0] == 0 and rec["flip_frac"][0, 0] == 0
@@ -112,12 +113,13 @@ def test_gd_step_is_minus_lr_times_gradient():
 def test_chunk_does_not_recompile_on_second_call():
     static = _static(width=24)
     X, y = _data()
-    program = train.make_program(static)
+    program = chunks.jit_program(static)
     hyper = _hyper([0, 1, 2], [0.1] * 3)
     Xs, ys = jnp.stack([X] * 3), jnp.stack([y] * 3)
-    state = program.init(train.batch_keys(hyper), Xs)
-    state, _ = program.chunk(state, hyper, Xs, ys, jnp.int32(0))
-    state, _ = program.chunk(state, hyper, Xs, ys, jnp.int32(static.chunk_records))
+    state = program.init(trainstate.batch_keys(hyper), trainstate.Data(Xs, ys))
+    state, _ = program.chunk(state, hyper, trainstate.Data(Xs, ys), jnp.int32(0))
+    state, _ = program.chunk(state, hyper, trainstate.Data(Xs, ys),
+                             jnp.int32(static.chunk_records))
     assert program.chunk._cache_size() == 1
     assert program.init._cache_size() == 1
 
@@ -160,7 +162,7 @@ def test_divergent_network_is_frozen_and_leaves_its_neighbours_alone():
 @pytest.mark.parametrize("optimizer,loss,labels", [("gd", "squared", "gaussian"),
                                                    ("sgd", "logistic", "random_sign")])
 def test_cache_groups_change_nothing(optimizer, loss, labels):
-    """A batch run as groups of networks (train.chunk_batch's lax.map) gives the
+    """A batch run as groups of networks (chunks.chunk_batch's lax.map) gives the
     records and the state of the whole batch at once, to float32 rounding (the
     products' batch dimension differs)."""
     kw = dict(optimizer=optimizer, loss=loss, batch_size=4, sign_labels=labels != "gaussian")
@@ -215,7 +217,7 @@ def test_the_accelerators_chunk_holds_whole_periods():
     static = _static(gram_every=2, sharpness_every=3, chunk_records=4, fixed_loops=True)
     with pytest.raises(ValueError, match="whole periods of 6 records"):
         _run_all(static, _hyper([1], [0.1]), X[None], y[None], 1)
-    assert train.record_kinds(static) == [((True, True), 1), ((False, False), 1),
+    assert chunks.record_kinds(static) == [((True, True), 1), ((False, False), 1),
                                           ((True, False), 1), ((False, True), 1),
                                           ((True, False), 1), ((False, False), 1)]
 
@@ -317,18 +319,18 @@ def test_a_run_alone_matches_the_same_run_in_a_big_sweep(tmp_path):
 @pytest.mark.slow
 def test_sweep_compiles_once_per_shape(tmp_path, monkeypatch):
     traces = []
-    original = train.chunk_batch
+    original = chunks.chunk_batch
 
     def counting(*args, **kw):
         traces.append(args[0])
         return original(*args, **kw)
 
-    monkeypatch.setattr(train, "chunk_batch", counting)
-    train.make_program.cache_clear()
+    monkeypatch.setattr(chunks, "chunk_batch", counting)
+    chunks.jit_program.cache_clear()
     sweep = _sweep(widths=(8, 16, 24), num_seeds=4, lr=(0.1, 0.05, 0.02), steps=12,
                    chunk_steps=4)
     summary = engine.run_sweep(sweep, tmp_path / "r", show_progress=False)
-    train.make_program.cache_clear()
+    chunks.jit_program.cache_clear()
     assert summary.num_runs == 36
     assert sorted(s.width for s in traces) == [8, 16, 24]  # 3 shapes, 4 chunks each: 3 traces
     assert summary.num_compiles == 3
@@ -382,7 +384,7 @@ def test_init_reads_none_of_the_fields_init_static_resets():
     state for every value of the fields init_static sets to one value: every one of them
     (those whose program flag is not INIT) is varied here."""
     X, _ = _data()
-    keys = train.batch_keys(_hyper([0, 1], [0.1, 0.2]))
+    keys = trainstate.batch_keys(_hyper([0, 1], [0.1, 0.2]))
     Xs = jnp.stack([X, X])
     base = _static(momentum=0.9, gram_every=2, sharpness_every=2)
     resets = {f.name for f in dataclasses.fields(base)
@@ -391,8 +393,9 @@ def test_init_reads_none_of_the_fields_init_static_resets():
     other = dataclasses.replace(base, **INIT_IGNORES)
     assert [k for k in resets if getattr(other, k) == getattr(base, k)] == []
     assert train.init_static(base) == train.init_static(other)
-    a = jax.vmap(functools.partial(train.init_from_keys, base))(keys, Xs)
-    b = jax.vmap(functools.partial(train.init_from_keys, other))(keys, Xs)
+    arrays = trainstate.Data(Xs, None)
+    a = jax.vmap(functools.partial(initial.init_from_keys, base))(keys, arrays)
+    b = jax.vmap(functools.partial(initial.init_from_keys, other))(keys, arrays)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
 
@@ -411,12 +414,29 @@ def test_init_static_keeps_what_init_reads():
 
 def test_batch_keys_are_each_networks_own_keys():
     """Derived in padded blocks on the host, the keys are those of each network alone."""
-    seeds = list(range(train.KEY_BLOCK + 3))   # more than one block, padded
+    seeds = list(range(trainstate.KEY_BLOCK + 3))   # more than one block, padded
     hyper = _hyper(seeds, [0.1] * len(seeds))
-    keys = train.batch_keys(hyper)
-    for i in (0, train.KEY_BLOCK - 1, train.KEY_BLOCK + 2):
-        alone = train.derive_keys(jax.tree_util.tree_map(lambda a, i=i: a[i], hyper))
+    keys = trainstate.batch_keys(hyper)
+    for i in (0, trainstate.KEY_BLOCK - 1, trainstate.KEY_BLOCK + 2):
+        alone = trainstate.derive_keys(jax.tree_util.tree_map(lambda a, i=i: a[i], hyper))
         for got, want in zip(keys, alone, strict=True):
             np.testing.assert_array_equal(got[i], want)
     base = jax.random.PRNGKey(seeds[5])
     np.testing.assert_array_equal(keys.batch[5], jax.random.fold_in(base, 5))
+
+
+def test_a_batchs_absent_or_unread_arrays_change_no_program():
+    """trainstate.Data: an absent array (None) is no argument of a program, and one it does
+    not read is pruned, so init lowers to one program with or without y, and the chunk
+    with or without H_inf (as before the arrays were one pytree)."""
+    static = _static(gram_every=2)
+    keys, scalars, arrays = programs.abstract_arguments(static, 2)
+    assert arrays.H_inf is not None and arrays.X_test is None and arrays.y_test is None
+    program = chunks.jit_program(static)
+    init = program.init.trace(keys, arrays)
+    assert init.lower().as_text() == program.init.lower(keys, arrays._replace(y=None)).as_text()
+    start = jax.ShapeDtypeStruct((), jnp.int32)
+    with_h = program.chunk.lower(init.out_info, scalars, arrays, start).as_text()
+    assert with_h == program.chunk.lower(init.out_info, scalars, arrays._replace(H_inf=None),
+                                         start).as_text()
+    assert "tensor<2x12x12xf32>" in init.lower().as_text()  # init reads H^inf (n = 12)

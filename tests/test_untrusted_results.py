@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import overparam
-from overparam import analyze, checkpoint, engine, networks, store
+from overparam import analyze, checkpoint, engine, networks, resultsdir, store
 from overparam import config as config_lib
 from overparam.analysis import bounds
 
@@ -174,7 +174,7 @@ def test_a_rerun_or_resume_never_imports_the_module_a_directory_names(sweep_dir,
     _evilmod(d, marker)
     monkeypatch.syspath_prepend(str(d))
     monkeypatch.delitem(sys.modules, "evilmod", raising=False)
-    with pytest.raises(checkpoint.OutError) as info:  # the command line's sweep: the mlp
+    with pytest.raises(resultsdir.OutError) as info:  # the command line's sweep: the mlp
         engine.run_sweep(config_lib.validate(SWEEP), d, show_progress=False,
                          log_fn=lambda *a: None)
     assert "holds a different sweep (arch: ['evilmod:X'] -> ['mlp'])" in str(info.value)
@@ -230,7 +230,7 @@ def _refused(path: Path, *words: str) -> str:
     """load(path) and a rerun of its sweep on it both refuse in one line with `words`."""
     with pytest.raises(overparam.ResultsError) as info:
         overparam.load(path, partial=True)
-    with pytest.raises(checkpoint.OutError) as rerun:
+    with pytest.raises(resultsdir.OutError) as rerun:
         engine.run_sweep(config_lib.validate(SWEEP), path, show_progress=False,
                          log_fn=lambda *a: None)
     for message in (str(info.value), str(rerun.value)):
@@ -326,8 +326,8 @@ def test_a_linked_lock_is_never_written_through(sweep_dir, tmp_path, manifest):
     d.mkdir(exist_ok=True)
     precious = tmp_path / "precious"
     precious.write_text("not overparam's\n")
-    (d / checkpoint.LOCK).symlink_to(precious)
-    with pytest.raises(checkpoint.OutError) as info:
+    (d / resultsdir.LOCK).symlink_to(precious)
+    with pytest.raises(resultsdir.OutError) as info:
         engine.run_sweep(config_lib.validate(SWEEP), d, show_progress=False,
                          log_fn=lambda *a: None)
     assert "symbolic link" in str(info.value) and "\n" not in str(info.value)
@@ -338,12 +338,14 @@ def test_a_linked_lock_is_never_written_through(sweep_dir, tmp_path, manifest):
                                   "steps/part-b00000-c00000.parquet.x"])
 def test_a_checkpoints_parts_are_checked_before_they_are_used(tmp_path, part):
     entry = {"rows": 1, "sha256": "0" * 64}
-    checkpoint.save(tmp_path, 0, chunks_done=1, step=2, parts={part: entry},
-                    results={"zero_step": [None], "final_loss": [None]})
+    checkpoint.save(tmp_path, 0, checkpoint.CheckpointMeta(
+        chunks_done=1, step=2, parts={part: entry},
+        results={"zero_step": [None], "final_loss": [None]}))
     with pytest.raises(checkpoint.CheckpointError) as info:
         checkpoint.load(tmp_path, 0)
     assert f"parts[{part!r}]" in str(info.value) and "\n" not in str(info.value)
     fine = "steps/part-b00000-c00000.parquet"
-    checkpoint.save(tmp_path, 0, chunks_done=1, step=2, parts={fine: entry},
-                    results={"zero_step": [None], "final_loss": [None]})
-    assert checkpoint.load(tmp_path, 0)["parts"] == {fine: entry}
+    checkpoint.save(tmp_path, 0, checkpoint.CheckpointMeta(
+        chunks_done=1, step=2, parts={fine: entry},
+        results={"zero_step": [None], "final_loss": [None]}))
+    assert checkpoint.load(tmp_path, 0).parts == {fine: entry}

@@ -18,7 +18,7 @@ from overparam.config import digits
 from overparam.config.fields import DEFAULTS, FIELDS, Sweep
 from overparam.config.values import CLASSIFICATION_LOSSES, CONV_ARCHS, CONV_PARAMS, ConfigError
 
-SEED_LIMIT = 2**32  # seeds are uint32 (train.Hyper)
+SEED_LIMIT = 2**32  # seeds are uint32 (trainstate.RunScalars)
 
 
 def _as_tuple(field: str, value: Any) -> tuple:

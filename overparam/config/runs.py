@@ -29,7 +29,7 @@ class Run:
     """One trained network: its grid point and its identity (its fields, in this order,
     are runs.parquet's first columns: `schema.RUNS`).
 
-    Its random draws derive from PRNGKey(seed) and its two tags (train.derive_keys):
+    Its random draws derive from PRNGKey(seed) and its two tags (trainstate.derive_keys):
     split(fold_in(PRNGKey(seed), init_tag)) gives the network's key, from which
     `model.init` draws its initial weights, and the key of the starts of its
     spectral-norm iterations; the SGD batch of step t (the step its weights are at)

@@ -42,7 +42,7 @@ from overparam.plan.sizes import (
 from overparam.plan.sizes import size_text as _size
 
 MAX_NETWORKS = 1_000_000  # per sweep: the host holds one Run and one runs.parquet row each
-STEP_LIMIT = 2**31 - 1     # train.State.step and diverged_step are int32
+STEP_LIMIT = 2**31 - 1     # trainstate.State.step and diverged_step are int32
 HOST_SHARE = 0.5           # of the RAM: what the host's arrays may take at their peak
 HOST_BASE = 2**30          # the interpreter, JAX, XLA and the compiled programs
 PROGRAM_BYTES = 16 * 2**20  # per device: a program's own temporaries beyond its networks'
@@ -133,7 +133,7 @@ def footprint(sweep: config_lib.Sweep, *, device_bytes: int, workers: int, devic
     """The bound on what `sweep` holds and writes (`Footprint`), item by item.
 
     device_bytes: one device's memory; workers: the threads that compute the kernels
-    H^inf at once (`prepare.kernels`: one per core); devices: this process's devices (a
+    H^inf at once (`prepare.ntk_limits`: one per core); devices: this process's devices (a
     batch spans them); processes: the processes of the sweep (each trains, and
     checkpoints, one batch at a time: a finished batch's checkpoint keeps no state);
     cache_bytes, fixed_loops: `make_plan`'s. A batch holds at most `_batches`' networks.

@@ -95,7 +95,7 @@ def state_bytes(static: train.Static) -> int:
 def cache_group_size(static: train.Static, cache_bytes: int) -> int:
     """Networks whose activations (one n x width array) fill `cache_bytes` (at least 1),
     0 for none: a batch runs its chunk as groups of that many networks, one after
-    the other (train.chunk_batch), so that on a CPU a group's arrays stay in the
+    the other (chunks.chunk_batch), so that on a CPU a group's arrays stay in the
     caches from step to step. benchmarks/cache_groups.py measured 4 MiB best."""
     if not cache_bytes:
         return 0
