@@ -55,11 +55,15 @@ analyze: $(VENV)/.installed-cpu
 	@test -n "$(RESULTS)" || { echo "usage: make analyze RESULTS=results/<name>" >&2; exit 2; }
 	set -f; JAX_PLATFORMS=cpu $(PY) -m overparam.analyze --results=$(RESULTS) $$OVERPARAM_ARGS
 
+# Test files run in parallel (pytest-xdist), a file's tests in one worker: its fixtures
+# are made once. The quick tier leaves out the tests marked slow (tests/conftest.py).
+PYTEST := JAX_PLATFORMS=cpu $(PY) -m pytest tests -n auto --maxprocesses=4 --dist loadfile
+
 test: $(VENV)/.installed-cpu
-	JAX_PLATFORMS=cpu $(PY) -m pytest tests
+	$(PYTEST)
 
 test-quick: $(VENV)/.installed-cpu
-	JAX_PLATFORMS=cpu $(PY) -m pytest tests -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(VENV)/.installed-cpu
 	$(PY) -m pip install -q -e '.[bench]'

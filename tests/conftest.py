@@ -24,6 +24,13 @@ import tempfile
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if os.environ["JAX_PLATFORMS"] == "cpu":
+    # The tests' programs are tiny: LLVM's optimizations cost more compile time than they
+    # save (half of the CPU time of a conv network's test, measured: BENCHMARKS.md, "Test
+    # suite"). XLA's own passes, and so every fusion and every result's rounding rule, are
+    # those of a sweep. Subprocesses inherit it (their env is this os.environ).
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 os.environ.setdefault("OVERPARAM_COMPILATION_CACHE", tempfile.mkdtemp(prefix="overparam-xla-"))
 
 # isort: off

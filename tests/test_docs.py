@@ -448,3 +448,58 @@ def test_every_test_the_guarantees_table_names_exists():
             missing.append(f"{file}::{name}: no such test")
     assert not missing, (f"{GUARANTEES_PAGE}'s \"What is guaranteed\" names tests that do "
                          "not exist:\n" + "\n".join(missing))
+
+
+# ------------------------------------------------------------------ the layers of the imports
+
+# Imports DESIGN.md section 4 names as going back up, with its reason: (importer, imported).
+BACK_UP = {("store", "initial")}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT / "overparam").with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    # config/ and plan/ are one unit each in the map; analysis's modules are listed one by one
+    if parts and parts[0] in ("config", "plan"):
+        return parts[0]
+    return "/".join(parts) if parts else ""
+
+
+def _imports(path: Path) -> set[str]:
+    """The overparam modules `path` imports, at its top or inside a function, as the map
+    names them (config, plan, analysis/x, ...)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:  # relative: within a package
+            package = _module_name(path).split("/")[0]
+            names.add(package if package in ("config", "plan") else f"analysis/{node.module}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("overparam"):
+            base = node.module.removeprefix("overparam").lstrip(".").replace(".", "/")
+            for alias in node.names:
+                full = f"{base}/{alias.name}" if base else alias.name
+                names.add(full if (ROOT / "overparam" / f"{full}.py").exists()
+                          or (ROOT / "overparam" / full).is_dir() else base)
+        elif isinstance(node, ast.Import):
+            names |= {a.name.removeprefix("overparam.").replace(".", "/") for a in node.names
+                      if a.name.startswith("overparam.")}
+    return {n.split("/")[0] if n.split("/")[0] in ("config", "plan") else n for n in names}
+
+
+def test_the_design_layers_are_the_imports():
+    """DESIGN.md section 4's layers: every overparam module is in one, and imports (at its
+    top or inside a function) only modules of the layers before it, but for the imports
+    the section names as going back up (BACK_UP)."""
+    text = (ROOT / "docs" / "DESIGN.md").read_text()
+    block = re.search(r"\n((?:    \d+ .*\n(?:       .*\n)*)+)", text).group(1)
+    layer = {}
+    for number, names in re.findall(r"    (\d+) +((?:.*\n)(?:       .*\n)*)", block):
+        for name in re.sub(r"\(.*?\)", "", names).replace("\n", " ").split(","):
+            layer[name.strip().removesuffix(".py")] = int(number)
+    files = {_module_name(p): p for p in (ROOT / "overparam").rglob("*.py")
+             if p.name not in ("__main__.py",) and _module_name(p) not in ("", "analysis")}
+    assert set(files) == set(layer), set(files) ^ set(layer)
+    for name, path in files.items():
+        for imported in _imports(path) - {name, "", "analysis"}:
+            if (name, imported) not in BACK_UP:
+                assert layer[imported] < layer[name], (name, imported)
+    assert ("store", "initial") in {(n, i) for n, p in files.items() for i in _imports(p)}

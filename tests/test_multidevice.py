@@ -24,7 +24,8 @@ FEATURES = {"gram": ["--config.gram_every=4"],
 
 def _sweep(out, devices, features):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} "  # conftest's, and:
+                        f"--xla_force_host_platform_device_count={devices}").strip()
     proc = subprocess.run([sys.executable, "-m", "overparam.sweep", *ARGS, *features,
                            f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)

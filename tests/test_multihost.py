@@ -181,7 +181,8 @@ def test_a_slurm_job_with_two_devices_per_task_writes_the_tables_of_one_process(
     process on 2 devices, bit for bit, and each task trained on both of its devices."""
     args = [*ARGS[:2], "--config.num_seeds=2", "--config.steps=4", "--config.chunk_steps=4",
             "--config.gram_every=0", "--progress=false"]
-    two_devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    two_devices = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "  # conftest's, and:
+                                "--xla_force_host_platform_device_count=2".strip()}
     one = subprocess.run([sys.executable, "-m", "overparam.sweep", *args,
                           f"--out={tmp_path / 'one'}"], cwd=ROOT, env={**ENV, **two_devices},
                          capture_output=True, text=True, timeout=300)

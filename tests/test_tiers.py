@@ -1,0 +1,67 @@
+"""The quick tier is quick by construction: tests/conftest.py fails a test that starts a
+process or trains a whole sweep unless it is marked slow (`make test-quick` leaves those
+out), whether it does so itself or through a fixture."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = '''
+import subprocess, sys
+import pytest
+from overparam import engine
+
+
+@pytest.fixture(scope="module")
+def started():
+    return subprocess.run([sys.executable, "-c", "pass"]).returncode
+
+
+def test_unmarked_process():
+    subprocess.run([sys.executable, "-c", "pass"])
+
+
+def test_unmarked_process_in_a_fixture(started):
+    pass
+
+
+def test_unmarked_sweep():
+    engine.run_sweep(None, "unused")
+
+
+@pytest.mark.slow
+def test_marked_process():
+    assert subprocess.run([sys.executable, "-c", "pass"]).returncode == 0
+
+
+def test_unmarked_quick():
+    assert True
+'''
+
+
+@pytest.mark.slow
+def test_an_unmarked_test_that_starts_a_process_or_a_sweep_fails(tmp_path):
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_cases.py").write_text(textwrap.dedent(CASES))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
+                           "-o", "markers=slow: slow", str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    for name, what in (("test_unmarked_process", "starts a process"),
+                       ("test_unmarked_process_in_a_fixture", "starts a process"),
+                       ("test_unmarked_sweep", "trains a whole sweep")):
+        assert f"test_cases.py::{name} " in out and f"{name} {what}: mark it" in out, out
+    assert "PASSED test_cases.py::test_marked_process" in out, out
+    assert "PASSED test_cases.py::test_unmarked_quick" in out, out
+    assert proc.returncode == 1, out
