@@ -4,6 +4,11 @@ exactly those weights."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +17,9 @@ import pytest
 import overparam
 from overparam import config as config_lib
 from overparam import engine, prepare, programs
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_SWEEPS = bool(os.environ.get("OVERPARAM_TEST_AS_SWEEPS"))
 
 
 def _sweep(**fields):
@@ -25,6 +33,8 @@ def _sweep(**fields):
     dict(param=("standard",), depths=(1,), dtype="float64", train_output=True),
 ], ids=["float32", "float64"])
 @pytest.mark.slow
+@pytest.mark.skipif(not AS_SWEEPS, reason="bit for bit under a sweep's XLA backend only: "
+                    "test_initial_net_under_a_sweeps_backend runs it")
 def test_initial_net_is_the_engines_initial_weights(tmp_path, fields):
     sweep = _sweep(**fields)
     engine.run_sweep(sweep, tmp_path, show_progress=False, log_fn=lambda *a: None)
@@ -58,3 +68,17 @@ def test_initial_net_of_an_unknown_run_is_a_results_error(tmp_path):
     engine.run_sweep(_sweep(num_seeds=1), tmp_path, show_progress=False, log_fn=lambda *a: None)
     with pytest.raises(overparam.ResultsError, match="'nope' is not in"):
         overparam.load(tmp_path).initial_net("nope")
+
+
+@pytest.mark.slow
+def test_initial_net_under_a_sweeps_backend():
+    """The bit-for-bit test above, in a process whose XLA backend is a sweep's (the tests'
+    -O0, tests/conftest.py, rounds two programs' normal draws differently by an ulp)."""
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                     if f != "--xla_backend_optimization_level=0")
+    env = {**os.environ, "OVERPARAM_TEST_AS_SWEEPS": "1", "XLA_FLAGS": flags}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", f"{Path(__file__)}::"
+                           "test_initial_net_is_the_engines_initial_weights"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]
