@@ -27,15 +27,24 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # OVERPARAM_TEST_AS_SWEEPS=1: XLA's backend as a sweep's (tests/test_initial_net.py).
 FAST_BACKEND = (os.environ["JAX_PLATFORMS"] == "cpu"
                 and not os.environ.get("OVERPARAM_TEST_AS_SWEEPS"))
+# The XLA flags of a sweep's process, for the tests that run one (tests/test_initial_net.py).
+os.environ.setdefault("OVERPARAM_SWEEP_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+# What the tests add to them on the CPU: LLVM at -O0, and the engine's own compile options
+# (programs._CPU_OPTIONS) for every program, also those a test jits itself.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
+                  f"--xla_cpu_parallel_codegen_split_count={min(32, 4 * (os.cpu_count() or 1))}")
 if FAST_BACKEND:
     # The tests' programs are tiny: LLVM's optimizations cost more compile time than they
     # save (half of the CPU time of a conv network's test, measured: BENCHMARKS.md, "Test
     # suite"). XLA's own passes, and so every fusion and every result's rounding rule, are
-    # those of a sweep. Subprocesses inherit it (their env is this os.environ). What
-    # holds only bit for bit across two programs (a run's initial weights rebuilt by
-    # another program than the engine's) is tested with a sweep's backend instead.
+    # those of a sweep. A program a test jits itself (chunks.jit_program) compiles as the
+    # engine's do (programs.compiler_options: the older loop emitters, a third of the
+    # MLIR fusion emitters' compile time for a conv network's chunk). Subprocesses inherit
+    # them (their env is this os.environ). What holds only bit for bit across two
+    # programs (a run's initial weights rebuilt by another program than the engine's) is
+    # tested with a sweep's flags instead.
     os.environ["XLA_FLAGS"] = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
+        [os.environ["OVERPARAM_SWEEP_XLA_FLAGS"], *TEST_XLA_FLAGS]).strip()
 os.environ.setdefault("OVERPARAM_COMPILATION_CACHE", tempfile.mkdtemp(prefix="overparam-xla-"))
 
 # isort: off

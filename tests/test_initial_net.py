@@ -74,9 +74,8 @@ def test_initial_net_of_an_unknown_run_is_a_results_error(tmp_path):
 def test_initial_net_under_a_sweeps_backend():
     """The bit-for-bit test above, in a process whose XLA backend is a sweep's (the tests'
     -O0, tests/conftest.py, rounds two programs' normal draws differently by an ulp)."""
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                     if f != "--xla_backend_optimization_level=0")
-    env = {**os.environ, "OVERPARAM_TEST_AS_SWEEPS": "1", "XLA_FLAGS": flags}
+    env = {**os.environ, "OVERPARAM_TEST_AS_SWEEPS": "1",
+           "XLA_FLAGS": os.environ["OVERPARAM_SWEEP_XLA_FLAGS"]}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                            "-p", "no:xdist", f"{Path(__file__)}::"
                            "test_initial_net_is_the_engines_initial_weights"],

@@ -65,3 +65,20 @@ def test_an_unmarked_test_that_starts_a_process_or_a_sweep_fails(tmp_path):
     assert "PASSED test_cases.py::test_marked_process" in out, out
     assert "PASSED test_cases.py::test_unmarked_quick" in out, out
     assert proc.returncode == 1, out
+
+
+def test_the_tests_compile_with_the_engines_cpu_options():
+    """The XLA flags tests/conftest.py adds on the CPU are the engine's compile options
+    (programs._CPU_OPTIONS), but LLVM's level: so a program a test jits itself compiles
+    as the engine's own, at the tests' -O0."""
+    import conftest
+
+    from overparam import programs
+
+    flags = dict(f.removeprefix("--").split("=") for f in conftest.TEST_XLA_FLAGS)
+    engine = {k: str(v).lower() for k, v in programs._CPU_OPTIONS.items()}
+    assert flags.pop("xla_backend_optimization_level") == "0"
+    assert engine.pop("xla_backend_optimization_level") == "1"
+    assert flags == engine
+    if conftest.FAST_BACKEND:
+        assert set(conftest.TEST_XLA_FLAGS) <= set(os.environ["XLA_FLAGS"].split())
