@@ -56,8 +56,11 @@ analyze: $(VENV)/.installed-cpu
 	set -f; JAX_PLATFORMS=cpu $(PY) -m overparam.analyze --results=$(RESULTS) $$OVERPARAM_ARGS
 
 # Test files run in parallel (pytest-xdist), a file's tests in one worker: its fixtures
-# are made once. The quick tier leaves out the tests marked slow (tests/conftest.py).
-PYTEST := JAX_PLATFORMS=cpu $(PY) -m pytest tests -n auto --maxprocesses=4 --dist loadfile
+# are made once. The files go out in the order tests/conftest.py gives them (the longest
+# first), not xdist's (the most tests first). The quick tier leaves out the tests marked
+# slow (tests/conftest.py).
+PYTEST := JAX_PLATFORMS=cpu $(PY) -m pytest tests -n auto --maxprocesses=4 --dist loadfile \
+	--no-loadscope-reorder
 
 test: $(VENV)/.installed-cpu
 	$(PYTEST)

@@ -59,8 +59,21 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 programs.enable_compilation_cache(os.environ["OVERPARAM_COMPILATION_CACHE"])
 
 
+# The files that take the most CPU time, most first (measured: BENCHMARKS.md, "Test
+# suite"). `make test` hands the files to its workers in collection order (pytest-xdist's
+# loadfile), so these start first and no worker is left alone with one at the end. A stale
+# list only changes the order.
+LONGEST_FIRST = ("test_resume.py", "test_benchmarks.py", "test_networks.py",
+                 "test_sharpness.py", "test_train.py", "test_multihost.py", "test_readme.py",
+                 "test_analyze.py", "test_cli.py", "test_lowering.py", "test_theory.py",
+                 "test_multidevice.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skips the tests marked cpu_only unless JAX's backend is the CPU."""
+    """Puts the LONGEST_FIRST files first, and skips the tests marked cpu_only unless
+    JAX's backend is the CPU."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
     backend = jax.default_backend()
     if backend == "cpu":
         return

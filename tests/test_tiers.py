@@ -82,3 +82,12 @@ def test_the_tests_compile_with_the_engines_cpu_options():
     assert flags == engine
     if conftest.FAST_BACKEND:
         assert set(conftest.TEST_XLA_FLAGS) <= set(os.environ["XLA_FLAGS"].split())
+
+
+def test_the_longest_files_first_are_files_of_the_suite():
+    import conftest
+
+    assert len(set(conftest.LONGEST_FIRST)) == len(conftest.LONGEST_FIRST)
+    for name in conftest.LONGEST_FIRST:
+        assert (ROOT / "tests" / name).is_file(), name
+    assert "--no-loadscope-reorder" in (ROOT / "Makefile").read_text()
