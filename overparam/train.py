@@ -6,7 +6,8 @@ its step, overparam.measurements what a record measures, overparam.initial its
 init). This module owns only what is known without tracing it: `Static`, the
 hashable settings that select a program (a shape compiles once, not once per
 run), `init_static` (the settings the init program reads), what a record holds
-(`STEP_FIELDS`, `LAYER_FIELDS`, in the results schema's order) and the period of
+(`STEP_FIELDS`, `LAYER_FIELDS`, in the results schema's order, with the optional columns
+a program asks for: `step_fields`, `layer_fields`) and the period of
 its Gram and sharpness records (`record_period`).
 """
 
@@ -53,6 +54,17 @@ Static = static_class()
 # What a record holds, in the order of the results schema's columns (overparam.schema).
 STEP_FIELDS = schema.measured("steps")
 LAYER_FIELDS = schema.measured("layers")
+
+
+def step_fields(static: Static) -> tuple[str, ...]:
+    """What a record of `static`'s program holds of the steps table: STEP_FIELDS and the
+    optional columns its fields ask for (schema.optional: the linearized twin's, ...)."""
+    return STEP_FIELDS + schema.optional("steps", static)
+
+
+def layer_fields(static: Static) -> tuple[str, ...]:
+    """LAYER_FIELDS and the optional layers columns of `static` (`step_fields`)."""
+    return LAYER_FIELDS + schema.optional("layers", static)
 
 
 def record_period(record_every: int, gram_every: int, sharpness_every: int) -> int:
