@@ -1,4 +1,4 @@
-"""The lazy and the rich regimes measured directly (docs/THEORY.md section 9).
+"""The lazy and the rich regimes measured directly (docs/THEORY.md section 10).
 
 Each quantity is behind a field, off by default; a program whose fields ask for none
 holds none of this (its state, records and tables are those of before):

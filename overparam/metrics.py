@@ -369,7 +369,7 @@ def global_norm(tree) -> jax.Array:
 
 def kernel_alignment(H: jax.Array, y: jax.Array) -> jax.Array:
     """The centered kernel-target alignment of a Gram matrix H (n, n) with targets y (n,)
-    (Cortes, Mohri & Rostamizadeh 2012; docs/THEORY.md section 9): with C = I - 11^T/n,
+    (Cortes, Mohri & Rostamizadeh 2012; docs/THEORY.md section 10): with C = I - 11^T/n,
     K = C H C and c = C y, A = <K, c c^T>_F / (||K||_F ||c||^2) = c^T K c / (||K||_F c^T c),
     in [-1, 1]."""
     K = H - H.mean(axis=0, keepdims=True)

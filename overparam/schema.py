@@ -159,7 +159,7 @@ DATASETS = _schema(
 
 TABLES = {"runs.parquet": RUNS, "steps": STEPS, "layers": LAYERS, "datasets": DATASETS}
 
-# Optional measurement columns (docs/THEORY.md section 9): a table has one only where the
+# Optional measurement columns (docs/THEORY.md section 10): a table has one only where the
 # sweep's field (a config field, boolean) is on, after the table's own columns and in this
 # order; a sweep that asks for none writes exactly the columns above. (name, doc, field)
 OPTIONAL = {

@@ -357,7 +357,7 @@ def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int,
 def linearization_exponent(param: str, *, lr_scaling: str, depth: int,
                            layer: int | None = None):
     """max_t ||g(t) - g_lin(t)|| (the network against its linearized twin), and the
-    feature movement max_t ||h_l(t) - h_l(0)|| / ||h_l(0)|| (THEORY.md section 9): ~ m^-1/2
+    feature movement max_t ||h_l(t) - h_l(0)|| / ||h_l(0)|| (THEORY.md section 10): ~ m^-1/2
     in the lazy regime (Lee et al. 2019, Theorem 2.1, for ntk; du and zou likewise with a
     width-stable lr), m^0 under mup, whose features move by O(1) (Yang & Hu 2021)."""
     if _rich(param, lr_scaling):

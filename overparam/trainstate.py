@@ -53,7 +53,7 @@ class State(NamedTuple):
     f0_test: jax.Array        # (n_test,): f at step 0 on the test points, likewise
     sharp_v: Any              # shaped as the trained weights: the sharpness's warm start
                               # (a (0,) array when sharpness is off)
-    # docs/THEORY.md section 9 (overparam.lazy), each None unless its field asks for it:
+    # docs/THEORY.md section 10 (overparam.lazy), each None unless its field asks for it:
     twin: Any = None          # lazy.Twin: the linearized twin (linear_twin)
     f_inf: Any = None         # (n,): f of the infinite-width trajectory (infinite_width)
     h0: Any = None            # per layer relu(z_l(0)), as the pre-activations (track_features)

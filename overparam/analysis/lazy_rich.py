@@ -1,6 +1,6 @@
 """Lazy, catapult or divergent: each run's phase, the phase diagram and the coordinate check.
 
-THEORY.md section 9. `phases` classifies every run of a sweep from its loss curve
+THEORY.md section 10. `phases` classifies every run of a sweep from its loss curve
 (Lewkowycz et al. 2020's phases of squared-loss GD):
 
   divergent  the run diverged (a non-finite loss or gradient), or its last loss is not

@@ -216,7 +216,7 @@ def _final_sharpness_ratio(t: Tables, o: QuantityOptions) -> pd.Series:
 
 
 def top_eigenvalue_init(t: Tables) -> pd.Series:
-    """lambda_0 of the catapult (THEORY.md section 9): the top eigenvalue of the NTK at
+    """lambda_0 of the catapult (THEORY.md section 10): the top eigenvalue of the NTK at
     step 0 in the loss's own normalization: gram_lambda_max(0) (divided by n under the mean
     reduction), or without Gram steps the sharpness at step 0 (the loss Hessian's top
     eigenvalue, which at initialization is the Gauss-Newton part's, H's)."""
@@ -380,7 +380,7 @@ QUANTITIES = (
         label=r"$\max_t\,\|g(t)-g_{{\mathrm{{lin}}}}(t)\|_2$",
         definition="max over recorded steps t of ||g(t) - g_lin(t)||_2 on the training "
                    "points: the network's output against its first-order Taylor model at "
-                   "theta_0 trained beside it (THEORY.md section 9).",
+                   "theta_0 trained beside it (THEORY.md section 10).",
         columns=("steps.lin_distance",), compute=_max("lin_distance"),
         prediction=theory.linearization_exponent,
         scale_prediction=theory.output_scale_exponent),
@@ -404,7 +404,7 @@ QUANTITIES = (
         title="Distance to the infinite-width trajectory",
         label=r"$\max_t\,\|u(t)-u_\infty(t)\|_2$",
         definition="max_t ||u(t) - u_inf(t)||_2 on the training points, u_inf kernel GD with "
-                   "s H^inf from u(0) (THEORY.md section 9).",
+                   "s H^inf from u(0) (THEORY.md section 10).",
         columns=("steps.inf_distance",), compute=_max("inf_distance"),
         prediction=theory.infinite_width_exponent),
     Quantity(
