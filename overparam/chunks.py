@@ -222,7 +222,7 @@ def chunk_batch(static: train.Static, state: trainstate.State, scalars: trainsta
     steps = start + jnp.arange(static.chunk_records, dtype=jnp.int32) * static.record_every
     if static.n_test and data.X_test is None:
         raise ValueError(f"the program has n_test={static.n_test} test points: pass them")
-    if not lazy.reads_h_inf(static):  # no argument of the program
+    if not train.kernel_gd(static):  # no argument of the program
         data = data._replace(H_inf=None)
     elif data.H_inf is None:
         raise ValueError("the program follows the infinite-width trajectory: pass H_inf")

@@ -11,7 +11,7 @@ holds none of this (its state, records and tables are those of before):
                    points, absolute and relative to ||g - g(0)||, and the twin's loss
                    (`twin_record`). g: the model's output (optimize.model_output).
   infinite_width   the infinite-width trajectory of the mlp under du, zou or ntk, squared
-                   loss, full-batch GD without momentum (`kernel_gd`): kernel GD with
+                   loss, full-batch GD without momentum (train.kernel_gd): kernel GD with
                    s H^inf (theory.gram_scale s, theory.gram_inf H^inf) from the network's
                    own g(0), g_inf(k+1) = g_inf(k) - eta s H^inf grad_g loss(g_inf(k)),
                    which for the sum-reduced squared loss is u(k+1) = u(k) - eta s H^inf
@@ -40,9 +40,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from overparam import losses, metrics, optimize, theory, train, trainstate
-
-KERNEL_PARAMS = ("du", "zou", "ntk")  # the parameterizations with an analytic kernel here
+from overparam import losses, metrics, model, optimize, theory, train, trainstate
 
 
 class Twin(NamedTuple):
@@ -53,17 +51,6 @@ class Twin(NamedTuple):
     trained: Any
     opt_state: Any
     alive: jax.Array
-
-
-def kernel_gd(static: train.Static) -> bool:
-    """Whether `static`'s runs have an infinite-width trajectory (module docstring)."""
-    return (static.infinite_width and static.arch == "mlp" and static.param in KERNEL_PARAMS
-            and static.loss == "squared" and static.optimizer == "gd" and not static.momentum)
-
-
-def reads_h_inf(static: train.Static) -> bool:
-    """Whether `static`'s chunk program reads H^inf (trainstate.Data.H_inf)."""
-    return kernel_gd(static)
 
 
 # ------------------------------------------------------------------------ state at step 0
@@ -79,7 +66,7 @@ def init_twin(static: train.Static, delta, opt_state) -> Twin | None:
 def init_f_inf(static: train.Static, f0: jax.Array) -> jax.Array | None:
     """f_inf at step 0: the network's own f(0) on the training points (n,); None where
     there is no infinite-width trajectory."""
-    return f0 if kernel_gd(static) else None
+    return f0 if train.kernel_gd(static) else None
 
 
 def init_h0(static: train.Static, pre) -> tuple | None:
@@ -183,7 +170,7 @@ def inf_step(static: train.Static, scalars: trainstate.RunScalars, state: trains
     grad = jax.grad(lambda g: _loss(static, g, data.y))(g)
     with jax.named_scope(trainstate.MEASURING):
         move = jnp.matmul(_kernel(static, data.H_inf), grad,
-                          precision=jax.lax.Precision.HIGHEST)
+                          precision=model.PRECISIONS[static.measure_precision])
     return state._replace(f_inf=state.f_inf - scalars.lr / scalars.output_scale * move)
 
 

@@ -95,7 +95,9 @@ def gram_stats(static: train.Static, state: trainstate.State, X: jax.Array,
         with jax.named_scope(trainstate.MEASURING):
             eigenvalues = jnp.linalg.eigvalsh(H)
             change = metrics.symmetric_norm(H - state.gram0)
-            alignment = (metrics.kernel_alignment(H, y),) if static.track_alignment else ()
+            alignment = ((metrics.kernel_alignment(
+                H, y, model.PRECISIONS[static.measure_precision]),)
+                if static.track_alignment else ())
         return (eigenvalues[0], eigenvalues[-1], change, state.gram_init_error, *alignment)
 
     values = when(is_gram_step, stats, lambda _: (nan,) * len(names))

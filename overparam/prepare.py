@@ -21,7 +21,7 @@ import numpy as np
 
 from overparam import config as config_lib
 from overparam import data as data_lib
-from overparam import lazy, multihost, programs, resultsdir, store, theory, trainstate
+from overparam import multihost, programs, resultsdir, store, theory, train, trainstate
 from overparam import plan as plan_lib
 
 
@@ -56,7 +56,7 @@ class Prepared:
             trainstate.Keys, trainstate.RunScalars, trainstate.Data]:
         """A batch's per-network arrays, NumPy, in `dtype` but the uint32 keys and tags:
         its keys, its scalars and its data (X, y; X_test, y_test where the program has
-        test points; H_inf where it tracks the Gram matrix of the mlp; None otherwise)."""
+        test points; H_inf where its programs take it, train.takes_h_inf; None otherwise)."""
         runs = batch.runs
         scalars = trainstate.RunScalars(
             seed=np.asarray([r.seed for r in runs], np.uint32),
@@ -70,8 +70,7 @@ class Prepared:
         if not batch.static.n_test:
             X_test = y_test = None
         H = None
-        if (batch.static.gram_every and batch.static.arch == "mlp") or lazy.reads_h_inf(
-                batch.static):
+        if train.takes_h_inf(batch.static):
             H = np.stack([self.H_inf[ntk_limit_key(r, batch.static.train_output)]
                           for r in runs]).astype(dtype)
         data = trainstate.Data(X=X, y=y, H_inf=H, X_test=X_test, y_test=y_test)

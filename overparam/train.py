@@ -67,6 +67,24 @@ def layer_fields(static: Static) -> tuple[str, ...]:
     return LAYER_FIELDS + schema.optional("layers", static)
 
 
+KERNEL_PARAMS = ("du", "zou", "ntk")  # the parameterizations with an analytic kernel (mlp)
+
+
+def kernel_gd(static: Static) -> bool:
+    """Whether `static`'s runs follow an infinite-width trajectory (infinite_width; THEORY.md
+    section 10): kernel GD with the mlp's analytic kernel H^inf, which exists for the mlp
+    under du, zou or ntk, squared loss, full-batch GD without momentum."""
+    return bool(static.infinite_width and static.arch == "mlp"
+                and static.param in KERNEL_PARAMS and static.loss == "squared"
+                and static.optimizer == "gd" and not static.momentum)
+
+
+def takes_h_inf(static: Static) -> bool:
+    """Whether `static`'s programs take H^inf (trainstate.Data.H_inf): for the Gram matrix's
+    distance to it (Gram tracking of the mlp) or for the infinite-width trajectory."""
+    return bool(static.gram_every and static.arch == "mlp") or kernel_gd(static)
+
+
 def record_period(record_every: int, gram_every: int, sharpness_every: int) -> int:
     """Records from one record that is both a Gram and a sharpness record to the next: the
     least common multiple of gram_every and sharpness_every (those that are on, 0 is off)

@@ -198,9 +198,9 @@ def test_everything_is_off_by_default():
     assert train.step_fields(on)[len(train.STEP_FIELDS):] == tuple(
         c for c, *_ in schema.OPTIONAL["steps"])
     # the infinite-width trajectory exists only for kernel GD on the mlp: NaN otherwise
-    assert not lazy.kernel_gd(_static(infinite_width=True, param="mup"))
-    assert not lazy.kernel_gd(_static(infinite_width=True, optimizer="sgd"))
-    assert lazy.kernel_gd(_static(infinite_width=True, param="du"))
+    assert not train.kernel_gd(_static(infinite_width=True, param="mup"))
+    assert not train.kernel_gd(_static(infinite_width=True, optimizer="sgd"))
+    assert train.kernel_gd(_static(infinite_width=True, param="du"))
 
 
 @pytest.mark.slow
