@@ -11,14 +11,14 @@ edge 2 / lambda_0, lambda_0 the top eigenvalue of H(0): on these training sets
 lambda_max(H^inf) is 1.1-1.2 (ntk) and 1.2-1.4 (mup), so the steps 0.4, 2.6, 5.2 and 13
 are eta lambda_0 of about 0.5 (lazy), 3 and 6 (catapult) and 15 (divergent; > 12).
 
-Every quantity of docs/THEORY.md section 9 is on: the linearized twin, the infinite-width
+Every quantity of docs/THEORY.md section 10 is on: the linearized twin, the infinite-width
 trajectory (ntk's runs; mup has no analytic kernel here), the features (the coordinate
 check: steps 0-3, recorded every step), the kernel-target alignment (Gram every 10 steps)
 and the sharpness (every 25 steps: the final lambda_max against 2 / eta).
 
 Full: widths 128 to 4096, 8 seeds, 1000 steps, lr also 1.3: 640 networks; minutes on one
-GPU. quick: widths 64, 256, 1024, 3 seeds, 150 steps: 144 networks, a few minutes on a
-2-core CPU.
+GPU. quick: widths 32, 128, 512, 3 seeds, 120 steps: 144 networks, about 5 minutes on a
+shared 2-core CPU (the analysis a minute more).
 
 Expected: ntk at eta lambda_0 < 2 is lazy: ||f - f_lin||, ||u - u_inf|| and the feature
 movement fall like m^-1/2 and the alignment stays at A(0); mup and the small alpha move
@@ -59,10 +59,10 @@ def get_config(arg=None):
     c.track_alignment = True
     if arg == "quick":
         c.name = "lazy_rich_quick"
-        c.widths = (64, 256, 1024)
+        c.widths = (32, 128, 512)
         c.lr = (0.4, 2.6, 5.2, 13.0)
         c.num_seeds = 3
-        c.steps = 150
+        c.steps = 120
     elif arg is not None:
         raise ValueError(f"sweeps/lazy_rich.py: unknown variant {arg!r}; allowed: quick")
     return c
