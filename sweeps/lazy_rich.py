@@ -1,4 +1,4 @@
-"""Lazy, rich and catapult side by side, measured directly (docs/lazy_rich.md).
+"""Lazy, rich and catapult side by side, measured directly (docs/regimes.md).
 
     python -m overparam.sweep --config=sweeps/lazy_rich.py --out=results/lazy_rich    # GPU
     python -m overparam.sweep --config=sweeps/lazy_rich.py:quick --out=results/lazy_rich_quick

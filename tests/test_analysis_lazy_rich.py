@@ -82,4 +82,5 @@ def test_the_coordinate_check_figure_has_a_panel_per_layer_and_a_line_per_step()
     axes = fig.axes
     assert len(axes) == 4
     assert [len(ax.lines) for ax in axes] == [3, 3, 2, 2]  # the change from step 1
+    assert len(axes[1].get_legend().get_texts()) == 3  # t = 0, 1, 2
     assert [ax.get_title() for ax in axes[:2]] == ["layer 1", "layer 2"]

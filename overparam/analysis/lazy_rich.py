@@ -93,7 +93,7 @@ def plot_phases(frame: pd.DataFrame):
             ax.set_yscale("log", base=2)
             ax.set_title(f"{param}, alpha = {scale:g}")
             ax.set_xlabel(r"$\eta\,\lambda_0$")
-            ax.legend(loc="best")
+            ax.legend(loc="lower left", fontsize="small", framealpha=0.8)
         axes[0][0].set_ylabel("width m")
         fig.suptitle("Phases of training: lazy, catapult, divergent")
         fig.tight_layout()
@@ -143,7 +143,7 @@ def plot_coord_check(frame: pd.DataFrame, title: str):
                     ax.set_xlabel("width m")
             axes[0][0].set_ylabel(r"RMS of $h_l(t)$")
             axes[1][0].set_ylabel(r"RMS of $h_l(t)-h_l(0)$")
-        axes[1][-1].legend(loc="best")
+        axes[0][-1].legend(loc="best")
         fig.suptitle(f"Coordinate check: {title}")
         fig.tight_layout()
     return fig
@@ -168,9 +168,9 @@ def figures(sweeps: dict) -> dict[str, dict]:
                 frame[np.isfinite(frame.eta_lambda0)])
     if "feature_rms" in results.layers and len(results.layers):
         data = coord_check_frame(results, int(config.get("coord_steps", 3)))
-        for i, ((param, scale, lr), g) in enumerate(
-                data.groupby(["param", "output_scale", "lr_spec"], sort=True)):
-            title = f"{param}, alpha = {scale:g}, lr = {lr}"
-            out.setdefault("Coordinate check", {})[f"coord_check_{i:02d}"] = plot_coord_check(
-                g, title)
+        for (param, scale, lr), g in data.groupby(["param", "output_scale", "lr_spec"],
+                                                  sort=True):
+            name = f"coord_check_{param}_alpha{scale:g}_lr{lr}".replace(".", "p")
+            out.setdefault("Coordinate check", {})[name] = plot_coord_check(
+                g, f"{param}, alpha = {scale:g}, lr = {lr}")
     return out
