@@ -3,10 +3,10 @@
     python benchmarks/lazy_cost.py [--rounds=5] [--smoke]
 
 For each case (a batch of networks of one shape), in one process, interleaved over rounds,
-it times one recorded step of the compiled chunk program (best of a chunk's K steps, per
-step) with every base metric on and
+it times one recorded step of the compiled chunk program (a chunk of K records, per
+record) with every base metric on and
 
-  plain      nothing of THEORY.md section 9
+  plain      nothing of THEORY.md section 10
   +twin      linear_twin: the linearized twin trained and measured beside the network
   +inf       infinite_width: kernel GD with H^inf beside it (the mlp's analytic kernels)
   +feat      track_features: the RMS of h_l and of h_l - h_l(0) per layer
