@@ -235,3 +235,28 @@ def test_a_sweep_writes_loads_and_analyzes_the_optional_columns(tmp_path):
     quantities = set(per_run.per_run_quantities(r).quantity)
     assert {"max_lin_distance", "max_inf_distance", "max_feature_movement",
             "max_alignment_change", "eta_lambda0", "loss_peak_ratio"} <= quantities
+
+
+def test_a_resumed_batch_goes_on_with_its_twin_and_its_infinite_width_trajectory(tmp_path):
+    """The twin and f_inf change as the network trains: a checkpoint keeps them
+    (checkpoint.TRAINED_FIELDS), so a batch restored into a fresh init goes on as if
+    never stopped."""
+    from overparam import checkpoint
+
+    static = _static(linear_twin=True, infinite_width=True, chunk_records=2)
+    d, scalars = _data(), _scalars([0.3])
+    d = d._replace(H_inf=jnp.asarray(theory.gram_inf(np.asarray(d.X[0], np.float64),
+                                                     param="ntk", depth=1), jnp.float32)[None])
+    program = chunks.jit_program(static)
+    fresh = program.init(trainstate.batch_keys(scalars), d)
+    state, _ = program.chunk(fresh, scalars, d, jnp.int32(0))
+    meta = checkpoint.CheckpointMeta(chunks_done=1, step=2)
+    checkpoint.save(tmp_path, 0, meta, checkpoint.fetch_trained(state))
+    restored = checkpoint.restore(tmp_path, 0, program.init(trainstate.batch_keys(scalars), d),
+                                  meta)
+    _, straight = program.chunk(state, scalars, d, jnp.int32(2))
+    _, resumed = program.chunk(restored, scalars, d, jnp.int32(2))
+    a, b = (chunks.columns(jax.device_get(r), static) for r in (straight, resumed))
+    for k in ("lin_distance", "lin_loss", "inf_distance", "loss"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert (a["inf_distance"] > 0).all() and (a["lin_distance"] > 0).all()
