@@ -51,6 +51,7 @@ def _one(tree):
     return jax.tree_util.tree_map(lambda a: a[0], tree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mlp", "overparam.modules:MLP"])
 def test_linear_output_is_f0_plus_jacobian_times_displacement_in_float64(arch):
     with jax.enable_x64(True):
@@ -82,6 +83,7 @@ def test_linear_output_is_f0_plus_jacobian_times_displacement_in_float64(arch):
                                    atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param,alpha", [("mup", 0.5)])
 def test_twin_follows_the_kernel_iteration_with_h0(param, alpha):
     """GD, squared loss (sum, 1/2): u_lin(k+1) = u_lin(k) - eta H(0) (u_lin(k) - y), H(0)
@@ -105,6 +107,7 @@ def test_twin_follows_the_kernel_iteration_with_h0(param, alpha):
         assert (cols["lin_distance"][0, 1:] > 0).all()
 
 
+@pytest.mark.slow
 def test_infinite_width_trajectory_is_the_twin_when_given_h0():
     """The infinite-width trajectory is kernel GD with s H^inf: handed H(0) / s for H^inf,
     it is the twin's trajectory, so ||g - g_inf|| = ||g - g_lin|| at every record (zou:
@@ -151,6 +154,7 @@ def test_features_are_those_of_a_plain_forward_pass():
     assert (cols["feature_change_rms"][0, 0] > 0).all()
 
 
+@pytest.mark.slow
 def test_alignment_is_the_numpy_formula():
     rng = np.random.default_rng(0)
     A = rng.normal(size=(N, N))
@@ -237,6 +241,7 @@ def test_a_sweep_writes_loads_and_analyzes_the_optional_columns(tmp_path):
             "max_alignment_change", "eta_lambda0", "loss_peak_ratio"} <= quantities
 
 
+@pytest.mark.slow
 def test_a_resumed_batch_goes_on_with_its_twin_and_its_infinite_width_trajectory(tmp_path):
     """The twin and f_inf change as the network trains: a checkpoint keeps them
     (checkpoint.TRAINED_FIELDS), so a batch restored into a fresh init goes on as if
