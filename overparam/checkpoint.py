@@ -91,7 +91,7 @@ def _path(out: Path, batch: int) -> Path:
 # The fields of a State that training changes (the rest is recomputed on resume), in the
 # order a checkpoint holds them.
 TRAINED_FIELDS = ("step", "delta", "opt_state", "v", "alive", "diverged_step", "sharp_v",
-                  "conv_v")
+                  "conv_v", "twin", "f_inf")  # twin, f_inf: None (no leaves) unless asked
 
 
 def trained_part(state: trainstate.State):
@@ -264,13 +264,12 @@ def restore(out: Path, batch: int, fresh: trainstate.State,
         if saved.shape != want.shape or saved.dtype != want.dtype:
             raise CheckpointError(f"{path} holds a state of another shape")
     treedef = jax.tree_util.tree_structure(trained_part(fresh))
-    step, delta, opt_state, v, alive, diverged, sharp_v, conv_v = jax.tree_util.tree_unflatten(
-        treedef, [jax.numpy.asarray(x) for x in leaves])
+    restored = dict(zip(TRAINED_FIELDS, jax.tree_util.tree_unflatten(
+        treedef, [jax.numpy.asarray(x) for x in leaves])))
     if not np.all(np.asarray(leaves[0]) == meta.step):
         raise CheckpointError(f"{path}: the state is at step {int(np.max(leaves[0]))}, not at "
                               f"step {meta.step} of its chunk count")
-    return fresh._replace(step=step, delta=delta, opt_state=opt_state, v=v, alive=alive,
-                          diverged_step=diverged, sharp_v=sharp_v, conv_v=conv_v)
+    return fresh._replace(**restored)
 
 
 def costs(out: Path, batches: list[int]) -> dict[str, float]:

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overparam import initial, measurements, optimize, train, trainstate
+from overparam import initial, lazy, measurements, optimize, train, trainstate
 
 
 class Records(NamedTuple):
@@ -73,9 +73,12 @@ class Records(NamedTuple):
     layers: jax.Array
 
 
-def columns(records: Records) -> dict[str, np.ndarray]:
+def columns(records: Records, static: train.Static | None = None) -> dict[str, np.ndarray]:
     """{field: array} of (device-fetched) records: 'step' and each train.STEP_FIELDS field
-    (B, K) ((K,) for one network), each train.LAYER_FIELDS field (B, K, L) ((K, L))."""
+    (B, K) ((K,) for one network), each train.LAYER_FIELDS field (B, K, L) ((K, L)); with
+    the program's `static`, also its optional columns (train.step_fields, layer_fields)."""
+    step_fields, layer_fields = ((train.STEP_FIELDS, train.LAYER_FIELDS) if static is None
+                                 else (train.step_fields(static), train.layer_fields(static)))
     steps, layers = np.asarray(records.steps), np.asarray(records.layers)
     if steps.ndim == 3:  # (K, B, ...) -> (B, K, ...)
         steps, layers = steps.swapaxes(0, 1), layers.swapaxes(0, 1)
@@ -83,8 +86,8 @@ def columns(records: Records) -> dict[str, np.ndarray]:
     else:
         step = np.asarray(records.step)
     out = {"step": step}
-    out.update({name: steps[..., j] for j, name in enumerate(train.STEP_FIELDS)})
-    out.update({name: layers[..., j] for j, name in enumerate(train.LAYER_FIELDS)})
+    out.update({name: steps[..., j] for j, name in enumerate(step_fields)})
+    out.update({name: layers[..., j] for j, name in enumerate(layer_fields)})
     return out
 
 
@@ -119,18 +122,23 @@ def _record_then_train(static: train.Static, scalars: trainstate.RunScalars,
                                                   data.y_test))
     step_rec["sharpness"], sharp_v = measurements.sharpness(static, scalars, state, X, y,
                                                             is_sharpness_step)
+    lazy_steps, lazy_layers = lazy.record(static, scalars, state, data, f, pre)
+    step_rec.update(lazy_steps)
+    layer_rec.update(lazy_layers)
     alive = state.alive & jnp.isfinite(loss) & jnp.isfinite(step_rec["grad_norm"])
-    step_values = jnp.stack([step_rec[name] for name in train.STEP_FIELDS])
-    layer_values = jnp.stack([layer_rec[name] for name in train.LAYER_FIELDS], axis=-1)
+    step_values = jnp.stack([step_rec[name] for name in train.step_fields(static)])
+    layer_values = jnp.stack([layer_rec[name] for name in train.layer_fields(static)], axis=-1)
     record = (jnp.where(alive, step_values, jnp.nan), jnp.where(alive, layer_values, jnp.nan))
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), new, old)
     state = state._replace(v=keep(v, state.v), conv_v=keep(conv_v, state.conv_v),
                            sharp_v=keep(sharp_v, state.sharp_v))
-    state = optimize.update(static, scalars, state, objective, grads)
+    state = optimize.update(static, scalars, lazy.step(static, scalars, state, data), objective,
+                            grads)
 
     def plain_step(_, s):
         objective, _, grads = optimize.gradient(static, scalars, s, X, y)
-        return optimize.update(static, scalars, s, objective, grads)
+        return optimize.update(static, scalars, lazy.step(static, scalars, s, data), objective,
+                               grads)
 
     state = jax.lax.fori_loop(0, static.record_every - 1, plain_step, state)
     return state, record
@@ -214,7 +222,10 @@ def chunk_batch(static: train.Static, state: trainstate.State, scalars: trainsta
     steps = start + jnp.arange(static.chunk_records, dtype=jnp.int32) * static.record_every
     if static.n_test and data.X_test is None:
         raise ValueError(f"the program has n_test={static.n_test} test points: pass them")
-    data = data._replace(H_inf=None)  # the chunk never reads it: no argument of the program
+    if not train.kernel_gd(static):  # no argument of the program
+        data = data._replace(H_inf=None)
+    elif data.H_inf is None:
+        raise ValueError("the program follows the infinite-width trajectory: pass H_inf")
 
     def run(args):
         state, scalars, data = args

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from overparam import (
+    lazy,
     measurements,
     metrics,
     model,
@@ -76,7 +77,9 @@ def init_from_keys(static: train.Static, keys: trainstate.Keys,
         f0=f0 if static.center_output else jnp.zeros((0,), dtype),
         f0_test=measurements.held_out_output(static, net0, data.X_test) if static.center_output
         else jnp.zeros((0,), dtype),
-        sharp_v=_sharpness_start(static, keys.power, delta))
+        sharp_v=_sharpness_start(static, keys.power, delta),
+        twin=lazy.init_twin(static, delta, opt_state), f_inf=lazy.init_f_inf(static, f0),
+        h0=lazy.init_h0(static, pre))
 
 
 def _conv_starts(static: train.Static, power_key: jax.Array, dtype) -> tuple:

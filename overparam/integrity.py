@@ -361,7 +361,9 @@ def check_contents(path: Path, manifest: dict, files: list[str] | dict[str, dict
         except Exception as e:  # noqa: BLE001 - pyarrow raises many types; each becomes one line
             raise ResultsError(f"{path / rel} is corrupted or unreadable: "
                                f"{type(e).__name__}") from None
-        why = schema.check(rel.split("/")[0], found, dtype, d=d)
+        table = rel.split("/")[0]
+        why = schema.check(table, found, dtype, d=d,
+                           extra=schema.optional(table, manifest["config"]))
         if why:
             raise ResultsError(f"{path / rel} {why} (overparam.schema); recompute the sweep "
                                "with --overwrite")

@@ -78,11 +78,15 @@ def when(flag, compute, otherwise):
 
 
 def gram_stats(static: train.Static, state: trainstate.State, X: jax.Array,
-               is_gram_step) -> dict:
+               is_gram_step, y: jax.Array | None = None) -> dict:
     """lambda_min(H(t)), lambda_max(H(t)), ||H(t) - H(0)||_2 and ||H(0)/s - H^inf||_2 on Gram
-    steps, else NaN. is_gram_step: a Python or a traced bool (`when`)."""
+    steps, else NaN; with track_alignment also kernel_alignment, the centered alignment of
+    H(t) with the targets y (metrics.kernel_alignment). is_gram_step: a Python or a traced
+    bool (`when`)."""
     nan = jnp.full((), jnp.nan, state.init_spectral.dtype)
     names = ("gram_lambda_min", "gram_lambda_max", "gram_change", "gram_init_error")
+    if static.track_alignment:
+        names += ("kernel_alignment",)
     if not static.gram_every or is_gram_step is False:
         return dict.fromkeys(names, nan)
 
@@ -91,9 +95,12 @@ def gram_stats(static: train.Static, state: trainstate.State, X: jax.Array,
         with jax.named_scope(trainstate.MEASURING):
             eigenvalues = jnp.linalg.eigvalsh(H)
             change = metrics.symmetric_norm(H - state.gram0)
-        return eigenvalues[0], eigenvalues[-1], change, state.gram_init_error
+            alignment = ((metrics.kernel_alignment(
+                H, y, model.PRECISIONS[static.measure_precision]),)
+                if static.track_alignment else ())
+        return (eigenvalues[0], eigenvalues[-1], change, state.gram_init_error, *alignment)
 
-    values = when(is_gram_step, stats, lambda _: (nan,) * 4)
+    values = when(is_gram_step, stats, lambda _: (nan,) * len(names))
     return dict(zip(names, values))
 
 
@@ -168,7 +175,7 @@ def measure(static: train.Static, state: trainstate.State, X, y, loss, f, pre, g
     step_rec = dict(loss=loss, train_error=optimize.errors(static, f, y), min_margin=margin,
                     grad_norm=metrics.global_norm(grads),
                     radius_output=norm(state.delta.out),
-                    **gram_stats(static, state, X, is_gram_step))
+                    **gram_stats(static, state, X, is_gram_step, y))
     layer_rec = dict(
         radius_spectral=jnp.stack(spectral),
         radius_frobenius=jnp.stack([metrics.frobenius_norm(D) for D in matrices]),

@@ -365,3 +365,22 @@ def min_margin(f: jax.Array, y: jax.Array) -> jax.Array:
 def global_norm(tree) -> jax.Array:
     """sqrt of the sum of squares of every leaf."""
     return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def kernel_alignment(H: jax.Array, y: jax.Array,
+                     precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    """The centered kernel-target alignment of a Gram matrix H (n, n) with targets y (n,)
+    (Cortes, Mohri & Rostamizadeh 2012; docs/THEORY.md section 10): with C = I - 11^T/n,
+    K = C H C and c = C y, A = <K, c c^T>_F / (||K||_F ||c||^2) = c^T K c / (||K||_F c^T c),
+    in [-1, 1]."""
+    K = H - H.mean(axis=0, keepdims=True)
+    K = K - K.mean(axis=1, keepdims=True)
+    c = y - y.mean()
+    Kc = jnp.matmul(K, c, precision=precision)
+    return jnp.dot(c, Kc, precision=precision) / (jnp.linalg.norm(K) * jnp.dot(
+        c, c, precision=precision))
+
+
+def rms(x: jax.Array) -> jax.Array:
+    """The root-mean-square of x's entries (every example, position and unit)."""
+    return jnp.sqrt(jnp.mean(jnp.square(x)))

@@ -53,15 +53,22 @@ def objective(static: train.Static, scalars: trainstate.RunScalars, net0: model.
     return loss / scalars.output_scale**2, (g, pre, loss)
 
 
-def gradient(static: train.Static, scalars: trainstate.RunScalars, state: trainstate.State,
-             X: jax.Array, y: jax.Array):
-    """Objective, (g, pre, loss) and gradient on this step's batch (all of X for GD)."""
+def step_batch(static: train.Static, state: trainstate.State, X: jax.Array, y: jax.Array):
+    """(X, y, f0) of the step from state.step: all of them for GD, for SGD the batch_size
+    examples drawn from the network's batch key and the step (f0 likewise, if centered)."""
     f0 = state.f0
     if static.optimizer == "sgd":
         key = jax.random.fold_in(state.batch_key, state.step)
         idx = jax.random.permutation(key, static.n)[: static.batch_size]
         X, y = X[idx], y[idx]
         f0 = f0[idx] if static.center_output else f0
+    return X, y, f0
+
+
+def gradient(static: train.Static, scalars: trainstate.RunScalars, state: trainstate.State,
+             X: jax.Array, y: jax.Array):
+    """Objective, (g, pre, loss) and gradient on this step's batch (all of X for GD)."""
+    X, y, f0 = step_batch(static, state, X, y)
     grad_fn = jax.value_and_grad(functools.partial(objective, static, scalars), argnums=2,
                                  has_aux=True)
     (value, aux), grads = grad_fn(state.net0, state.delta,

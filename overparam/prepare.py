@@ -21,7 +21,7 @@ import numpy as np
 
 from overparam import config as config_lib
 from overparam import data as data_lib
-from overparam import multihost, programs, resultsdir, store, theory, trainstate
+from overparam import multihost, programs, resultsdir, store, theory, train, trainstate
 from overparam import plan as plan_lib
 
 
@@ -56,7 +56,7 @@ class Prepared:
             trainstate.Keys, trainstate.RunScalars, trainstate.Data]:
         """A batch's per-network arrays, NumPy, in `dtype` but the uint32 keys and tags:
         its keys, its scalars and its data (X, y; X_test, y_test where the program has
-        test points; H_inf where it tracks the Gram matrix of the mlp; None otherwise)."""
+        test points; H_inf where its programs take it, train.takes_h_inf; None otherwise)."""
         runs = batch.runs
         scalars = trainstate.RunScalars(
             seed=np.asarray([r.seed for r in runs], np.uint32),
@@ -70,7 +70,7 @@ class Prepared:
         if not batch.static.n_test:
             X_test = y_test = None
         H = None
-        if batch.static.gram_every and batch.static.arch == "mlp":
+        if train.takes_h_inf(batch.static):
             H = np.stack([self.H_inf[ntk_limit_key(r, batch.static.train_output)]
                           for r in runs]).astype(dtype)
         data = trainstate.Data(X=X, y=y, H_inf=H, X_test=X_test, y_test=y_test)
@@ -163,7 +163,7 @@ def ntk_limits(sweep: config_lib.Sweep, runs, datasets) -> tuple[dict[tuple, np.
         H = theory.gram_inf(ds.X.astype(np.float64), param=run.param, depth=run.depth,
                             train_output=sweep.train_output)
         return (theory.extreme_eigenvalues(H), theory.arora_bound(H, ds.y),
-                H.astype(sweep.dtype) if sweep.gram_every else None)
+                H.astype(sweep.dtype) if sweep.gram_every or sweep.infinite_width else None)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         done = dict(zip(todo, pool.map(one, todo.values())))

@@ -224,8 +224,9 @@ def abstract_arguments(static: train.Static, size: int, sharding=None) -> tuple[
     keys = trainstate.Keys(*(spec(2, dt=jnp.uint32) for _ in trainstate.Keys._fields))
     scalars = trainstate.RunScalars(spec(dt=jnp.uint32), spec(dt=jnp.uint32),
                                     spec(dt=jnp.uint32), spec(), spec())
-    # H^inf, for the Gram matrix's distance to it: the mlp's analytic kernel only.
-    H = spec(static.n, static.n) if static.gram_every and static.arch == "mlp" else None
+    # H^inf: the mlp's analytic kernel, for the Gram matrix's distance to it and the
+    # infinite-width trajectory (train.takes_h_inf).
+    H = spec(static.n, static.n) if train.takes_h_inf(static) else None
     test = ((spec(static.n_test, static.d), spec(static.n_test)) if static.n_test
             else (None, None))
     return keys, scalars, trainstate.Data(spec(static.n, static.d), spec(static.n), H, *test)

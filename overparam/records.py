@@ -64,25 +64,26 @@ def write_chunk(out: Path, batch: plan_lib.Batch, chunk: int, records: chunks.Re
     """Moves one chunk's records to the host, writes its steps/ and layers/ parts and
     updates `results`; returns the parts' manifest entries ({relative path: {rows,
     sha256}}) and the network-steps the chunk trained."""
-    cols = chunks.columns(jax.device_get(records))
+    cols = chunks.columns(jax.device_get(records), batch.static)
     real = batch.num_real
     step = cols["step"][:real]                          # (real, K)
     valid = step <= steps
     run_ids = np.array([r.run_id for r in batch.runs[:real]])
     ids = np.broadcast_to(run_ids[:, None], step.shape)[valid]
     steps_cols = {"run_id": ids, "step": step[valid].astype(np.int64)}
-    for name in train.STEP_FIELDS:  # in the sweep's dtype: float32 values cost 4 bytes
+    for name in train.step_fields(batch.static):  # in the sweep's dtype: 4 bytes in float32
         steps_cols[name] = cols[name][:real][valid]
     L = batch.static.depth
     layer_cols = {"run_id": np.repeat(ids, L), "step": np.repeat(steps_cols["step"], L),
                   "layer": np.tile(np.arange(1, L + 1, dtype=np.int64), len(ids))}
-    for name in train.LAYER_FIELDS:
+    for name in train.layer_fields(batch.static):
         layer_cols[name] = cols[name][:real][valid].reshape(-1)
     results.update(step, cols["loss"][:real], cols["train_error"][:real], steps)
     entries = {}
     for table, columns in ((store.STEPS, steps_cols), (store.LAYERS, layer_cols)):
         rel = f"{table}/{store.part_name(batch.index, chunk)}"
-        entries[rel] = store.write_parquet(schema.table(table, columns, dtype),
+        extra = schema.optional(table, batch.static)
+        entries[rel] = store.write_parquet(schema.table(table, columns, dtype, extra=extra),
                                            out / rel).to_dict()
     network_steps = real * int((step[0] < steps).sum()) * batch.static.record_every
     return entries, network_steps

@@ -22,9 +22,10 @@ import pyarrow as pa
 
 from overparam import config
 
-VERSION = 6  # 1: before the schema was versioned (no key tags); 2: before mup, output
+VERSION = 7  # 1: before the schema was versioned (no key tags); 2: before mup, output
 # scaling and sharpness; 3: before the test split; 4: before the architectures; 5: before
-# measure_precision and power_iters (every config field is in the manifest, and checked)
+# measure_precision and power_iters (every config field is in the manifest, and checked); 6:
+# before the linearized twin and the other optional columns (OPTIONAL)
 
 FLOAT = pa.float32()  # placeholder of a measurement column: becomes the sweep's dtype
 ID = pa.large_string()
@@ -158,10 +159,48 @@ DATASETS = _schema(
 
 TABLES = {"runs.parquet": RUNS, "steps": STEPS, "layers": LAYERS, "datasets": DATASETS}
 
+# Optional measurement columns (docs/THEORY.md section 10): a table has one only where the
+# sweep's field (a config field, boolean) is on, after the table's own columns and in this
+# order; a sweep that asks for none writes exactly the columns above. (name, doc, field)
+OPTIONAL = {
+    "steps": (
+        ("lin_distance", "||g(t) - g_lin(t)||_2 on the training points: the network's output "
+         "against its linearized twin's (g: the model's output alpha f)", "linear_twin"),
+        ("lin_distance_rel", "lin_distance / ||g(t) - g(0)||_2 (NaN at step 0)", "linear_twin"),
+        ("lin_distance_test", "lin_distance on the held-out test points (NaN without them)",
+         "linear_twin"),
+        ("lin_distance_test_rel", "lin_distance_test / ||g(t) - g(0)||_2 there",
+         "linear_twin"),
+        ("lin_loss", "the linearized twin's full-batch loss, loss's measure", "linear_twin"),
+        ("inf_distance", "||g(t) - g_inf(t)||_2 on the training points, g_inf kernel GD with "
+         "s H^inf from g(0) (NaN but for the mlp under du, zou or ntk, squared loss, GD)",
+         "infinite_width"),
+        ("kernel_alignment", "centered kernel-target alignment <C H C, C y y^T C>_F / "
+         "(||C H C||_F ||C y||^2), C = I - 11^T/n (Gram steps; NaN otherwise)",
+         "track_alignment"),
+    ),
+    "layers": (
+        ("feature_rms", "RMS of the coordinates of h_l(t) = relu(z_l(t)) over the training "
+         "inputs (every example, position and unit)", "track_features"),
+        ("feature_change_rms", "RMS of the coordinates of h_l(t) - h_l(0), likewise",
+         "track_features"),
+    ),
+}
+
 
 def measured(name: str) -> tuple[str, ...]:
-    """The measurement (FLOAT) columns of table `name`, in order: what train records."""
+    """The measurement (FLOAT) columns of table `name`, in order: what train records (not
+    the optional ones, `optional`)."""
     return tuple(f.name for f in TABLES[name] if f.type == FLOAT)
+
+
+def optional(name: str, fields) -> tuple[str, ...]:
+    """The optional columns of table `name` that a sweep has, in order: those whose field is
+    on in `fields` (a mapping, e.g. a manifest's config, or an object with the fields as
+    attributes, e.g. a config.Sweep or a train.Static; a field it lacks is off)."""
+    get = (fields.get if hasattr(fields, "get") else
+           lambda k, default: getattr(fields, k, default))
+    return tuple(col for col, _, field in OPTIONAL.get(name, ()) if get(field, False))
 
 
 def _is_list(kind: pa.DataType) -> bool:
@@ -177,15 +216,23 @@ def _resolve(kind: pa.DataType, dtype: str, d: int | None) -> pa.DataType:
     return kind
 
 
-def schema_of(name: str, dtype: str = "float32", *, d: int | None = None) -> pa.Schema:
+def schema_of(name: str, dtype: str = "float32", *, d: int | None = None,
+              extra: tuple[str, ...] = ()) -> pa.Schema:
     """The exact schema of table `name` ('runs.parquet', 'steps', 'layers', 'datasets')
-    in a sweep of `dtype`; d: the datasets' input dimension (x is a list of d)."""
-    base = TABLES[name]
+    in a sweep of `dtype`; d: the datasets' input dimension (x is a list of d); extra: the
+    optional columns it has (`optional`)."""
+    docs = {col: doc for col, doc, _ in OPTIONAL.get(name, ())}
+    unknown = [c for c in extra if c not in docs]
+    if unknown:
+        raise ValueError(f"{name}: {unknown[0]!r} is not an optional column")
+    base = list(TABLES[name]) + [pa.field(c, FLOAT, metadata={"doc": docs[c]})
+                                 for c in docs if c in extra]
     return pa.schema([f.with_type(_resolve(f.type, dtype, d)) for f in base],
                      metadata={"overparam_schema": str(VERSION)})
 
 
-def table(name: str, columns, dtype: str = "float32", *, d: int | None = None) -> pa.Table:
+def table(name: str, columns, dtype: str = "float32", *, d: int | None = None,
+          extra: tuple[str, ...] = ()) -> pa.Table:
     """The pyarrow table of `columns` (a DataFrame, or {column: array}) in exactly
     schema_of(name, dtype), with pandas' metadata (nullable integer columns read back
     as Int64). NaN in a float column is stored as null.
@@ -195,18 +242,20 @@ def table(name: str, columns, dtype: str = "float32", *, d: int | None = None) -
     float32 column like any cast. Either is a bug of the writer, never the user's input.
     """
     frame = columns if isinstance(columns, pd.DataFrame) else pd.DataFrame(dict(columns))
-    schema = schema_of(name, dtype, d=d)
+    schema = schema_of(name, dtype, d=d, extra=extra)
     if list(frame.columns) != schema.names:
         raise ValueError(f"{name}: columns {list(frame.columns)} are not the schema's "
                          f"{schema.names}")
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
 
-def check(name: str, found: pa.Schema, dtype: str, *, d: int | None = None) -> str | None:
+def check(name: str, found: pa.Schema, dtype: str, *, d: int | None = None,
+          extra: tuple[str, ...] = ()) -> str | None:
     """Why the schema `found` of a file of table `name` is not the schema of a sweep of
     `dtype` (one line naming the first column that differs), or None if it is.
-    d: the sweep's input dimension, the length of a dataset's x (None: any length)."""
-    want = schema_of(name, dtype, d=d)
+    d: the sweep's input dimension, the length of a dataset's x (None: any length); extra:
+    the sweep's optional columns of the table (`optional`)."""
+    want = schema_of(name, dtype, d=d, extra=extra)
     if found.names != want.names:
         missing = [c for c in want.names if c not in found.names]
         extra = [c for c in found.names if c not in want.names]
@@ -232,6 +281,9 @@ def markdown() -> str:
                 "list of float" if _is_list(f.type) else
                 {ID: "string"}.get(f.type, str(f.type)))
             lines.append(f"| `{f.name}` | {kind} | {f.metadata[b'doc'].decode()} |")
+        for col, doc, field in OPTIONAL.get(name, ()):
+            lines.append(f"| `{col}` | float (the sweep's dtype) | {doc} (only with `{field}`)"
+                         " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -225,7 +225,8 @@ def _load_partial(path: Path, manifest: dict) -> Results:
             raise ResultsError(f"{path / name} is corrupted or unreadable: "
                                f"{type(e).__name__}") from None
         table = (pa.concat_tables(arrow) if arrow else
-                 schema.schema_of(name, dtype).empty_table())
+                 schema.schema_of(name, dtype, extra=schema.optional(
+                     name, manifest["config"])).empty_table())
         tables[name] = table.to_pandas().sort_values(keys, ignore_index=True)
     return Results(path=path, runs=tables[RUNS], steps=tables[STEPS], layers=tables[LAYERS],
                    manifest=manifest, partial=True)

@@ -354,6 +354,25 @@ def relative_gram_change_exponent(param: str, *, lr_scaling: str, depth: int,
     return _HALF if _lazy(param, lr_scaling) else None
 
 
+def linearization_exponent(param: str, *, lr_scaling: str, depth: int,
+                           layer: int | None = None):
+    """max_t ||g(t) - g_lin(t)|| (the network against its linearized twin), and the
+    feature movement max_t ||h_l(t) - h_l(0)|| / ||h_l(0)|| (THEORY.md section 10): ~ m^-1/2
+    in the lazy regime (Lee et al. 2019, Theorem 2.1, for ntk; du and zou likewise with a
+    width-stable lr), m^0 under mup, whose features move by O(1) (Yang & Hu 2021)."""
+    if _rich(param, lr_scaling):
+        return _FLAT
+    return _HALF if param in ("du", "ntk", "zou") and _lazy(param, lr_scaling) else None
+
+
+def infinite_width_exponent(param: str, *, lr_scaling: str, depth: int,
+                            layer: int | None = None):
+    """max_t ||u(t) - u_inf(t)||, the finite-width error of the kernel theory (THEORY.md
+    section 9): ~ m^-1/2, as ||H(0) - s H^inf|| and the kernel's change, for du, zou and
+    ntk with a width-stable lr (the analytic kernels)."""
+    return _HALF if param in ("du", "ntk", "zou") and _lazy(param, lr_scaling) else None
+
+
 def output_scale_exponent(param: str, *, center_output: bool):
     """Against the output scale alpha: the weights' movement (every radius), the flipped
     fraction and the kernel's change ~ alpha^-1 for the centered model alpha (f - f(0)) on

@@ -6,7 +6,8 @@ its step, overparam.measurements what a record measures, overparam.initial its
 init). This module owns only what is known without tracing it: `Static`, the
 hashable settings that select a program (a shape compiles once, not once per
 run), `init_static` (the settings the init program reads), what a record holds
-(`STEP_FIELDS`, `LAYER_FIELDS`, in the results schema's order) and the period of
+(`STEP_FIELDS`, `LAYER_FIELDS`, in the results schema's order, with the optional columns
+a program asks for: `step_fields`, `layer_fields`) and the period of
 its Gram and sharpness records (`record_period`).
 """
 
@@ -53,6 +54,35 @@ Static = static_class()
 # What a record holds, in the order of the results schema's columns (overparam.schema).
 STEP_FIELDS = schema.measured("steps")
 LAYER_FIELDS = schema.measured("layers")
+
+
+def step_fields(static: Static) -> tuple[str, ...]:
+    """What a record of `static`'s program holds of the steps table: STEP_FIELDS and the
+    optional columns its fields ask for (schema.optional: the linearized twin's, ...)."""
+    return STEP_FIELDS + schema.optional("steps", static)
+
+
+def layer_fields(static: Static) -> tuple[str, ...]:
+    """LAYER_FIELDS and the optional layers columns of `static` (`step_fields`)."""
+    return LAYER_FIELDS + schema.optional("layers", static)
+
+
+KERNEL_PARAMS = ("du", "zou", "ntk")  # the parameterizations with an analytic kernel (mlp)
+
+
+def kernel_gd(static: Static) -> bool:
+    """Whether `static`'s runs follow an infinite-width trajectory (infinite_width; THEORY.md
+    section 10): kernel GD with the mlp's analytic kernel H^inf, which exists for the mlp
+    under du, zou or ntk, squared loss, full-batch GD without momentum."""
+    return bool(static.infinite_width and static.arch == "mlp"
+                and static.param in KERNEL_PARAMS and static.loss == "squared"
+                and static.optimizer == "gd" and not static.momentum)
+
+
+def takes_h_inf(static: Static) -> bool:
+    """Whether `static`'s programs take H^inf (trainstate.Data.H_inf): for the Gram matrix's
+    distance to it (Gram tracking of the mlp) or for the infinite-width trajectory."""
+    return bool(static.gram_every and static.arch == "mlp") or kernel_gd(static)
 
 
 def record_period(record_every: int, gram_every: int, sharpness_every: int) -> int:

@@ -53,6 +53,10 @@ class State(NamedTuple):
     f0_test: jax.Array        # (n_test,): f at step 0 on the test points, likewise
     sharp_v: Any              # shaped as the trained weights: the sharpness's warm start
                               # (a (0,) array when sharpness is off)
+    # docs/THEORY.md section 10 (overparam.lazy), each None unless its field asks for it:
+    twin: Any = None          # lazy.Twin: the linearized twin (linear_twin)
+    f_inf: Any = None         # (n,): f of the infinite-width trajectory (infinite_width)
+    h0: Any = None            # per layer relu(z_l(0)), as the pre-activations (track_features)
 
 
 class Data(NamedTuple):
@@ -62,9 +66,10 @@ class Data(NamedTuple):
 
       X       (B, n, d)        training points
       y       (B, n)           their targets
-      H_inf   (B, n, n)        H^inf / s of each training set (theory.gram_inf), for the
-                               Gram matrix's distance to it; None where the program takes
-                               none (no Gram tracking, or not the mlp)
+      H_inf   (B, n, n)        H^inf of each training set (theory.gram_inf; H(0) / s tends to
+                               it), for the Gram matrix's distance to it and the
+                               infinite-width trajectory (overparam.lazy); None where the
+                               program takes none (neither, or not the mlp)
       X_test  (B, n_test, d)   held-out points; None where static.n_test is 0
       y_test  (B, n_test)      their targets; likewise
 

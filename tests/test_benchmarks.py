@@ -36,6 +36,7 @@ COVERED_BY = {"bench.py": "bench", "gemm.py": "bench", "overhead.py": "bench",
               "compile_cost.py": "bench", "peers.py": "bench",
               "cache_groups.py": "cache_groups", "gram_cost.py": "gram_cost",
               "host_cost.py": "host_cost", "sharpness_cost.py": "sharpness_cost",
+              "lazy_cost.py": "lazy_cost",
               "conv_cost.py": "gpu_check", "gpu_check.py": "gpu_check",
               "gpu_check.sh": "gpu_check"}
 RUNS = {  # longest first: they start in this order
@@ -45,12 +46,13 @@ RUNS = {  # longest first: they start in this order
     "cache_groups": ["benchmarks/cache_groups.py", "--smoke"],
     "gram_cost": ["benchmarks/gram_cost.py", "--smoke"],
     "host_cost": ["benchmarks/host_cost.py", "--smoke"],
+    "lazy_cost": ["benchmarks/lazy_cost.py", "--smoke"],
 }
 RUN_OF_TEST = {"test_bench_smoke_prints_the_summary": "bench",
                "test_gpu_check_smoke_through_its_shell_wrapper": "gpu_check",
                "test_sharpness_cost_smoke": "sharpness_cost",
                "test_cache_groups_smoke": "cache_groups", "test_gram_cost_smoke": "gram_cost",
-               "test_host_cost_smoke": "host_cost"}
+               "test_host_cost_smoke": "host_cost", "test_lazy_cost_smoke": "lazy_cost"}
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu",
        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
@@ -282,3 +284,9 @@ def test_cpu_only_tests_are_skipped_on_another_backend(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 skipped" in proc.stdout and "cpu_only: JAX's backend here is gpu" in proc.stdout
+
+
+@pytest.mark.slow
+def test_lazy_cost_smoke(smoke):
+    _lines(smoke("lazy_cost").stdout, r"^device: ",
+           r"^ntk m=8 L=1 n=8 x2 +(\s+[\d.]+ x[\d.]+){6}$")

@@ -132,6 +132,9 @@ UNUSED = {
     "batch_size": ((4,), dict(optimizer=("gd", "sgd")), dict(optimizer=("gd",))),
     "regression_tol": (0.1, dict(labels="teacher_regression"), dict(labels="random_sign")),
     "sharpness_iters": (10, dict(sharpness_every=1), dict(sharpness_every=0)),
+    "track_alignment": (True, dict(gram_every=5), dict(gram_every=0)),
+    "coord_steps": (5, dict(track_features=True), dict(track_features=False)),
+    "infinite_width": (True, dict(param=("ntk", "mup")), dict(param=("mup",))),
 }
 
 

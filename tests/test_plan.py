@@ -523,7 +523,7 @@ def test_the_numeric_fields_are_every_field_of_numbers():
         "teacher_width", "lr", "batch_size", "output_scale", "momentum", "steps",
         "record_every", "chunk_steps", "power_tol", "power_max_iters", "regression_tol",
         "memory_budget_mb", "checkpoint_seconds", "gram_every", "sharpness_every",
-        "sharpness_iters", "power_iters"}
+        "sharpness_iters", "power_iters", "coord_steps"}
 
 
 _ints = st.one_of(st.integers(-2, 70), st.integers(1, 130).map(lambda e: 3**e // 2**e),

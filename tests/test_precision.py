@@ -39,10 +39,15 @@ STATICS = {
     # centered output, the output layer trained, Gram and sharpness records
     "mlp": dict(width=80, depth=2, n=8, d=4, batch_size=4, loss="squared", optimizer="sgd",
                 param="ntk", chunk_records=2, gram_every=1, sharpness_every=2, n_test=3,
-                center_output=True, train_output=True),
+                center_output=True, train_output=True, linear_twin=True, track_features=True,
+                track_alignment=True),
     # a flax module (its J J^T Gram), convolutions (operator norms), mup's multipliers
     "cnn": dict(width=4, depth=2, n=4, d=16, batch_size=4, loss="squared", optimizer="gd",
-                param="mup", arch="cnn", chunk_records=2, gram_every=2, sharpness_every=1),
+                param="mup", arch="cnn", chunk_records=2, gram_every=2, sharpness_every=1,
+                linear_twin=True, track_features=True),
+    # the infinite-width trajectory (kernel GD with H^inf: the mlp, GD, squared loss)
+    "kernel": dict(width=80, depth=1, n=8, d=4, batch_size=8, loss="squared", optimizer="gd",
+                   param="ntk", chunk_records=2, gram_every=2, infinite_width=True),
 }
 
 

@@ -300,6 +300,9 @@ def test_markdown_lists_every_column_of_every_table_once():
         lines = section.lstrip("`").splitlines()
         assert lines[0] == f"{name}`:"
         rows = [x for x in lines if x.startswith("| `")]
+        optional = [c for c, *_ in schema.OPTIONAL.get(name, ())]
+        assert [x.split("`")[1] for x in rows[len(SCHEMAS[name]):]] == optional
+        rows = rows[:len(SCHEMAS[name])]
         assert len(rows) == len(SCHEMAS[name])
         for f in SCHEMAS[name]:
             mine = [x for x in rows if x.startswith(f"| `{f.name}` |")]
@@ -447,3 +450,19 @@ def test_a_rewritten_file_with_its_old_hash_fails_the_hash_check_first(sweep_dir
     pq.write_table(_drop("loss")(pq.read_table(path / rel)), path / rel)
     message = _load_error(path)
     assert str(path / rel) in message and "SHA-256" in message
+
+
+def test_optional_columns_come_only_with_their_fields_after_the_tables_own():
+    assert schema.optional("steps", {}) == () and schema.optional("runs.parquet", {}) == ()
+    on = {"linear_twin": True, "track_alignment": True, "track_features": True}
+    extra = schema.optional("steps", on)
+    assert extra == ("lin_distance", "lin_distance_rel", "lin_distance_test",
+                     "lin_distance_test_rel", "lin_loss", "kernel_alignment")
+    assert schema.optional("layers", on) == ("feature_rms", "feature_change_rms")
+    got = schema.schema_of("steps", "float64", extra=extra)
+    assert got.names == schema.STEPS.names + list(extra)
+    assert all(got.field(c).type == pa.float64() for c in extra)
+    assert schema.check("steps", got, "float64") is not None  # the extra columns refused
+    assert schema.check("steps", got, "float64", extra=extra) is None
+    with pytest.raises(ValueError, match="not an optional column"):
+        schema.schema_of("steps", extra=("loss",))

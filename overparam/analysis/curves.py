@@ -54,8 +54,15 @@ CURVES = {  # column -> (table, title, axis label)
     "sharpness": ("steps", "Sharpness against the stability limit 2/eta",
                   r"sharpness $\lambda_{\max}(\nabla^2 L)$"),
     "test_error": ("steps", "Test error", "test error (held-out points)"),
+    "lin_distance": ("steps", "Distance to the linearized twin",
+                     r"$\|g(t)-g_{\mathrm{lin}}(t)\|_2$"),
+    "inf_distance": ("steps", "Distance to the infinite-width trajectory",
+                     r"$\|u(t)-u_\infty(t)\|_2$"),
+    "kernel_alignment": ("steps", "Kernel-target alignment", r"$A(t)$"),
+    "feature_change_rms": ("layers", "Feature movement (RMS of the change)",
+                           r"RMS of $h_l(t)-h_l(0)$"),
 }
-LINEAR_CURVES = {"test_error"}  # fractions that reach 0: a linear y axis from 0
+LINEAR_CURVES = {"test_error", "kernel_alignment"}  # fractions that reach 0: a linear y axis from 0
 
 
 def as_sweeps(results) -> dict:

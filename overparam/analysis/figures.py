@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from overparam import store
+from overparam.analysis import lazy_rich
 from overparam.analysis.bounds import radius_bounds
 from overparam.analysis.curves import CURVES, as_sweeps, plot_curves
 from overparam.analysis.fits import BOUND_QUANTITY
@@ -73,6 +74,10 @@ def write_figures(out: Path, results: store.Results | Mapping[str, store.Results
         name = f"curves_{column}.png"
         _save(plot_curves(results, column), fig_dir / name)
         written["Training curves"].append(f"figures/{name}")
+    for section, figures in lazy_rich.figures(sweeps).items():
+        for name, fig in figures.items():
+            _save(fig, fig_dir / f"{name}.png")
+            written.setdefault(section, []).append(f"figures/{name}.png")
     if bound_fits is not None and len(bound_fits) and SWEEP not in per_run:
         name = f"fit_{BOUND_QUANTITY}_vs_arora_bound.png"
         _save(plot_bound(per_run, bound_fits), fig_dir / name)
@@ -88,6 +93,8 @@ def write_figures(out: Path, results: store.Results | Mapping[str, store.Results
 def _has_curve(results: store.Results, table: str, column: str) -> bool:
     ok_ids = results.runs.run_id[results.runs.status == "ok"]
     frame = getattr(results, table)
+    if column not in frame:  # an optional column (schema.OPTIONAL) the sweep did not record
+        return False
     values = frame[column][frame.run_id.isin(ok_ids)]
     return bool((np.isfinite(values) & (values > 0)).any())
 

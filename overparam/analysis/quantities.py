@@ -22,7 +22,10 @@ import pandas as pd
 from overparam import schema, theory
 
 BUILTIN_ARCHS = ("mlp", "cnn", "resnet")  # the networks the theory's predictions are for
-SCHEMAS = {"runs": schema.RUNS, "steps": schema.STEPS, "layers": schema.LAYERS}
+# every column a quantity may read, the optional ones included (schema.OPTIONAL)
+SCHEMAS = {"runs": schema.RUNS,
+           **{name: schema.schema_of(name, extra=tuple(c for c, *_ in schema.OPTIONAL[name]))
+              for name in ("steps", "layers")}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +175,62 @@ def _steps_to_eos(t: Tables, o: QuantityOptions) -> pd.Series:
     return steps.reindex(t.steps.run_id[t.steps.sharpness.notna()].unique())
 
 
+def _max(column: str) -> Callable[[Tables, QuantityOptions], pd.Series]:
+    """compute: run_id -> max over the recorded steps of steps.column."""
+    return lambda t, o: t.steps.groupby("run_id")[column].max()
+
+
+def _feature_movement(t: Tables, o: QuantityOptions) -> pd.Series:
+    """max_t ||h_l(t) - h_l(0)||_F / ||h_l(0)||_F = max_t feature_change_rms / feature_rms(0)
+    (the same number of coordinates)."""
+    g = _by_layer(t.layers)
+    return g.feature_change_rms.max() / g.feature_rms.first()
+
+
+def _alignment_change(t: Tables, o: QuantityOptions) -> pd.Series:
+    """max_t |A(t) - A(0)| over the Gram steps."""
+    s = t.steps[t.steps.kernel_alignment.notna()]
+    a0 = s.kernel_alignment.where(s.first).groupby(s.run_id).transform("max")
+    return (s.kernel_alignment - a0).abs().groupby(s.run_id).max()
+
+
+def _alignment_gain(t: Tables, o: QuantityOptions) -> pd.Series:
+    """A at the last Gram step minus A(0)."""
+    s = t.steps[t.steps.kernel_alignment.notna()].groupby("run_id").kernel_alignment
+    return s.last() - s.first()
+
+
+def _loss_peak_ratio(t: Tables, o: QuantityOptions) -> pd.Series:
+    return (t.steps.loss / t.steps.loss0).groupby(t.steps.run_id).max()
+
+
+def _loss_peak_step(t: Tables, o: QuantityOptions) -> pd.Series:
+    s = t.steps[np.isfinite(t.steps.loss)]
+    peak = s.loss.groupby(s.run_id).idxmax()
+    return pd.Series(s.step.loc[peak].to_numpy(float), index=peak.index)
+
+
+def _final_sharpness_ratio(t: Tables, o: QuantityOptions) -> pd.Series:
+    last = t.steps[t.steps.sharpness.notna()].groupby("run_id").last()
+    return last.sharpness * t.runs.set_index("run_id").lr.reindex(last.index) / 2.0
+
+
+def top_eigenvalue_init(t: Tables) -> pd.Series:
+    """lambda_0 of the catapult (THEORY.md section 10): the top eigenvalue of the NTK at
+    step 0 in the loss's own normalization: gram_lambda_max(0) (divided by n under the mean
+    reduction), or without Gram steps the sharpness at step 0 (the loss Hessian's top
+    eigenvalue, which at initialization is the Gauss-Newton part's, H's)."""
+    first = t.steps[t.steps.first].set_index("run_id")
+    runs = t.runs.set_index("run_id").reindex(first.index)
+    gram = first.gram_lambda_max / np.where(runs.reduction == "mean", runs.n, 1)
+    return gram.where(gram.notna(), first.sharpness)
+
+
+def _eta_lambda0(t: Tables, o: QuantityOptions) -> pd.Series:
+    lam = top_eigenvalue_init(t)
+    return lam * t.runs.set_index("run_id").lr.reindex(lam.index)
+
+
 QUANTITIES = (
     Quantity(
         "max_radius_spectral", per_layer=True,
@@ -315,6 +374,92 @@ QUANTITIES = (
                    "reached: `excluded`).",
         columns=("steps.sharpness", "runs.lr"), compute=_steps_to_eos,
         censored="never reached the edge of stability"),
+    Quantity(
+        "max_lin_distance", per_layer=False,
+        title="Distance to the linearized twin",
+        label=r"$\max_t\,\|g(t)-g_{{\mathrm{{lin}}}}(t)\|_2$",
+        definition="max over recorded steps t of ||g(t) - g_lin(t)||_2 on the training "
+                   "points: the network's output against its first-order Taylor model at "
+                   "theta_0 trained beside it (THEORY.md section 10).",
+        columns=("steps.lin_distance",), compute=_max("lin_distance"),
+        prediction=theory.linearization_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
+        "max_lin_distance_rel", per_layer=False,
+        title="Distance to the linearized twin, relative to the function's movement",
+        label=r"$\max_t\,\|g-g_{{\mathrm{{lin}}}}\|/\|g-g(0)\|$",
+        definition="max_t ||g(t) - g_lin(t)||_2 / ||g(t) - g(0)||_2 on the training points.",
+        columns=("steps.lin_distance_rel",), compute=_max("lin_distance_rel"),
+        prediction=theory.linearization_exponent),
+    Quantity(
+        "max_lin_distance_test", per_layer=False,
+        title="Distance to the linearized twin on the test points",
+        label=r"$\max_t\,\|g(t)-g_{{\mathrm{{lin}}}}(t)\|_2$ (test)",
+        definition="max_t ||g(t) - g_lin(t)||_2 on the held-out test points.",
+        columns=("steps.lin_distance_test",), compute=_max("lin_distance_test"),
+        prediction=theory.linearization_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
+        "max_inf_distance", per_layer=False,
+        title="Distance to the infinite-width trajectory",
+        label=r"$\max_t\,\|u(t)-u_\infty(t)\|_2$",
+        definition="max_t ||u(t) - u_inf(t)||_2 on the training points, u_inf kernel GD with "
+                   "s H^inf from u(0) (THEORY.md section 10).",
+        columns=("steps.inf_distance",), compute=_max("inf_distance"),
+        prediction=theory.infinite_width_exponent),
+    Quantity(
+        "max_feature_movement", per_layer=True,
+        title="Feature movement",
+        label=r"$\max_t\,\|h_l(t)-h_l(0)\|_F/\|h_l(0)\|_F$",
+        definition="max_t ||h_l(t) - h_l(0)||_F / ||h_l(0)||_F over the training inputs, "
+                   "h_l the post-activations of layer l.",
+        columns=("layers.feature_change_rms", "layers.feature_rms"),
+        compute=_feature_movement, prediction=theory.linearization_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
+        "max_alignment_change", per_layer=False,
+        title="Change of the kernel-target alignment",
+        label=r"$\max_t\,|A(t)-A(0)|$",
+        definition="max over Gram steps of |A(t) - A(0)|, A the centered kernel-target "
+                   "alignment of H(t) with y.",
+        columns=("steps.kernel_alignment",), compute=_alignment_change,
+        prediction=theory.relative_gram_change_exponent,
+        scale_prediction=theory.output_scale_exponent),
+    Quantity(
+        "alignment_gain", per_layer=False,
+        title="Kernel-target alignment gained in training",
+        label=r"$A(T)-A(0)$",
+        definition="A at the last Gram step minus A(0) (positive: the kernel learnt the "
+                   "targets).",
+        columns=("steps.kernel_alignment",), compute=_alignment_gain),
+    Quantity(
+        "loss_peak_ratio", per_layer=False,
+        title="Largest loss over the initial loss",
+        label=r"$\max_t\,\mathrm{{loss}}(t)/\mathrm{{loss}}(0)$",
+        definition="max_t loss(t) / loss(0): above 1, the loss rose (a catapult, or "
+                   "divergence).",
+        columns=("steps.loss",), compute=_loss_peak_ratio),
+    Quantity(
+        "loss_peak_step", per_layer=False,
+        title="Step of the largest loss",
+        label="step of the peak loss",
+        definition="the recorded step of max_t loss(t) (0: the loss never rose).",
+        columns=("steps.loss",), compute=_loss_peak_step),
+    Quantity(
+        "final_sharpness_ratio", per_layer=False,
+        title="Final sharpness against the stability limit",
+        label=r"$\eta\,\lambda_{{\max}}(T)/2$",
+        definition="the last recorded sharpness x eta / 2: below 1, the top eigenvalue ended "
+                   "below 2 / eta.",
+        columns=("steps.sharpness", "runs.lr"), compute=_final_sharpness_ratio),
+    Quantity(
+        "eta_lambda0", per_layer=False,
+        title="Step size times the top eigenvalue of H(0)",
+        label=r"$\eta\,\lambda_0$",
+        definition="eta lambda_0, lambda_0 the top eigenvalue of the NTK Gram matrix at step "
+                   "0 in the loss's normalization (gram_lambda_max(0), / n for the mean "
+                   "reduction; else the sharpness at step 0): 2 is the catapult's edge.",
+        columns=("steps.loss", "runs.lr"), compute=_eta_lambda0),
 )
 QUANTITY_BY_NAME = {q.name: q for q in QUANTITIES}
 

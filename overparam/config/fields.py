@@ -84,6 +84,15 @@ REAL_TARGETS = UsedWhen("real-valued targets (labels 'gaussian' or 'teacher_regr
                         lambda s: not digits.sign_labels(s["labels"], s["digits_task"]))
 SHARPNESS_ON = UsedWhen("sharpness_every > 0", ("sharpness_every",),
                         lambda s: s["sharpness_every"] > 0)
+GRAM_ON = UsedWhen("gram_every > 0", ("gram_every",), lambda s: s["gram_every"] > 0)
+FEATURES_ON = UsedWhen("track_features", ("track_features",), lambda s: s["track_features"])
+# The infinite-width trajectory: an analytic kernel (the mlp under du, zou or ntk) trained
+# by kernel GD on the squared loss; a sweep reads the field where any of its runs is so.
+KERNEL_GD = UsedWhen(
+    "some run of arch 'mlp', param du, zou or ntk, loss 'squared', optimizer 'gd', momentum 0",
+    ("arch", "param", "loss", "optimizer", "momentum"),
+    lambda s: ("mlp" in s["arch"] and bool({"du", "zou", "ntk"} & set(s["param"]))
+               and "squared" in s["loss"] and "gd" in s["optimizer"] and not s["momentum"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +213,24 @@ class Sweep:
         "norms of W(0), Gram, sharpness; TF32 fakes small radii); `precision` is training's: "
         "precision='high' trains in TF32 on a GPU and still measures in float32", identity=False,
         program=INIT)
+    linear_twin: bool = _field(
+        False, check.boolean, "train each network's linearization at theta_0 beside it (same "
+        "optimizer, steps, batches) and record ||f - f_lin|| and its loss (steps' lin_ "
+        "columns; about doubles a step)", identity=False, program=INIT)
+    infinite_width: bool = _field(
+        False, check.boolean, "record ||u(t) - u_inf(t)||, u_inf kernel GD with H^inf (steps' "
+        "inf_distance; the mlp under du, zou or ntk, squared loss, GD: NaN for other runs)",
+        identity=False, used_when=KERNEL_GD, program=INIT)
+    track_features: bool = _field(
+        False, check.boolean, "record per hidden layer the RMS of h_l and of h_l - h_l(0) over "
+        "the training inputs (layers' feature_ columns: feature movement, coordinate check)",
+        identity=False, program=INIT)
+    coord_steps: int = _field(
+        3, check.integer(), "the coordinate check's figure: the first this many steps after "
+        "step 0 (recorded ones)", identity=False, used_when=FEATURES_ON)
+    track_alignment: bool = _field(
+        False, check.boolean, "record the centered kernel-target alignment A(t) of each Gram "
+        "step (steps' kernel_alignment)", identity=False, used_when=GRAM_ON, program=CHUNK)
     power_iters: int = _field(
         16, check.integer(), "spectral-norm iterations per record on a GPU or TPU: a fixed "
         "count, warm-started (the CPU stops at power_tol)", identity=False, program=CHUNK)
