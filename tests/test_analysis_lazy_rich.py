@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from overparam.analysis import lazy_rich
+from overparam.analysis import lazy_rich, quantities
 from overparam.analysis.quantities import QUANTITY_BY_NAME, QuantityOptions, Tables
 
 
@@ -71,7 +71,7 @@ def test_feature_movement_and_alignment_quantities_by_hand():
     assert movement[("a", 2)] == pytest.approx(0.1)
     assert QUANTITY_BY_NAME["max_alignment_change"].compute(t, o)["a"] == pytest.approx(0.2)
     assert QUANTITY_BY_NAME["alignment_gain"].compute(t, o)["a"] == pytest.approx(-0.2)
-    assert QUANTITY_BY_NAME["loss_peak_step"].compute(t, o)["a"] == 0
+    assert quantities.loss_peak_step(t)["a"] == 0
 
 
 def test_the_coordinate_check_figure_has_a_panel_per_layer_and_a_line_per_step():

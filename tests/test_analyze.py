@@ -359,7 +359,8 @@ def test_every_quantity_reads_real_columns_and_has_text_and_a_theory_prediction(
     for q in analyze.QUANTITIES:
         assert q.title and q.text("label", options) and q.text("definition", options), q.name
         for table, column in (c.split(".") for c in q.columns):
-            assert column in getattr(du, table), (q.name, table, column)
+            optional = [c for c, *_ in schema.OPTIONAL.get(table, ())]
+            assert column in getattr(du, table) or column in optional, (q.name, column)
         for predict in (q.prediction, q.scale_prediction):
             assert predict is None or predict.__module__ == theory.__name__, q.name
         expected = (q.prediction("du", lr_scaling="constant", depth=1, layer=None)
@@ -526,8 +527,9 @@ def _every_figure(du, deep, du_analysis):
         if np.isfinite(fits.exponent[(fits.quantity == quantity) & (fits.x == x)]).any():
             yield analyze.plot_fit(per_run, fits, quantity, x,
                                    options=QuantityOptions(loss_threshold=0.5), n_boot=100)
-    for column in analyze.CURVES:
-        yield analyze.plot_curves(du, column)
+    for column, (table, *_) in analyze.CURVES.items():
+        if column in getattr(du, table):  # not the optional ones du does not ask for
+            yield analyze.plot_curves(du, column)
     deep_run = analyze.per_run_quantities(deep)
     deep_fits = analyze.fit_table(deep_run, n_boot=100)
     yield analyze.plot_fit(deep_run, deep_fits, "max_radius_spectral", "depth", n_boot=100)

@@ -375,7 +375,7 @@ INIT_IGNORES = dict(batch_size=4, loss="logistic", optimizer="sgd", reduction="m
                     sign_labels=True, record_every=7, chunk_records=5, power_tol=1e-3,
                     power_max_iters=5, regression_tol=0.5, momentum=0.5, gram_every=7,
                     sharpness_every=7, sharpness_iters=5, cache_group=2, fixed_loops=True,
-                    power_iters=3)
+                    power_iters=3, track_alignment=True)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from overparam import store
+from overparam.analysis import quantities
 from overparam.analysis.quantities import QUANTITY_BY_NAME as _Q
 from overparam.analysis.quantities import QuantityOptions, Tables
 from overparam.analysis.style import (
@@ -54,10 +55,11 @@ def phases(t: Tables, *, rise: float = RISE) -> pd.DataFrame:
     o = QuantityOptions()
     runs = t.runs.set_index("run_id")
     out = pd.DataFrame(index=pd.Index(runs.index, name="run_id"))
-    for name, column in (("eta_lambda0", "eta_lambda0"), ("peak_ratio", "loss_peak_ratio"),
-                         ("peak_step", "loss_peak_step"),
-                         ("final_sharpness_ratio", "final_sharpness_ratio")):
-        out[name] = _Q[column].compute(t, o).reindex(out.index).astype(float)
+    for name, values in (("eta_lambda0", quantities.eta_lambda0(t)),
+                         ("peak_ratio", quantities.loss_peak_ratio(t)),
+                         ("peak_step", quantities.loss_peak_step(t)),
+                         ("final_sharpness_ratio", _Q["final_sharpness_ratio"].compute(t, o))):
+        out[name] = values.reindex(out.index).astype(float)
     s = t.steps
     last = s[s.step == s.groupby("run_id").step.transform("max")].set_index("run_id")
     final = (last.loss / last.loss0).reindex(out.index).astype(float)
@@ -151,17 +153,17 @@ def plot_coord_check(frame: pd.DataFrame, title: str):
 
 def figures(sweeps: dict) -> dict[str, dict]:
     """{section: {figure name: Figure}} of the sweeps (`curves.as_sweeps`' {label:
-    Results}): for one sweep, the phase diagram where it recorded Gram or sharpness steps
-    with squared loss, and a coordinate check per (param, output_scale, lr_spec) where it
-    recorded the features (its config's coord_steps)."""
+    Results}): for one sweep, the phase diagram where it recorded sharpness steps (as the
+    catapult's quantities ask: quantities._catapult) with squared loss, and a coordinate
+    check per (param, output_scale, lr_spec) where it recorded the features (its config's
+    coord_steps)."""
     out: dict[str, dict] = {}
     if len(sweeps) != 1:
         return out
     results = next(iter(sweeps.values()))
     t = tables(results)
     config = results.manifest.get("config", {})
-    if (config.get("gram_every") or config.get("sharpness_every")) and set(
-            results.runs.loss) == {"squared"}:
+    if config.get("sharpness_every") and set(results.runs.loss) == {"squared"}:
         frame = phases(t)
         if np.isfinite(frame.eta_lambda0).any():
             out.setdefault("Lazy, rich and catapult", {})["phase_diagram"] = plot_phases(

@@ -200,11 +200,25 @@ def _alignment_gain(t: Tables, o: QuantityOptions) -> pd.Series:
     return s.last() - s.first()
 
 
-def _loss_peak_ratio(t: Tables, o: QuantityOptions) -> pd.Series:
+def _catapult(compute: Callable[[Tables], pd.Series]
+              ) -> Callable[[Tables, QuantityOptions], pd.Series]:
+    """The registry's compute of a catapult quantity (`compute`, which lazy_rich.phases
+    uses for every run): for the runs that record the sharpness only. A sweep asks for the
+    catapult's quantities by recording it (lambda_max against 2 / eta); a sweep that does
+    not, the default one, reports none of them."""
+    def catapult(t: Tables, o: QuantityOptions) -> pd.Series:
+        values = compute(t)
+        return values[values.index.isin(t.steps.run_id[t.steps.sharpness.notna()])]
+    return catapult
+
+
+def loss_peak_ratio(t: Tables) -> pd.Series:
+    """run_id -> max_t loss(t) / loss(0)."""
     return (t.steps.loss / t.steps.loss0).groupby(t.steps.run_id).max()
 
 
-def _loss_peak_step(t: Tables, o: QuantityOptions) -> pd.Series:
+def loss_peak_step(t: Tables) -> pd.Series:
+    """run_id -> the recorded step of max_t loss(t)."""
     s = t.steps[np.isfinite(t.steps.loss)]
     peak = s.loss.groupby(s.run_id).idxmax()
     return pd.Series(s.step.loc[peak].to_numpy(float), index=peak.index)
@@ -226,7 +240,8 @@ def top_eigenvalue_init(t: Tables) -> pd.Series:
     return gram.where(gram.notna(), first.sharpness)
 
 
-def _eta_lambda0(t: Tables, o: QuantityOptions) -> pd.Series:
+def eta_lambda0(t: Tables) -> pd.Series:
+    """run_id -> eta lambda_0 (top_eigenvalue_init)."""
     lam = top_eigenvalue_init(t)
     return lam * t.runs.set_index("run_id").lr.reindex(lam.index)
 
@@ -438,13 +453,13 @@ QUANTITIES = (
         label=r"$\max_t\,\mathrm{{loss}}(t)/\mathrm{{loss}}(0)$",
         definition="max_t loss(t) / loss(0): above 1, the loss rose (a catapult, or "
                    "divergence).",
-        columns=("steps.loss",), compute=_loss_peak_ratio),
+        columns=("steps.loss", "steps.sharpness"), compute=_catapult(loss_peak_ratio)),
     Quantity(
         "loss_peak_step", per_layer=False,
         title="Step of the largest loss",
         label="step of the peak loss",
         definition="the recorded step of max_t loss(t) (0: the loss never rose).",
-        columns=("steps.loss",), compute=_loss_peak_step),
+        columns=("steps.loss", "steps.sharpness"), compute=_catapult(loss_peak_step)),
     Quantity(
         "final_sharpness_ratio", per_layer=False,
         title="Final sharpness against the stability limit",
@@ -459,7 +474,7 @@ QUANTITIES = (
         definition="eta lambda_0, lambda_0 the top eigenvalue of the NTK Gram matrix at step "
                    "0 in the loss's normalization (gram_lambda_max(0), / n for the mean "
                    "reduction; else the sharpness at step 0): 2 is the catapult's edge.",
-        columns=("steps.loss", "runs.lr"), compute=_eta_lambda0),
+        columns=("steps.loss", "steps.sharpness", "runs.lr"), compute=_catapult(eta_lambda0)),
 )
 QUANTITY_BY_NAME = {q.name: q for q in QUANTITIES}
 
